@@ -1,0 +1,1 @@
+"""Data layer: manifests, corpus readers, audio I/O, the demo corpus, batching."""

@@ -1,0 +1,131 @@
+"""`data prepare NAME`: run a corpus reader and write its manifests and a report.
+
+The reader collects bad rows as issues; here they are either fatal (`strict=True`: nothing is
+written and the error lists them) or skipped and written to `issues.tsv` beside the manifests.
+Manifests are written atomically, so a failure leaves the previous good ones untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmark.config import DatasetCard, benchmark_home
+from benchmark.data.manifest import RowIssue, Utterance, read_manifest, write_manifest
+from benchmark.data.readers import ReadResult, get_reader
+from benchmark.errors import BenchmarkError
+
+MAX_LISTED_ISSUES = 10
+
+
+def prepared_dir(name: str) -> Path:
+    """Default folder of a corpus's manifests."""
+    return benchmark_home() / "datasets" / name
+
+
+def manifest_path(card: DatasetCard, split: str, out_dir: Path | None = None) -> Path:
+    return (out_dir or prepared_dir(card.name)) / f"{split}.jsonl"
+
+
+def is_prepared(card: DatasetCard, out_dir: Path | None = None) -> bool:
+    return all(manifest_path(card, split, out_dir).is_file() for split in card.splits)
+
+
+def load_split(card: DatasetCard, split: str, out_dir: Path | None = None) -> list[Utterance]:
+    return read_manifest(manifest_path(card, split, out_dir))
+
+
+@dataclass
+class SplitSummary:
+    split: str
+    group: str
+    utterances: int
+    hours: float
+    labels: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class PrepareReport:
+    card: DatasetCard
+    out_dir: Path
+    summaries: list[SplitSummary]
+    issues: list[RowIssue]
+    dropped: Counter[str]
+
+
+def summarise(card: DatasetCard, splits: dict[str, list[Utterance]]) -> list[SplitSummary]:
+    """Utterances, hours and per-label counts per split and group (a row per group)."""
+    rows = []
+    for split in card.splits:
+        by_group: dict[str, list[Utterance]] = {}
+        for utt in splits.get(split, []):
+            by_group.setdefault(utt.group, []).append(utt)
+        for group in sorted(by_group):
+            utts = by_group[group]
+            rows.append(
+                SplitSummary(
+                    split=split,
+                    group=group,
+                    utterances=len(utts),
+                    hours=sum(u.duration for u in utts) / 3600.0,
+                    labels=Counter(u.emotion or "(none)" for u in utts),
+                )
+            )
+    return rows
+
+
+def write_issues(path: Path, issues: list[RowIssue]) -> None:
+    """The skipped rows, one per line: source, line, reason (tab-separated, atomic write)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write("source\tline\treason\n")
+        for issue in issues:
+            handle.write(f"{issue.source}\t{issue.line or ''}\t{issue.reason}\n")
+    os.replace(tmp, path)
+
+
+def check_result(card: DatasetCard, result: ReadResult) -> None:
+    """Reject a reader result that would make an unusable manifest."""
+    for split in result.splits:
+        if split not in card.splits:
+            raise BenchmarkError(f"reader '{card.reader}' returned split '{split}' unknown to the card")
+    seen: set[str] = set()
+    for rows in result.splits.values():
+        for row in rows:
+            if row.id in seen:
+                raise BenchmarkError(f"{card.name}: utterance id '{row.id}' appears twice")
+            seen.add(row.id)
+    if not seen:
+        first = "; ".join(str(i) for i in result.issues[:3])
+        raise BenchmarkError(
+            f"{card.name}: no usable utterance found" + (f" ({first})" if first else ""),
+            hint=f"expected layout:\n{card.layout}",
+        )
+
+
+def prepare_corpus(card: DatasetCard, root: Path, out_dir: Path | None = None, strict: bool = False) -> PrepareReport:
+    """Read a raw corpus at `root` and write one manifest per split under `out_dir`."""
+    out_dir = out_dir or prepared_dir(card.name)
+    if not root.is_dir():
+        raise BenchmarkError(f"{root}: corpus folder not found", hint=f"expected layout:\n{card.layout}")
+    result = get_reader(card.reader)(root, card, out_dir)
+    if strict and result.issues:
+        listed = "\n  ".join(str(i) for i in result.issues[:MAX_LISTED_ISSUES])
+        more = len(result.issues) - MAX_LISTED_ISSUES
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise BenchmarkError(
+            f"{card.name}: {len(result.issues)} bad row(s) with --strict, nothing written:\n  {listed}{tail}",
+            hint="fix the rows, or drop --strict to skip them (they are then listed in issues.tsv)",
+        )
+    check_result(card, result)
+    for split in card.splits:
+        write_manifest(manifest_path(card, split, out_dir), result.splits.get(split, []))
+    write_issues(out_dir / "issues.tsv", result.issues)
+    summary = {"dataset": card.name, "root": str(root), "dropped_labels": dict(result.dropped)}
+    (out_dir / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return PrepareReport(card, out_dir, summarise(card, result.splits), result.issues, result.dropped)

@@ -1,0 +1,1 @@
+"""Explanations: acoustic cues, descriptor faithfulness, saliency-linked cue reports."""
