@@ -108,7 +108,9 @@ def check_result(card: DatasetCard, result: ReadResult) -> None:
         )
 
 
-def prepare_corpus(card: DatasetCard, root: Path, out_dir: Path | None = None, strict: bool = False) -> PrepareReport:
+def prepare_corpus(
+    card: DatasetCard, root: Path, out_dir: Path | None = None, strict: bool = False
+) -> PrepareReport:
     """Read a raw corpus at `root` and write one manifest per split under `out_dir`."""
     out_dir = out_dir or prepared_dir(card.name)
     if not root.is_dir():

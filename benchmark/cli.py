@@ -1,0 +1,187 @@
+"""`python -m benchmark VERB ...`: argument parsing only; the work happens in the modules.
+
+A `BenchmarkError` (any user mistake) is printed as one line plus a hint and exits with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from benchmark import __version__
+from benchmark.errors import BenchmarkError
+
+# Verbs whose implementation arrives with later milestones of the roadmap (README).
+PLANNED = {
+    "run": "training and evaluating a system",
+    "evaluate": "zero-shot evaluation of a trained run on another corpus",
+    "systems": "the table of system variants",
+    "study": "Optuna studies (the beta search)",
+    "ui": "the MLflow UI",
+    "compare": "paired significance tests between runs",
+    "leaderboard": "tables shaped like the paper's",
+    "explain": "cue-level explanations of one prediction",
+}
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from benchmark.console import checks_table, console
+    from benchmark.track.environment import collect_checks
+
+    console.print(checks_table(collect_checks()))
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from benchmark.console import console
+    from benchmark.data.prepare import is_prepared
+    from benchmark.registry import dataset_cards, entries
+
+    table = Table(title="datasets")
+    for header in ("name", "title", "tasks", "labels", "protocol", "prepared", "card"):
+        table.add_column(header)
+    files = entries("datasets")
+    for name, card in dataset_cards().items():
+        table.add_row(
+            name, card.title, ",".join(card.tasks), str(len(card.labels) or "-"), card.protocol.kind,
+            "yes" if is_prepared(card) else "no", str(files[name]),
+        )  # fmt: skip
+    console.print(table)
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from benchmark.console import console, summary_table
+    from benchmark.data.prepare import prepare_corpus
+    from benchmark.registry import load_dataset_card
+
+    card = load_dataset_card(args.name)
+    if card.reader == "demo":
+        raise BenchmarkError(
+            f"'{args.name}' is synthesised, not read from disk", hint="run `python -m benchmark data demo`"
+        )
+    report = prepare_corpus(
+        card, Path(args.root).expanduser(), Path(args.out) if args.out else None, args.strict
+    )
+    console.print(
+        summary_table(f"{card.title}: manifests in {report.out_dir}", card.labels, report.summaries)
+    )
+    if report.dropped:
+        dropped = ", ".join(f"{label}={count}" for label, count in sorted(report.dropped.items()))
+        console.print(f"dropped on purpose (labels outside the task): {dropped}")
+    if report.issues:
+        console.print(
+            f"[yellow]skipped {len(report.issues)} bad row(s)[/]; listed in {report.out_dir / 'issues.tsv'}"
+        )
+        for issue in report.issues[:5]:
+            console.print(f"  {issue}")
+    return 0
+
+
+def cmd_data_demo(args: argparse.Namespace) -> int:
+    from benchmark.console import console, summary_table
+    from benchmark.data.demo import DEFAULT_SIZE, build_demo_corpus
+    from benchmark.data.manifest import read_manifest
+    from benchmark.data.prepare import summarise
+    from benchmark.registry import load_dataset_card
+
+    card = load_dataset_card("demo")
+    manifest = build_demo_corpus(
+        size=args.size or DEFAULT_SIZE, seed=args.seed, out_dir=Path(args.out) if args.out else None
+    )
+    rows = read_manifest(manifest)
+    console.print(summary_table(f"{card.title}: {manifest}", card.labels, summarise(card, {"all": rows})))
+    return 0
+
+
+def planned(verb: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise BenchmarkError(
+            f"`{verb}` ({PLANNED[verb]}) is not implemented yet in this version",
+            hint="see the roadmap in README.md; `data` and `doctor` work now",
+        )
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark",
+        description="Benchmark suite for LLM-based explainable speech emotion recognition.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--registry", action="append", default=[], metavar="DIR",
+        help="extra folder holding models/, datasets/ or studies/ (searched first; repeatable)",
+    )  # fmt: skip
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    for verb, what in PLANNED.items():
+        sub = verbs.add_parser(verb, help=f"{what} (not implemented yet)")
+        sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        sub.set_defaults(func=planned(verb))
+
+    data = verbs.add_parser("data", help="list, prepare or synthesise corpora")
+    data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
+    data_verbs.add_parser("list", help="the dataset cards and whether each is prepared").set_defaults(
+        func=cmd_data_list
+    )
+    prepare = data_verbs.add_parser("prepare", help="read a corpus release and write its manifests")
+    prepare.add_argument("name", help="dataset card name (see `data list`)")
+    prepare.add_argument("--root", required=True, help="the corpus folder (layout: see the dataset card)")
+    prepare.add_argument(
+        "--out", help="where to write the manifests (default: $BENCHMARK_HOME/datasets/NAME)"
+    )
+    prepare.add_argument(
+        "--strict", action="store_true", help="fail on the first bad rows instead of skipping them"
+    )
+    prepare.set_defaults(func=cmd_data_prepare)
+    demo = data_verbs.add_parser("demo", help="synthesise the demo corpus (cached)")
+    demo.add_argument(
+        "--size", type=_positive_int, default=None, help="number of utterances (default: about 420)"
+    )
+    demo.add_argument(
+        "--seed", type=int, default=0, help="random seed (the corpus is deterministic per seed)"
+    )
+    demo.add_argument("--out", help="output folder (default: $BENCHMARK_HOME/datasets/demo)")
+    demo.set_defaults(func=cmd_data_demo)
+
+    verbs.add_parser("doctor", help="what is installed and usable here").set_defaults(func=cmd_doctor)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from rich.markup import escape
+
+    from benchmark.console import error_console
+    from benchmark.registry import add_registry
+
+    args = build_parser().parse_args(argv)
+    try:
+        for folder in args.registry:
+            add_registry(Path(folder))
+        return args.func(args)
+    except BenchmarkError as err:
+        error_console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False)
+        if err.hint:
+            error_console.print(f"  hint: {err.hint}", highlight=False, markup=False)
+        return 2
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

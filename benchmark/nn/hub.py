@@ -1,0 +1,54 @@
+"""Where the paper's pretrained weights are looked for, without ever touching the network.
+
+The suite never downloads weights itself: a user who has them points `BENCHMARK_WEIGHTS_DIR` at
+a folder of checkpoints (`<dir>/<repo name>/config.json`, e.g. `<dir>/hubert-large-ls960-ft/`)
+or has them in the HuggingFace cache (`huggingface-cli download <repo id>` once, on a machine
+with access). Missing weights give one error saying where they were looked for and how to get
+them, never a hub stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from benchmark.errors import BenchmarkError
+
+# Checkpoints of `--backbone paper` (paper section 3.1, 3.4 and Table 2 Sys. 1-3).
+PAPER_CHECKPOINTS: dict[str, str] = {
+    "hubert-large": "facebook/hubert-large-ls960-ft",
+    "wavlm-large": "microsoft/wavlm-large",
+    "wav2vec2-large": "facebook/wav2vec2-large-960h-lv60-self",
+    "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
+}
+
+
+def local_checkpoint(repo_id: str) -> Path | None:
+    """The local folder of a checkpoint, or None when it is not on this machine."""
+    if weights_dir := os.environ.get("BENCHMARK_WEIGHTS_DIR"):
+        candidate = Path(weights_dir).expanduser() / repo_id.split("/")[-1]
+        if (candidate / "config.json").is_file():
+            return candidate
+    from huggingface_hub import try_to_load_from_cache
+
+    config = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(config, str):
+        return Path(config).parent
+    return None
+
+
+def require_checkpoint(repo_id: str) -> Path:
+    """The local folder of a checkpoint; a clear error naming where it was looked for if absent."""
+    if path := local_checkpoint(repo_id):
+        return path
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    weights_dir = os.environ.get("BENCHMARK_WEIGHTS_DIR", "(BENCHMARK_WEIGHTS_DIR not set)")
+    raise BenchmarkError(
+        f"weights of {repo_id} not found in {weights_dir} nor in the HuggingFace cache {HF_HUB_CACHE}",
+        hint=(
+            f"on a machine with hub access run `huggingface-cli download {repo_id}` (gated models need "
+            "`huggingface-cli login` first) and copy the cache, or put the checkpoint folder at "
+            f"$BENCHMARK_WEIGHTS_DIR/{repo_id.split('/')[-1]}"
+        ),
+    )

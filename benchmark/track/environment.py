@@ -1,0 +1,177 @@
+"""What this machine has: packages, Java, GPUs, DeepSpeed, backbones, corpora, metrics.
+
+`python -m benchmark doctor` prints it; runs log it as their `environment` artifact, so a number
+in MLflow can always be traced to the software and hardware that produced it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+from benchmark.config import benchmark_home
+from benchmark.data.prepare import is_prepared, manifest_path, prepared_dir
+from benchmark.errors import BenchmarkError
+from benchmark.nn.hub import PAPER_CHECKPOINTS, local_checkpoint
+from benchmark.registry import dataset_cards
+
+PACKAGES = [
+    "torch", "transformers", "peft", "deepspeed", "mlflow", "optuna", "optuna-integration",
+    "pycocoevalcap", "jiwer", "statsmodels", "scipy", "numpy", "soundfile", "soxr", "av",
+    "opensmile", "espeakng-loader", "pydantic",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: `ok` is True (usable), False (missing) or None (not applicable)."""
+
+    section: str
+    name: str
+    ok: bool | None
+    detail: str
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def java_version() -> str | None:
+    """The `java -version` line, or None without Java (METEOR and SPICE need it)."""
+    if shutil.which("java") is None:
+        return None
+    proc = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30)
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    return lines[0] if lines else "java (version unknown)"
+
+
+def gpu_checks() -> list[Check]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return [Check("hardware", "GPU", None, f"none (CPU only; {os.cpu_count()} cores)")]
+    checks = [
+        Check("hardware", "CUDA", True, f"CUDA {torch.version.cuda}, bf16={torch.cuda.is_bf16_supported()}")
+    ]
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        checks.append(
+            Check("hardware", f"GPU {index}", True, f"{props.name}, {props.total_memory / 2**30:.0f} GiB")
+        )
+    return checks
+
+
+def deepspeed_check() -> Check:
+    """DeepSpeed's version and the accelerator it picks (CPU when DS_ACCELERATOR=cpu or no GPU)."""
+    try:
+        import deepspeed
+        from deepspeed.accelerator import get_accelerator
+    except Exception as err:  # an import of deepspeed can fail in many ways (ops, CUDA mismatch)
+        return Check("software", "deepspeed", False, f"cannot import: {err}")
+    return Check(
+        "software",
+        "deepspeed",
+        True,
+        f"{deepspeed.__version__}, accelerator={get_accelerator().device_name()}",
+    )
+
+
+def backbone_checks() -> list[Check]:
+    checks = [Check("backbones", "tiny", True, "random small configs of the same classes (tests)")]
+    demo = benchmark_home() / "backbones" / "demo"
+    built = (demo / "config.json").is_file()
+    detail = str(demo) if built else "not built yet (built on first use, offline)"
+    checks.append(Check("backbones", "demo", built or None, detail))
+    for name, repo_id in PAPER_CHECKPOINTS.items():
+        path = local_checkpoint(repo_id)
+        checks.append(
+            Check(
+                "backbones",
+                f"paper: {name}",
+                path is not None,
+                str(path) if path else f"{repo_id} not in the local cache",
+            )
+        )
+    return checks
+
+
+def corpus_checks() -> list[Check]:
+    checks = []
+    for name, card in dataset_cards().items():
+        if not is_prepared(card):
+            how = "`data demo`" if card.reader == "demo" else f"`data prepare {name} --root PATH`"
+            checks.append(Check("corpora", name, False, f"not prepared ({how})"))
+            continue
+        counts = []
+        for split in card.splits:
+            with manifest_path(card, split).open(encoding="utf-8") as handle:
+                counts.append(f"{split}={sum(1 for line in handle if line.strip())}")
+        checks.append(Check("corpora", name, True, f"{prepared_dir(name)} ({', '.join(counts)})"))
+    return checks
+
+
+def captioning_checks(java: str | None) -> list[Check]:
+    """Which pycocoevalcap scorers can run here (METEOR and SPICE are Java programs)."""
+    checks = [Check("metrics", m, True, "pycocoevalcap (Python)") for m in ("BLEU-4", "ROUGE-L", "CIDEr")]
+    spec = importlib.util.find_spec("pycocoevalcap")
+    if spec is None or not spec.submodule_search_locations:
+        return [Check("metrics", "captioning", False, "pycocoevalcap is not installed")]
+    package = Path(next(iter(spec.submodule_search_locations)))  # a namespace package: no __file__
+    no_java = "needs Java 8+ on PATH"
+    checks.append(
+        Check("metrics", "METEOR", java is not None, "Java + bundled meteor-1.5.jar" if java else no_java)
+    )
+    corenlp = list((package / "spice" / "lib").glob("stanford-corenlp-*.jar"))
+    if java is None:
+        checks.append(Check("metrics", "SPICE", False, no_java))
+    elif not corenlp:
+        checks.append(
+            Check("metrics", "SPICE", False,
+                  f"Stanford CoreNLP 3.6.0 jars missing in {package / 'spice' / 'lib'} "
+                  "(copy stanford-corenlp-3.6.0.jar and -models.jar there)")
+        )  # fmt: skip
+    else:
+        checks.append(Check("metrics", "SPICE", True, f"Java + {len(corenlp)} CoreNLP jar(s)"))
+    return checks
+
+
+def collect_checks() -> list[Check]:
+    """Every check of `doctor`, in display order."""
+    java = java_version()
+    checks = [
+        Check("software", "python", True, f"{sys.version.split()[0]} ({platform.platform()})"),
+        Check("software", "java", java is not None, java or "not found (needed by METEOR and SPICE)"),
+    ]
+    for name, version in package_versions().items():
+        if name != "deepspeed":
+            checks.append(Check("software", name, version is not None, version or "not installed"))
+    checks.append(deepspeed_check())
+    checks += gpu_checks()
+    checks += backbone_checks()
+    try:
+        checks += corpus_checks()
+    except BenchmarkError as err:
+        checks.append(Check("corpora", "registry", False, str(err)))
+    checks += captioning_checks(java)
+    checks.append(Check("paths", "BENCHMARK_HOME", None, str(benchmark_home())))
+    return checks
+
+
+def environment_record() -> dict:
+    """The checks as plain data, for logging as a run artifact."""
+    import torch
+
+    return {"checks": [asdict(c) for c in collect_checks()], "torch_threads": torch.get_num_threads()}

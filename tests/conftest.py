@@ -1,0 +1,15 @@
+"""Every test runs offline with its own BENCHMARK_HOME, so nothing touches the user's caches."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    home = tmp_path_factory.mktemp("benchmark_home")
+    monkeypatch.setenv("BENCHMARK_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.delenv("BENCHMARK_REGISTRY", raising=False)
+    return home
