@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmark.nn.adapter import FeatureAdapter, stack_frames
+from benchmark.nn.bottleneck import VariationalBottleneck, WeightedLayerSum, gaussian_kl
+
+
+def test_weighted_sum_starts_as_the_layer_mean():
+    hidden = torch.randn(4, 2, 7, 3)
+    assert torch.allclose(WeightedLayerSum(4)(hidden), hidden.mean(dim=0), atol=1e-6)
+    with pytest.raises(ValueError, match="expected 4 layers"):
+        WeightedLayerSum(4)(torch.randn(3, 2, 7, 3))
+
+
+def test_kl_matches_the_closed_form_on_a_hand_case():
+    mu = torch.tensor([[[0.5, -1.0], [0.0, 0.0]]])  # (B=1, T=2, latent=2)
+    sigma = torch.tensor([[[2.0, 0.5], [1.0, 1.0]]])
+    # frame 1: 0.5*((0.25 + 4 - 1 - 2 ln 2) + (1 + 0.25 - 1 - 2 ln 0.5)); frame 2: 0 (equals the prior)
+    frame1 = 0.5 * ((0.25 + 4 - 1 - 2 * math.log(2)) + (1 + 0.25 - 1 - 2 * math.log(0.5)))
+    assert gaussian_kl(mu, sigma).item() == pytest.approx(frame1 / 2)
+    only_first = torch.tensor([[True, False]])
+    assert gaussian_kl(mu, sigma, only_first).item() == pytest.approx(frame1)
+    q = torch.distributions.Normal(mu, sigma)
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(sigma))
+    assert gaussian_kl(mu, sigma).item() == pytest.approx(
+        torch.distributions.kl_divergence(q, p).sum(-1).mean().item()
+    )
+
+
+def test_bottleneck_samples_in_training_and_uses_mu_in_eval():
+    torch.manual_seed(0)
+    block = VariationalBottleneck(num_layers=3, input_dim=8, hidden_dim=16, latent_dim=4)
+    hidden, mask = torch.randn(3, 2, 5, 8), torch.ones(2, 5, dtype=torch.bool)
+    block.eval()
+    out = block(hidden, mask)
+    assert out.z.shape == (2, 5, 4) and torch.equal(out.z, out.mu)
+    assert torch.equal(block(hidden, mask).z, out.z)
+    block.train()
+    first, second = block(hidden, mask), block(hidden, mask)
+    assert not torch.equal(first.z, first.mu) and not torch.equal(first.z, second.z)
+    assert (first.sigma > 0).all() and first.kl.ndim == 0
+
+
+def test_padded_frames_do_not_change_the_kl():
+    torch.manual_seed(0)
+    block = VariationalBottleneck(3, 8, 16, 4).eval()
+    hidden = torch.randn(3, 1, 5, 8)
+    padded = torch.cat([hidden, 100 * torch.randn(3, 1, 4, 8)], dim=2)
+    mask = torch.tensor([[True] * 5 + [False] * 4])
+    assert block(padded, mask).kl.item() == pytest.approx(block(hidden).kl.item(), rel=1e-5)
+
+
+def test_stack_frames_shapes_and_mask():
+    x = torch.arange(2 * 7 * 2, dtype=torch.float32).reshape(2, 7, 2)
+    mask = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
+    stacked, stacked_mask = stack_frames(x, mask, k=3)
+    assert stacked.shape == (2, 3, 6)
+    assert stacked_mask.tolist() == [[True, True, True], [True, False, False]]
+    assert stacked[0, 0].tolist() == x[0, :3].reshape(-1).tolist()
+    assert stacked[0, 2, 2:].abs().sum() == 0  # zero padding of the tail
+    assert stacked[1, 1].abs().sum() == 0  # padded frames are zeroed
+
+
+def test_adapter_maps_into_the_llm_width():
+    adapter = FeatureAdapter(latent_dim=4, hidden_dim=16, llm_dim=32, stack=5)
+    emb, mask = adapter(torch.randn(2, 12, 4), torch.ones(2, 12, dtype=torch.bool))
+    assert emb.shape == (2, 3, 32) and mask.shape == (2, 3)
