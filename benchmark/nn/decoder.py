@@ -1,0 +1,294 @@
+"""The LLM decoder (paper section 3.4): a causal LM reading speech embeddings spliced into its prompt.
+
+The prompt is the authors' template (paper Fig. 1) in the model's own chat template. The content
+and descriptor embeddings of the adapters take the places of `<Content>` and `<Speech
+descriptor>`; the response (`benchmark.eval.parsing.format_response`) follows the assistant
+header and ends with `<|eot_id|>`, and the loss is its cross-entropy only (paper eq. 4), so the LM
+is never trained to predict the prompt or the speech.
+
+The placeholders are found the same way for every tokenizer: the chat template is rendered to a
+string, split at the two placeholder strings, and the three text pieces are tokenised apart. No
+token is added to the paper's vocabulary and nothing depends on how a BPE happens to split
+`<Content>`. The spliced sequence of an utterance holds its real speech frames only (the masks
+drop padding frames), so an utterance gives the same sequence alone or in any batch; batches are
+right-padded for training and left-padded for generation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from benchmark.errors import BenchmarkError
+from benchmark.nn.hub import PAPER_CHECKPOINTS, require_checkpoint
+from benchmark.nn.tokenizer import END_OF_TEXT, EOT, load_tokenizer
+
+SYSTEM_PROMPT = "You are a helpful language and speech assistant."
+CONTENT_PLACEHOLDER = "<Content>"
+DESCRIPTOR_PLACEHOLDER = "<Speech descriptor>"
+USER_PROMPT = (
+    f"{CONTENT_PLACEHOLDER}\n{DESCRIPTOR_PLACEHOLDER}\n"
+    "Please caption the input audio according to content and speech descriptor-related information."
+)
+IGNORE_INDEX = -100  # label of positions outside the response; torch's cross-entropy skips it
+
+
+@dataclass
+class DecoderConfig:
+    """The LM and how it trains.
+
+    `regime="lora"` (the paper) trains LoRA adapters on the attention projections only, with the
+    paper-style r=8, alpha=32, dropout 0.05; `regime="full"` trains every LM weight, which is what a
+    random `tiny` LM needs to learn anything. The `tiny_*` sizes make a random Llama for tests.
+    """
+
+    backbone: str = "tiny"
+    regime: str = "lora"
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    paper_dtype: str = "bfloat16"
+    tiny_hidden_size: int = 64
+    tiny_num_layers: int = 2
+    tiny_num_heads: int = 4
+    tiny_intermediate_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.backbone not in ("tiny", "paper"):
+            raise BenchmarkError(f"unknown decoder backbone {self.backbone!r}", hint="use 'tiny' or 'paper'")
+        if self.regime not in ("lora", "full"):
+            raise BenchmarkError(f"unknown decoder regime {self.regime!r}", hint="use 'lora' or 'full'")
+
+
+@dataclass
+class PromptIds:
+    """Token ids of the rendered prompt around the two speech slots."""
+
+    before_content: list[int]
+    between: list[int]
+    after_descriptor: list[int]
+
+
+@dataclass
+class SplicedBatch:
+    """LM inputs with the speech in place; `labels` only when targets were given."""
+
+    inputs_embeds: torch.Tensor  # (B, T, hidden)
+    attention_mask: torch.Tensor  # (B, T), 1 on real positions
+    labels: torch.Tensor | None = None  # (B, T), IGNORE_INDEX outside the response
+
+
+@dataclass
+class DecoderOutput:
+    loss: torch.Tensor  # mean cross-entropy over all response tokens of the batch
+    logits: torch.Tensor  # (B, T, vocab)
+    num_response_tokens: int
+    batch: SplicedBatch = field(repr=False)
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase) -> PromptIds:
+    """Render the authors' prompt in the chat template and tokenise the pieces around the slots."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": USER_PROMPT}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if text.count(CONTENT_PLACEHOLDER) != 1 or text.count(DESCRIPTOR_PLACEHOLDER) != 1:
+        raise ValueError(f"the chat template must keep each placeholder once, got {text!r}")
+    before, rest = text.split(CONTENT_PLACEHOLDER)
+    between, after = rest.split(DESCRIPTOR_PLACEHOLDER)
+    # The template already writes <|begin_of_text|>; Llama's tokenizer would add a second one.
+    pieces = tokenizer([before, between, after], add_special_tokens=False)["input_ids"]
+    return PromptIds(*pieces)
+
+
+def _tiny_lm(config: DecoderConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+    lm_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.tiny_hidden_size,
+        intermediate_size=config.tiny_intermediate_size,
+        num_hidden_layers=config.tiny_num_layers,
+        num_attention_heads=config.tiny_num_heads,
+        num_key_value_heads=config.tiny_num_heads,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(lm_config)
+
+
+class SpeechLLMDecoder(nn.Module):
+    """A causal LM (with LoRA in the `lora` regime) that captions spliced speech embeddings."""
+
+    def __init__(self, lm: nn.Module, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__()
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.prompt = prompt_ids(tokenizer)
+        self.eos_token_id = tokenizer.convert_tokens_to_ids(EOT)
+        vocab = tokenizer.get_vocab()
+        self.stop_token_ids = sorted(vocab[token] for token in {EOT, END_OF_TEXT} & vocab.keys())
+
+    @property
+    def hidden_size(self) -> int:
+        """The embedding width the adapters must map into."""
+        return self.lm.get_input_embeddings().embedding_dim
+
+    def _embed(self, ids: list[int]) -> torch.Tensor:
+        embedding = self.lm.get_input_embeddings()
+        return embedding(torch.tensor(ids, dtype=torch.long, device=embedding.weight.device))
+
+    def splice(
+        self,
+        content_emb: torch.Tensor,
+        content_mask: torch.Tensor | None = None,
+        descriptor_emb: torch.Tensor | None = None,
+        descriptor_mask: torch.Tensor | None = None,
+        targets: list[str] | None = None,
+        padding_side: str = "right",
+    ) -> SplicedBatch:
+        """Build the LM inputs: prompt pieces, the real speech frames, and the response if given.
+
+        `descriptor_emb=None` stands for the zero descriptor tokens of stage 1 of the alternating
+        schedule (paper 3.5): zeros as long as the content sequence. Speech embeddings are cast to
+        the LM's dtype. Padding positions get zero embeddings and attention mask 0.
+        """
+        embedding = self.lm.get_input_embeddings()
+        dtype, device = embedding.weight.dtype, embedding.weight.device
+        batch_size = content_emb.shape[0]
+        if content_mask is None:
+            content_mask = content_emb.new_ones(content_emb.shape[:2], dtype=torch.bool)
+        if descriptor_emb is None:
+            descriptor_emb, descriptor_mask = torch.zeros_like(content_emb), content_mask
+        elif descriptor_mask is None:
+            descriptor_mask = descriptor_emb.new_ones(descriptor_emb.shape[:2], dtype=torch.bool)
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if targets is not None and len(targets) != batch_size:
+            raise ValueError(f"{len(targets)} targets for a batch of {batch_size}")
+
+        prompt = self.prompt
+        before, between, after = (
+            self._embed(ids) for ids in (prompt.before_content, prompt.between, prompt.after_descriptor)
+        )
+        sequences, label_rows = [], []
+        for b in range(batch_size):
+            content = content_emb[b][content_mask[b].bool()].to(device=device, dtype=dtype)
+            descriptor = descriptor_emb[b][descriptor_mask[b].bool()].to(device=device, dtype=dtype)
+            pieces = [before, content, between, descriptor, after]
+            if targets is not None:
+                response = [
+                    *self.tokenizer(targets[b], add_special_tokens=False)["input_ids"],
+                    self.eos_token_id,
+                ]
+                pieces.append(self._embed(response))
+            sequence = torch.cat(pieces)
+            sequences.append(sequence)
+            if targets is not None:
+                prompt_length = len(sequence) - len(response)
+                label_rows.append(torch.tensor([IGNORE_INDEX] * prompt_length + response, device=device))
+
+        length = max(len(s) for s in sequences)
+        inputs_embeds = embedding.weight.new_zeros(batch_size, length, embedding.embedding_dim)
+        attention_mask = torch.zeros(batch_size, length, dtype=torch.long, device=device)
+        labels = None if targets is None else torch.full((batch_size, length), IGNORE_INDEX, device=device)
+        for b, sequence in enumerate(sequences):
+            pad = length - len(sequence)
+            span = slice(0, length - pad) if padding_side == "right" else slice(pad, length)
+            inputs_embeds[b, span] = sequence
+            attention_mask[b, span] = 1
+            if labels is not None:
+                labels[b, span] = label_rows[b]
+        return SplicedBatch(inputs_embeds, attention_mask, labels)
+
+    def forward(
+        self,
+        content_emb: torch.Tensor,
+        content_mask: torch.Tensor | None,
+        descriptor_emb: torch.Tensor | None,
+        descriptor_mask: torch.Tensor | None,
+        targets: list[str],
+    ) -> DecoderOutput:
+        """Teacher-forced cross-entropy of the responses (plus `<|eot_id|>`), prompt and speech excluded."""
+        batch = self.splice(content_emb, content_mask, descriptor_emb, descriptor_mask, targets)
+        out = self.lm(
+            inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, labels=batch.labels
+        )
+        num_tokens = int((batch.labels != IGNORE_INDEX).sum())
+        return DecoderOutput(loss=out.loss, logits=out.logits, num_response_tokens=num_tokens, batch=batch)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        content_emb: torch.Tensor,
+        content_mask: torch.Tensor | None = None,
+        descriptor_emb: torch.Tensor | None = None,
+        descriptor_mask: torch.Tensor | None = None,
+        max_new_tokens: int = 128,
+    ) -> list[str]:
+        """Batched greedy decoding with the KV cache; each sequence stops at its first stop token.
+
+        The prompts are left-padded so that every row's next token comes from the last column, and
+        positions count real tokens only, so padding does not change a row's output. Call `.eval()`
+        first: in train mode LoRA dropout would make decoding random.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        batch = self.splice(content_emb, content_mask, descriptor_emb, descriptor_mask, padding_side="left")
+        attention_mask = batch.attention_mask
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+        step_embeds, past_key_values = batch.inputs_embeds, None
+        stop_ids = torch.tensor(self.stop_token_ids, device=attention_mask.device)
+        finished = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=attention_mask.device)
+        generated = []
+        for _ in range(max_new_tokens):
+            out = self.lm(
+                inputs_embeds=step_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                use_cache=True,
+            )
+            past_key_values = out.past_key_values
+            next_ids = torch.where(finished, self.eos_token_id, out.logits[:, -1].argmax(dim=-1))
+            generated.append(next_ids)
+            finished |= torch.isin(next_ids, stop_ids)
+            if finished.all():
+                break
+            step_embeds = self.lm.get_input_embeddings()(next_ids[:, None])
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(next_ids), 1)], dim=1)
+            position_ids = position_ids[:, -1:] + 1
+
+        texts = []
+        for row in torch.stack(generated, dim=1).tolist():
+            ends = [i for i, token in enumerate(row) if token in self.stop_token_ids]
+            texts.append(self.tokenizer.decode(row[: ends[0]] if ends else row, skip_special_tokens=True))
+        return texts
+
+
+def build_decoder(config: DecoderConfig) -> SpeechLLMDecoder:
+    """The decoder of `config.backbone`, wrapped in LoRA (peft) when `config.regime` is `lora`.
+
+    `tiny` is randomly initialised from torch's global RNG (seed it for reproducible tests);
+    `paper` loads Llama-3.1-8B-Instruct from the local checkpoint (`benchmark.nn.hub`).
+    """
+    tokenizer = load_tokenizer(config.backbone)
+    if config.backbone == "tiny":
+        lm = _tiny_lm(config, tokenizer)
+    else:
+        path = require_checkpoint(PAPER_CHECKPOINTS["llama-3.1-8b-instruct"])
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.paper_dtype))
+    if config.regime == "lora":
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
+        lm = get_peft_model(lm, lora)
+    return SpeechLLMDecoder(lm, tokenizer)
