@@ -135,3 +135,120 @@ class DatasetCard(StrictModel):
         if key.lower() in self.labels:
             return True, key.lower()
         return False, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Systems (models/*.yaml): the paper's Tables 1-3 rows and our additions.
+# ---------------------------------------------------------------------------------------------
+
+Module = Literal["content", "descriptor", "llm"]
+# What one batch asks the LLM to write (benchmark.eval.parsing.format_response):
+#   asr -> transcript; ser -> emotion; ser_sed -> descriptor + emotion; full -> all three.
+Task = Literal["asr", "ser", "ser_sed", "full"]
+
+
+class StageConfig(StrictModel):
+    """One stage of a schedule (paper section 3.5 and 4.4).
+
+    `train` names the modules whose weights update (`llm` = LoRA adapters, or every LLM weight
+    in the `full` regime); everything else is frozen. `tasks` are interleaved batch by batch.
+    `zero_descriptor` replaces the descriptor tokens by zeros (stage 1 of the alternating schedule).
+    """
+
+    name: str
+    train: list[Module]
+    tasks: list[Task]
+    zero_descriptor: bool = False
+    epochs: int = Field(4, ge=0)
+    lr: float = Field(gt=0)
+    scheduler: Literal["constant", "cosine"]
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+
+
+class BottleneckConfig(StrictModel):
+    hidden_dim: int = 256
+    latent_dim: int = 128
+
+
+class AdapterConfig(StrictModel):
+    stack: int = Field(5, ge=1)
+    hidden_dim: int = 512
+
+
+class DecoderSettings(StrictModel):
+    """The LLM and how it trains; `regime: full` trains every weight (random tiny LLMs)."""
+
+    regime: Literal["lora", "full"] = "lora"
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    max_new_tokens: int = 96
+
+
+class TrainingSettings(StrictModel):
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+class PaperRow(StrictModel):
+    """Where the system appears in the paper (None: not in that table)."""
+
+    table1: str | None = None
+    table2: str | None = None
+    table3: str | None = None
+
+
+class SystemConfig(StrictModel):
+    """A system variant: architecture, targets, schedule and its stages.
+
+    `kind: llm` is the paper's architecture (encoder -> bottleneck(s) -> adapter(s) -> LLM);
+    `kind: ssl` the fine-tuned SSL baselines (weighted sum + classifier head for SER, CTC head
+    for ASR). `disentangle: false` drops the IB-VAE and uses one adapter on the weighted layer
+    sum (Table 2 Sys. 4). Files may name a parent with `inherits:` (resolved by the registry
+    before validation); fields given here override the parent's, mappings merge key by key.
+    """
+
+    name: str
+    title: str
+    description: str = ""
+    paper: PaperRow = Field(default_factory=PaperRow)
+    kind: Literal["llm", "ssl"] = "llm"
+    encoder_family: Literal["hubert", "wavlm", "wav2vec2"] = "hubert"
+    disentangle: bool = True
+    beta: float = Field(1e-4, ge=0)
+    targets: list[Literal["transcript", "descriptor", "emotion"]]
+    schedule: Literal["alternating", "two-stage", "one-stage", "joint", "ssl"]
+    stages: list[StageConfig] = Field(default_factory=list)
+    bottleneck: BottleneckConfig = Field(default_factory=BottleneckConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    decoder: DecoderSettings = Field(default_factory=DecoderSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> SystemConfig:
+        if self.kind == "llm" and not self.stages:
+            raise ValueError("an llm system needs at least one stage")
+        for stage in self.stages:
+            if "descriptor" in stage.train and not self.disentangle:
+                raise ValueError(f"stage '{stage.name}' trains 'descriptor' but the system has one branch")
+            needs = {"asr": {"transcript"}, "ser": {"emotion"}, "ser_sed": {"descriptor", "emotion"}}
+            needs["full"] = {"transcript", "descriptor", "emotion"}
+            for task in stage.tasks:
+                if missing := needs[task] - set(self.targets):
+                    raise ValueError(f"stage '{stage.name}' task '{task}' needs targets {sorted(missing)}")
+        return self
+
+
+def merge_configs(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """Child fields override the parent's; nested mappings merge key by key, lists are replaced."""
+    merged = dict(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_configs(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
