@@ -18,7 +18,6 @@ from benchmark.errors import BenchmarkError
 PLANNED = {
     "run": "training and evaluating a system",
     "evaluate": "zero-shot evaluation of a trained run on another corpus",
-    "systems": "the table of system variants",
     "study": "Optuna studies (the beta search)",
     "ui": "the MLflow UI",
     "compare": "paired significance tests between runs",
@@ -52,6 +51,14 @@ def cmd_data_list(args: argparse.Namespace) -> int:
             "yes" if is_prepared(card) else "no", str(files[name]),
         )  # fmt: skip
     console.print(table)
+    return 0
+
+
+def cmd_systems(args: argparse.Namespace) -> int:
+    from benchmark.console import console, systems_table
+    from benchmark.registry import entries, system_configs
+
+    console.print(systems_table(system_configs(), entries("models")))
     return 0
 
 
@@ -151,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="output folder (default: $BENCHMARK_HOME/datasets/demo)")
     demo.set_defaults(func=cmd_data_demo)
 
+    verbs.add_parser("systems", help="the system variants and the paper rows they reproduce").set_defaults(
+        func=cmd_systems
+    )
     verbs.add_parser("doctor", help="what is installed and usable here").set_defaults(func=cmd_doctor)
     return parser
 

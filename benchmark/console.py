@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from benchmark.config import SystemConfig
 from benchmark.data.prepare import SplitSummary
 from benchmark.track.environment import Check
 
@@ -56,4 +58,42 @@ def checks_table(checks: Sequence[Check]) -> Table:
             check.section if check.section != section else "", check.name, marks[check.ok], check.detail
         )
         section = check.section
+    return table
+
+
+def systems_table(systems: Mapping[str, SystemConfig], files: Mapping[str, Path]) -> Table:
+    """One row per system, in the order given: its paper rows, what it predicts and how it trains.
+
+    Targets read T(ranscript) D(escriptor) E(motion), '-' where absent; stages are the task
+    mixtures of each stage, separated by '|'; beta is shown only where an IB bottleneck exists.
+    """
+    table = Table(title="systems (models/)")
+    for header in ("name", "T1", "T2", "T3", "kind", "targets", "branches", "schedule", "stages", "beta"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("yaml")
+    for name, config in systems.items():
+        targets = "".join(
+            letter if target in config.targets else "-"
+            for letter, target in zip("TDE", ("transcript", "descriptor", "emotion"), strict=True)
+        )
+        if config.kind == "ssl":
+            branches = "ssl"
+        elif config.disentangle:
+            branches = "content+descriptor"
+        else:
+            branches = "single"
+        has_bottleneck = config.kind == "llm" and config.disentangle
+        table.add_row(
+            name,
+            config.paper.table1 or "",
+            config.paper.table2 or "",
+            config.paper.table3 or "",
+            config.kind,
+            targets,
+            branches,
+            config.schedule,
+            " | ".join("+".join(stage.tasks) for stage in config.stages) or "-",
+            f"{config.beta:g}" if has_bottleneck else "-",
+            str(files[name]),
+        )
     return table

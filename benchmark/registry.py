@@ -12,12 +12,13 @@ shipped entry with their own:
 
 from __future__ import annotations
 
+import math
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from benchmark.config import DatasetCard, load_yaml, validate
+from benchmark.config import DatasetCard, SystemConfig, load_yaml, merge_configs, validate
 from benchmark.errors import BenchmarkError
 
 Kind = Literal["models", "datasets", "studies"]
@@ -78,3 +79,65 @@ def load_dataset_card(name: str) -> DatasetCard:
 
 def dataset_cards() -> dict[str, DatasetCard]:
     return {name: load_dataset_card(name) for name in entries("datasets")}
+
+
+def _system_data(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of one system file with its `inherits:` chain resolved, not yet validated.
+
+    The parent is resolved first (recursively) and the child merged over it with `merge_configs`.
+    The parent's `paper` rows are not inherited: a row of the paper belongs to one system, and a
+    variant that claimed its parent's row would land in the wrong leaderboard cell.
+    """
+    path = find("models", name)
+    data = load_yaml(path)
+    parent = data.pop("inherits", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise BenchmarkError(f"{path}: field 'inherits' must be the name of another system")
+    if parent in (*chain, name):
+        cycle = [*chain, name, parent]
+        files = ", ".join(str(find("models", member)) for member in dict.fromkeys(cycle))
+        raise BenchmarkError(
+            f"{path}: 'inherits' forms a cycle: {' -> '.join(cycle)}",
+            hint=f"remove one 'inherits:' line among {files}",
+        )
+    inherited = _system_data(parent, (*chain, name))
+    inherited.pop("paper", None)
+    return merge_configs(inherited, data)
+
+
+def load_system(name: str, overrides: dict[str, Any] | None = None) -> SystemConfig:
+    """One system from `models/NAME.yaml`, parents resolved, with `overrides` merged last.
+
+    Overrides are CLI-style changes such as `{"beta": 1e-3}` or `{"training": {"batch_size": 4}}`;
+    the file is validated on its own first, so an error blames the file or the override it
+    really comes from.
+    """
+    path = find("models", name)
+    data = _system_data(name)
+    config = validate(SystemConfig, data, path)
+    if config.name != name:
+        raise BenchmarkError(f"{path}: field 'name' is '{config.name}' but the file is named '{name}'")
+    if not overrides:
+        return config
+    if "name" in overrides or "inherits" in overrides:
+        raise BenchmarkError(f"overrides of system '{name}' cannot change 'name' or 'inherits'")
+    return validate(
+        SystemConfig, merge_configs(data, overrides), f"system '{name}' with overrides {overrides}"
+    )
+
+
+def paper_order(config: SystemConfig) -> tuple[float, ...]:
+    """Sort key that lists systems as the paper does: Table 2 rows (which hold the SSL baselines
+    and every main system), then rows only in Table 3, then Table 1, then systems beyond the paper."""
+    for rank, row in enumerate((config.paper.table2, config.paper.table3, config.paper.table1)):
+        if row is not None:
+            return (rank, int(row) if row.isdigit() else math.inf)
+    return (3, math.inf)
+
+
+def system_configs() -> dict[str, SystemConfig]:
+    """Every system of the registry, in paper order (ties by name)."""
+    configs = [load_system(name) for name in sorted(entries("models"))]
+    return {config.name: config for config in sorted(configs, key=paper_order)}
