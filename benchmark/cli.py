@@ -19,7 +19,6 @@ PLANNED = {
     "run": "training and evaluating a system",
     "evaluate": "zero-shot evaluation of a trained run on another corpus",
     "study": "Optuna studies (the beta search)",
-    "ui": "the MLflow UI",
     "compare": "paired significance tests between runs",
     "leaderboard": "tables shaped like the paper's",
     "explain": "cue-level explanations of one prediction",
@@ -52,6 +51,16 @@ def cmd_data_list(args: argparse.Namespace) -> int:
         )  # fmt: skip
     console.print(table)
     return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from benchmark.console import console
+    from benchmark.track.tracking import load_mlflow_config, serve_ui
+
+    config = load_mlflow_config()
+    host, port = args.host or config.ui.host, args.port or config.ui.port
+    console.print(f"MLflow UI for {config.tracking_uri} on http://{host}:{port} (Ctrl-C stops it)")
+    return serve_ui(config, host, port)
 
 
 def cmd_systems(args: argparse.Namespace) -> int:
@@ -157,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", help="output folder (default: $BENCHMARK_HOME/datasets/demo)")
     demo.set_defaults(func=cmd_data_demo)
+
+    ui = verbs.add_parser("ui", help="serve the MLflow UI of the configured store on 127.0.0.1")
+    ui.add_argument("--host", help="interface to bind (default: mlflow.yaml's ui.host, 127.0.0.1)")
+    ui.add_argument("--port", type=_positive_int, help="port (default: mlflow.yaml's ui.port)")
+    ui.set_defaults(func=cmd_ui)
 
     verbs.add_parser("systems", help="the system variants and the paper rows they reproduce").set_defaults(
         func=cmd_systems
