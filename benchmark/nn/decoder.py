@@ -229,19 +229,30 @@ class SpeechLLMDecoder(nn.Module):
         descriptor_emb: torch.Tensor | None = None,
         descriptor_mask: torch.Tensor | None = None,
         max_new_tokens: int = 128,
+        response_prefix: str = "",
     ) -> list[str]:
         """Batched greedy decoding with the KV cache; each sequence stops at its first stop token.
 
         The prompts are left-padded so that every row's next token comes from the last column, and
         positions count real tokens only, so padding does not change a row's output. Call `.eval()`
         first: in train mode LoRA dropout would make decoding random.
+
+        `response_prefix` is forced as the start of every response (tokenised as in a training
+        target and placed after the assistant header); the returned texts start with it. The
+        prompt is the same for every task, so this is how a task is asked for: "Emotion:" makes
+        the model answer the SER field (see `benchmark.nn.system`).
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
         batch = self.splice(content_emb, content_mask, descriptor_emb, descriptor_mask, padding_side="left")
-        attention_mask = batch.attention_mask
+        step_embeds, attention_mask = batch.inputs_embeds, batch.attention_mask
+        prefix_ids = self.tokenizer(response_prefix, add_special_tokens=False)["input_ids"]
+        if prefix_ids:  # rows are left-padded, so the prefix goes after the last column of every row
+            prefix = self._embed(prefix_ids).expand(len(step_embeds), -1, -1)
+            step_embeds = torch.cat([step_embeds, prefix], dim=1)
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(prefix.shape[:2])], dim=1)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-        step_embeds, past_key_values = batch.inputs_embeds, None
+        past_key_values = None
         stop_ids = torch.tensor(self.stop_token_ids, device=attention_mask.device)
         finished = torch.zeros(attention_mask.shape[0], dtype=torch.bool, device=attention_mask.device)
         generated = []
@@ -266,7 +277,8 @@ class SpeechLLMDecoder(nn.Module):
         texts = []
         for row in torch.stack(generated, dim=1).tolist():
             ends = [i for i, token in enumerate(row) if token in self.stop_token_ids]
-            texts.append(self.tokenizer.decode(row[: ends[0]] if ends else row, skip_special_tokens=True))
+            kept = row[: ends[0]] if ends else row
+            texts.append(self.tokenizer.decode(prefix_ids + kept, skip_special_tokens=True))
         return texts
 
 

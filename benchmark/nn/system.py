@@ -1,0 +1,215 @@
+"""The paper's captioner (Fig. 1): encoder outputs -> two disentangling branches -> the LLM.
+
+The system starts from the encoder's OUTPUTS (all L+1 hidden states and a frame mask), so the
+frozen SSL encoder can run anywhere (on the fly, or once into a feature cache) and this module
+holds only what trains:
+
+- with `disentangle` (the paper): a *content* branch and a *descriptor* branch, each an IB-VAE
+  (`VariationalBottleneck`) followed by a `FeatureAdapter`; content embeddings fill the
+  `<Content>` slot of the prompt, descriptor embeddings the `<Speech descriptor>` slot, and the
+  loss is the response cross-entropy plus beta times the two KL terms (paper eq. 2).
+- without it (Table 2 Sys. 4, `no-fd`): one branch, a `WeightedLayerSum` of the hidden states
+  and an adapter, with no VAE (its KL is 0). Its embeddings fill the `<Content>` slot and the
+  `<Speech descriptor>` slot stays empty (zero length): the prompt text is unchanged, the model
+  simply sees one stream of speech tokens. `zero_descriptor` has nothing to zero there.
+
+`zero_descriptor=True` (stage 1 of the alternating schedule, paper 3.5) feeds zero descriptor
+tokens as long as the content tokens; the descriptor branch is not run, so it gets no gradient and
+its KL does not enter the loss. At evaluation both branches are always active: the paper does not
+need the two-stage process at inference.
+
+Branches that a stage does not train stay in eval mode while the system trains (`set_trainable`):
+a frozen VAE then passes its mean, like any frozen feature extractor, instead of fresh noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from benchmark.config import Module, SystemConfig, Task
+from benchmark.nn.adapter import FeatureAdapter
+from benchmark.nn.bottleneck import VariationalBottleneck, WeightedLayerSum
+from benchmark.nn.decoder import DecoderConfig, SpeechLLMDecoder, build_decoder
+
+MODULE_GROUPS: tuple[Module, ...] = ("content", "descriptor", "llm")
+
+# The prompt is the same for every task; generation is steered by forcing the first field name
+# of the task's response format (benchmark.eval.parsing.format_response writes fields in this order).
+TASK_PREFIX: dict[str, str] = {
+    "asr": "Transcript:",
+    "ser": "Emotion:",
+    "ser_sed": "Descriptor:",
+    "full": "Transcript:",
+}
+
+
+@dataclass
+class SystemOutput:
+    loss: torch.Tensor  # ce + beta * (kl_content + kl_descriptor): what is back-propagated
+    ce: torch.Tensor  # mean cross-entropy over the response tokens of the batch
+    kl_content: torch.Tensor  # 0 without disentangle
+    kl_descriptor: torch.Tensor  # 0 without disentangle or with zero descriptor tokens
+    num_tokens: int  # response tokens (targets incl. <|eot_id|>) of the batch
+
+
+class SpeechBranch(nn.Module):
+    """One stream of speech tokens: (IB-VAE or plain layer sum) -> frame-stacking adapter."""
+
+    def __init__(self, system: SystemConfig, num_layers: int, encoder_dim: int, llm_dim: int) -> None:
+        super().__init__()
+        if system.disentangle:
+            bottleneck = system.bottleneck
+            self.bottleneck: nn.Module = VariationalBottleneck(
+                num_layers, encoder_dim, bottleneck.hidden_dim, bottleneck.latent_dim
+            )
+            adapter_input = bottleneck.latent_dim
+        else:
+            self.bottleneck = WeightedLayerSum(num_layers)
+            adapter_input = encoder_dim
+        adapter = system.adapter
+        self.adapter = FeatureAdapter(adapter_input, adapter.hidden_dim, llm_dim, adapter.stack)
+
+    def forward(
+        self, hidden_states: torch.Tensor, frame_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(L+1, B, F, D), (B, F) -> embeddings (B, F', llm_dim), mask (B, F'), KL (scalar)."""
+        if isinstance(self.bottleneck, VariationalBottleneck):
+            out = self.bottleneck(hidden_states, frame_mask)
+            z, kl = out.z, out.kl
+        else:
+            z, kl = self.bottleneck(hidden_states), hidden_states.new_zeros(())
+        embeddings, mask = self.adapter(z, frame_mask)
+        return embeddings, mask, kl
+
+
+class SpeechEmotionCaptioner(nn.Module):
+    """Branches + decoder; see the module docstring for what goes where."""
+
+    def __init__(
+        self, system: SystemConfig, num_layers: int, encoder_dim: int, decoder: SpeechLLMDecoder
+    ) -> None:
+        super().__init__()
+        self.config = system
+        self.beta = system.beta
+        self.decoder = decoder
+        self.content = SpeechBranch(system, num_layers, encoder_dim, decoder.hidden_size)
+        self.descriptor = (
+            SpeechBranch(system, num_layers, encoder_dim, decoder.hidden_size) if system.disentangle else None
+        )
+        self.trainable: set[str] = set(MODULE_GROUPS)
+
+    def module_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters a stage can train, by the names `StageConfig.train` uses.
+
+        `llm` is the LoRA adapters in the `lora` regime (the base LM never trains) and every LM
+        weight in the `full` regime; `descriptor` is empty without disentangle.
+        """
+        if self.config.decoder.regime == "lora":
+            llm = [p for name, p in self.decoder.lm.named_parameters() if "lora_" in name]
+        else:
+            llm = list(self.decoder.lm.parameters())
+        descriptor = list(self.descriptor.parameters()) if self.descriptor is not None else []
+        return {"content": list(self.content.parameters()), "descriptor": descriptor, "llm": llm}
+
+    def set_trainable(self, groups: list[str]) -> list[nn.Parameter]:
+        """Freeze everything, unfreeze the named groups; return the trainable parameters.
+
+        Also records which branches train, so that `train()` keeps frozen branches in eval mode.
+        """
+        if unknown := set(groups) - set(MODULE_GROUPS):
+            raise ValueError(f"unknown module groups {sorted(unknown)}; known: {list(MODULE_GROUPS)}")
+        for param in self.parameters():
+            param.requires_grad_(False)
+        module_groups = self.module_groups()
+        trainable = [param for name in groups for param in module_groups[name]]
+        for param in trainable:
+            param.requires_grad_(True)
+        self.trainable = set(groups)
+        self.train(self.training)
+        return trainable
+
+    def train(self, mode: bool = True) -> SpeechEmotionCaptioner:
+        super().train(mode)
+        for name in ("content", "descriptor"):
+            branch = getattr(self, name)
+            if mode and branch is not None and name not in self.trainable:
+                branch.eval()
+        return self
+
+    def embed(
+        self, hidden_states: torch.Tensor, frame_mask: torch.Tensor, zero_descriptor: bool = False
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor
+    ]:
+        """Speech tokens of both slots: content emb/mask, descriptor emb/mask (None: zeros), both KLs.
+
+        Without disentangle the descriptor slot gets a zero-length sequence.
+        """
+        content, content_mask, kl_content = self.content(hidden_states, frame_mask)
+        kl_descriptor = kl_content.new_zeros(())
+        if self.descriptor is None:
+            descriptor = content.new_zeros(content.shape[0], 0, content.shape[2])
+            descriptor_mask = content_mask.new_zeros(content.shape[0], 0)
+        elif zero_descriptor:
+            descriptor, descriptor_mask = None, None  # the decoder's zero tokens, as long as the content
+        else:
+            descriptor, descriptor_mask, kl_descriptor = self.descriptor(hidden_states, frame_mask)
+        return content, content_mask, descriptor, descriptor_mask, kl_content, kl_descriptor
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        frame_mask: torch.Tensor,
+        targets: list[str],
+        zero_descriptor: bool = False,
+    ) -> SystemOutput:
+        """Teacher-forced loss of `targets` (one formatted response per utterance), paper eq. 2."""
+        content, content_mask, descriptor, descriptor_mask, kl_content, kl_descriptor = self.embed(
+            hidden_states, frame_mask, zero_descriptor
+        )
+        out = self.decoder(content, content_mask, descriptor, descriptor_mask, targets)
+        ce = out.loss.float()
+        loss = ce + self.beta * (kl_content.float() + kl_descriptor.float())
+        return SystemOutput(loss, ce, kl_content, kl_descriptor, out.num_response_tokens)
+
+    @torch.no_grad()
+    def generate(
+        self, hidden_states: torch.Tensor, frame_mask: torch.Tensor, task: Task, max_new_tokens: int = 96
+    ) -> list[str]:
+        """Greedy responses for `task`, each starting with the task's first field name.
+
+        Call `.eval()` first (z = mu, no LoRA dropout); both branches are active.
+        """
+        content, content_mask, descriptor, descriptor_mask, _, _ = self.embed(hidden_states, frame_mask)
+        return self.decoder.generate(
+            content,
+            content_mask,
+            descriptor,
+            descriptor_mask,
+            max_new_tokens,
+            response_prefix=TASK_PREFIX[task],
+        )
+
+
+def build_system(
+    system: SystemConfig, num_layers: int, encoder_dim: int, backbone: str
+) -> SpeechEmotionCaptioner:
+    """The captioner of `system` on the `backbone` decoder ("tiny" or "paper").
+
+    `num_layers` counts the encoder's hidden states (L+1) and `encoder_dim` is their width.
+    """
+    settings = system.decoder
+    decoder = build_decoder(
+        DecoderConfig(
+            backbone=backbone,
+            regime=settings.regime,
+            lora_r=settings.lora_r,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.lora_dropout,
+            lora_target_modules=tuple(settings.lora_target_modules),
+        )
+    )
+    return SpeechEmotionCaptioner(system, num_layers, encoder_dim, decoder)

@@ -1,0 +1,117 @@
+"""Epoch checkpoints that a run can resume from as if it had never stopped.
+
+One file, `last.pt`, is the commit point: it is written to a temporary name and renamed over the
+previous one (atomic on POSIX), so a crash leaves the previous checkpoint intact. It holds
+
+- the weights of every module group (content, descriptor, llm), not just the ones the current
+  stage trains: a resumed stage 2 needs the content branch that stage 1 trained;
+- the optimizer and scheduler state (inside the file for the plain engine; DeepSpeed writes its
+  sharded state to a folder `ds-s{stage}-e{epoch}` that the file names);
+- the RNG states of torch, CUDA, numpy and random, plus the stage, the finished epoch and the
+  global step, so the next epoch draws the same noise and sees the same batches.
+
+The frozen base LLM is not saved: it is rebuilt from its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.errors import BenchmarkError
+from benchmark.nn.system import SpeechEmotionCaptioner
+from benchmark.train.engine import DeepSpeedEngine, PlainEngine
+
+CHECKPOINT = "last.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": np.random.get_state(),
+        "random": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+
+
+def _group_parameters(model: SpeechEmotionCaptioner) -> dict[str, torch.nn.Parameter]:
+    wanted = {id(p) for params in model.module_groups().values() for p in params}
+    return {name: p for name, p in model.named_parameters() if id(p) in wanted}
+
+
+def save_checkpoint(
+    folder: Path,
+    model: SpeechEmotionCaptioner,
+    engine: PlainEngine | DeepSpeedEngine,
+    stage: int,
+    epoch: int,
+    global_step: int,
+    rank: int = 0,
+) -> None:
+    """Write the state after `epoch` of `stage` (collective under DeepSpeed: every rank calls it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = f"ds-s{stage}-e{epoch}"
+    engine_state = engine.save_state(folder, tag)
+    params = _group_parameters(model)
+    with engine.gathered(list(params.values())):
+        groups = {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
+    if rank != 0:
+        return
+    state = {
+        "stages": [s.name for s in model.config.stages],
+        "stage": stage,
+        "epoch": epoch,
+        "global_step": global_step,
+        "groups": groups,
+        "engine": engine_state,
+        "rng": rng_state(),
+    }
+    tmp = folder / f".{CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / CHECKPOINT)
+    for stale in engine.stale_states(folder, keep=tag):
+        shutil.rmtree(stale)
+
+
+def load_checkpoint(folder: Path, model: SpeechEmotionCaptioner) -> dict[str, Any] | None:
+    """Load the group weights of the last checkpoint into `model`; return its state, or None if absent.
+
+    Call it before the engine is built (ZeRO-3 partitions the parameters on `initialize`).
+    """
+    path = folder / CHECKPOINT
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy RNG state
+    stages = [s.name for s in model.config.stages]
+    if state["stages"] != stages:
+        raise BenchmarkError(
+            f"{path} was written by a schedule with stages {state['stages']}, this one has {stages}",
+            hint="resume with the same system, or start a new run in an empty folder",
+        )
+    params = _group_parameters(model)
+    if missing := set(params) - set(state["groups"]):
+        raise BenchmarkError(f"{path} lacks weights {sorted(missing)[:3]}", hint="start a new run")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(state["groups"][name])
+    return state

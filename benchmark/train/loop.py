@@ -1,0 +1,147 @@
+"""The training loop: every stage of a system's schedule, written out step by step.
+
+For each stage (paper 3.5 and 4.4): freeze everything and unfreeze the module groups the stage
+names; AdamW over those parameters only; the stage's warm-up + constant/cosine schedule over its
+optimizer steps; then epochs of task-interleaved batches with gradient accumulation, clipping,
+bf16 autocast on CUDA, one log call per optimizer step and one checkpoint per epoch. A stage
+with `zero_descriptor` feeds zero descriptor tokens (the descriptor branch is not run).
+
+Each stage gets a fresh optimizer and schedule, as in the paper's two separate fine-tuning runs.
+The same loop runs the plain engine or DeepSpeed (`benchmark.train.engine`). Metrics are those of
+this rank's batches; `log(metrics, step)` is called on rank 0 only and is where the caller
+attaches MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from benchmark.nn.system import SpeechEmotionCaptioner, SystemOutput
+from benchmark.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from benchmark.train.data import TrainExample, collate, epoch_plan
+from benchmark.train.engine import build_engine, init_distributed, training_device
+from benchmark.train.schedule import build_scheduler
+
+LogFn = Callable[[dict[str, float], int], None]
+
+
+class _Window:
+    """Sums over the micro-batches of one optimizer step, turned into logged metrics."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.count = self.utterances = self.tokens = 0
+        self.sums = {"train.loss": 0.0, "train.ce": 0.0, "train.kl.content": 0.0, "train.kl.descriptor": 0.0}
+
+    def add(self, out: SystemOutput, utterances: int) -> None:
+        self.count += 1
+        self.utterances += utterances
+        self.tokens += out.num_tokens
+        for key, value in zip(self.sums, (out.loss, out.ce, out.kl_content, out.kl_descriptor), strict=True):
+            self.sums[key] += float(value.detach())
+
+    def metrics(self, lr: float) -> dict[str, float]:
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        metrics = {key: value / self.count for key, value in self.sums.items()}
+        metrics["train.lr"] = lr
+        metrics["train.utterances_per_s"] = self.utterances / seconds
+        metrics["train.tokens_per_s"] = self.tokens / seconds
+        return metrics
+
+
+def train(
+    model: SpeechEmotionCaptioner,
+    examples: Sequence[TrainExample],
+    *,
+    engine: str = "plain",
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    log: LogFn | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train `model` through all stages of `model.config`; return one metrics dict per optimizer step.
+
+    Each returned dict holds `step` (global over stages) and the logged metrics. `resume=True`
+    continues after the last checkpoint in `checkpoint_dir` (if any) with the same optimizer,
+    scheduler, RNG and batch order, so the remaining steps match an uninterrupted run. Seeds come
+    from `model.config.training.seed`; seed torch yourself before building the model. The model
+    is left in eval mode.
+    """
+    system, settings = model.config, model.config.training
+    rank, local_rank, world_size = init_distributed(engine)
+    device = training_device(local_rank)
+    seed_everything(settings.seed)
+    start_stage, start_epoch, global_step, checkpoint = 0, 0, 0, None
+    if resume and checkpoint_dir is not None:
+        checkpoint = load_checkpoint(checkpoint_dir, model)
+    if checkpoint is not None:
+        start_stage, start_epoch = checkpoint["stage"], checkpoint["epoch"] + 1
+        global_step = checkpoint["global_step"]
+        set_rng_state(checkpoint["rng"])
+
+    history: list[dict[str, float]] = []
+    epochs_before = 0  # epochs of earlier stages: makes every stage's batch order different
+    for stage_index, stage in enumerate(system.stages):
+        first_epoch = start_epoch if stage_index == start_stage else 0
+        if stage_index < start_stage or first_epoch >= stage.epochs:
+            epochs_before += stage.epochs
+            continue
+
+        def plan(epoch: int, stage=stage, offset=epochs_before) -> list:
+            return epoch_plan(
+                examples, stage.tasks, settings.batch_size, settings.seed, offset + epoch, rank, world_size
+            )
+
+        steps_per_epoch = math.ceil(len(plan(0)) / settings.grad_accum)
+        trainable = model.set_trainable(list(stage.train))
+        optimizer = torch.optim.AdamW(trainable, lr=stage.lr, weight_decay=settings.weight_decay)
+        scheduler = build_scheduler(optimizer, stage, steps_per_epoch * stage.epochs)
+        runner = build_engine(engine, model, optimizer, scheduler, settings, device)
+        if checkpoint is not None and stage_index == checkpoint["stage"]:
+            runner.load_state(checkpoint_dir, checkpoint["engine"])
+        model.train()
+
+        for epoch in range(first_epoch, stage.epochs):
+            batches = plan(epoch)
+            bar = tqdm(
+                total=steps_per_epoch,
+                desc=f"{stage.name} epoch {epoch + 1}/{stage.epochs}",
+                disable=not progress or rank != 0,
+            )
+            window = _Window()
+            for i, (task, indices) in enumerate(batches):
+                boundary = (i + 1) % settings.grad_accum == 0 or i + 1 == len(batches)
+                batch = collate([examples[j] for j in indices], task).to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    out = runner(batch.hidden_states, batch.frame_mask, batch.targets, stage.zero_descriptor)
+                runner.backward(out.loss, boundary)
+                window.add(out, len(indices))
+                lr = runner.lr()  # the rate this step applies, before the scheduler moves on
+                runner.step(boundary)
+                if not boundary:
+                    continue
+                global_step += 1
+                metrics = window.metrics(lr)
+                history.append({"step": global_step, **metrics})
+                if log is not None and rank == 0:
+                    log(metrics, global_step)
+                bar.set_postfix(
+                    loss=f"{metrics['train.loss']:.3f}",
+                    kl_c=f"{metrics['train.kl.content']:.2f}",
+                    kl_d=f"{metrics['train.kl.descriptor']:.2f}",
+                    utt_s=f"{metrics['train.utterances_per_s']:.1f}",
+                )
+                bar.update()
+                window = _Window()
+            bar.close()
+            if checkpoint_dir is not None:
+                save_checkpoint(checkpoint_dir, model, runner, stage_index, epoch, global_step, rank)
+        epochs_before += stage.epochs
+    model.eval()
+    return history

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmark.config import AdapterConfig, BottleneckConfig, DecoderSettings, StageConfig, SystemConfig
+from benchmark.nn.system import TASK_PREFIX, SpeechEmotionCaptioner, build_system
+
+LAYERS, DIM, STACK = 3, 12, 2
+TARGETS = ["Transcript: hello there\nDescriptor: a calm voice\nEmotion: neutral", "Emotion: angry"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_system(disentangle: bool = True, beta: float = 1e-4, regime: str = "lora") -> SystemConfig:
+    stage = StageConfig(name="joint", train=["content", "llm"], tasks=["full"], lr=1e-3, scheduler="constant")
+    return SystemConfig(
+        name="tiny",
+        title="tiny",
+        disentangle=disentangle,
+        beta=beta,
+        targets=["transcript", "descriptor", "emotion"],
+        schedule="joint",
+        stages=[stage],
+        bottleneck=BottleneckConfig(hidden_dim=16, latent_dim=8),
+        adapter=AdapterConfig(stack=STACK, hidden_dim=32),
+        decoder=DecoderSettings(regime=regime),
+    )
+
+
+def make(seed: int = 0, **kwargs) -> SpeechEmotionCaptioner:
+    torch.manual_seed(seed)
+    return build_system(tiny_system(**kwargs), LAYERS, DIM, "tiny")
+
+
+def encoder_outputs(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    frames = max(lengths)
+    hidden = torch.randn(LAYERS, len(lengths), frames, DIM, generator=generator)
+    mask = torch.arange(frames)[None, :] < torch.tensor(lengths)[:, None]
+    return hidden, mask
+
+
+def test_shapes_through_the_whole_system():
+    model = make().train()
+    hidden, mask = encoder_outputs([7, 4])
+    content, content_mask, descriptor, descriptor_mask, kl_c, kl_d = model.embed(hidden, mask)
+    assert content.shape == descriptor.shape == (2, math.ceil(7 / STACK), model.decoder.hidden_size)
+    assert content_mask.sum(1).tolist() == descriptor_mask.sum(1).tolist() == [4, 2]
+    assert kl_c > 0 and kl_d > 0
+    out = model(hidden, mask, TARGETS)
+    assert torch.isfinite(out.loss) and out.ce > 0
+    tokenizer = model.decoder.tokenizer
+    assert out.num_tokens == sum(
+        len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in TARGETS
+    )
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.content.parameters())
+    assert all(p.grad is not None for p in model.descriptor.parameters())
+
+
+def test_zero_descriptor_skips_the_descriptor_branch():
+    model = make().eval()
+    hidden, mask = encoder_outputs([6, 5])
+    out = model(hidden, mask, TARGETS, zero_descriptor=True)
+    assert out.kl_descriptor == 0 and out.kl_content > 0
+    assert torch.allclose(out.loss, out.ce + model.beta * out.kl_content)
+    out.loss.backward()
+    assert all(p.grad is None for p in model.descriptor.parameters())
+
+
+def test_no_fd_has_one_branch_no_kl_and_an_empty_descriptor_slot():
+    model = make(disentangle=False)
+    assert model.descriptor is None and model.module_groups()["descriptor"] == []
+    assert not any(isinstance(m, torch.nn.Linear) and m.out_features == 8 for m in model.content.modules())
+    hidden, mask = encoder_outputs([6, 3])
+    content, content_mask, descriptor, descriptor_mask, kl_c, kl_d = model.embed(hidden, mask)
+    assert descriptor.shape == (2, 0, model.decoder.hidden_size) and descriptor_mask.shape == (2, 0)
+    batch = model.decoder.splice(content, content_mask, descriptor, descriptor_mask)
+    prompt = model.decoder.prompt
+    prompt_length = len(prompt.before_content) + len(prompt.between) + len(prompt.after_descriptor)
+    assert batch.attention_mask.sum(1).tolist() == [prompt_length + 3, prompt_length + 2]
+    out = model(hidden, mask, TARGETS)
+    assert kl_c == kl_d == 0 and torch.equal(out.loss, out.ce)
+
+
+def test_module_groups_by_regime():
+    lora = make(regime="lora")
+    groups = lora.module_groups()
+    names = {id(p): n for n, p in lora.named_parameters()}
+    assert groups["llm"] and all("lora_" in names[id(p)] for p in groups["llm"])
+    full = make(regime="full")
+    assert len(full.module_groups()["llm"]) == len(list(full.decoder.lm.parameters()))
+    trainable = full.set_trainable(["descriptor"])
+    assert {id(p) for p in trainable} == {id(p) for p in full.descriptor.parameters()}
+    assert all(not p.requires_grad for p in full.decoder.parameters())
+    full.train()
+    assert full.descriptor.training and not full.content.training  # a frozen VAE passes its mean
+
+
+@pytest.mark.parametrize("task", ["asr", "ser", "ser_sed", "full"])
+def test_generate_starts_with_the_task_field(task):
+    model = make(seed=2).eval()
+    hidden, mask = encoder_outputs([6, 3], seed=3)
+    texts = model.generate(hidden, mask, task, max_new_tokens=5)
+    assert len(texts) == 2 and all(text.startswith(TASK_PREFIX[task]) for text in texts)
+
+
+def test_generate_prefix_continues_like_a_forced_response():
+    """Greedy decoding after a forced prefix equals the argmax continuation of prompt + prefix."""
+    model = make(seed=4, regime="full").eval()
+    hidden, mask = encoder_outputs([5], seed=5)
+    text = model.generate(hidden, mask, "ser", max_new_tokens=1)[0]
+    content, content_mask, descriptor, descriptor_mask, _, _ = model.embed(hidden, mask)
+    out = model.decoder(content, content_mask, descriptor, descriptor_mask, ["Emotion:"])
+    prefix_end = int(out.batch.attention_mask.sum()) - 2  # last prefix position (before <|eot_id|>)
+    expected = model.decoder.tokenizer.decode(
+        [out.logits[0, prefix_end].argmax().item()], skip_special_tokens=True
+    )
+    assert text == "Emotion:" + expected
+
+
+def test_beta_scales_only_the_kl_term():
+    hidden, mask = encoder_outputs([6, 4])
+    outs = {beta: make(beta=beta).eval()(hidden, mask, TARGETS) for beta in (1e-4, 1.0)}
+    small, big = outs[1e-4], outs[1.0]
+    assert torch.allclose(small.ce, big.ce) and torch.allclose(small.kl_content, big.kl_content)
+    for beta, out in outs.items():
+        assert torch.allclose(out.loss, out.ce + beta * (out.kl_content + out.kl_descriptor))
+    assert big.loss - small.loss > 0.9 * (big.kl_content + big.kl_descriptor)
