@@ -16,7 +16,6 @@ from benchmark.errors import BenchmarkError
 
 # Verbs whose implementation arrives with later milestones of the roadmap (README).
 PLANNED = {
-    "run": "training and evaluating a system",
     "evaluate": "zero-shot evaluation of a trained run on another corpus",
     "study": "Optuna studies (the beta search)",
     "compare": "paired significance tests between runs",
@@ -51,6 +50,45 @@ def cmd_data_list(args: argparse.Namespace) -> int:
         )  # fmt: skip
     console.print(table)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.console import console, results_table
+    from benchmark.track.experiment import RunRequest, run_experiment
+
+    request = RunRequest(
+        system=args.system,
+        beta=args.beta,
+        dataset=args.dataset,
+        backbone=args.backbone,
+        fold=args.fold,
+        epochs=args.epochs,
+        engine=args.deepspeed or "plain",
+        resume=args.resume,
+        cache_features=not args.no_feature_cache,
+        overrides=parse_overrides(args.set),
+    )
+    summary = run_experiment(request)
+    console.print(results_table(summary))
+    console.print(f"MLflow run {summary.run_id}; browse it with `python -m benchmark ui`")
+    return 0
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict:
+    """`--set training.batch_size=4 --set decoder.regime=lora` -> a nested mapping (YAML values)."""
+    import yaml
+
+    overrides: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchmarkError(f"--set {pair!r}: expected KEY=VALUE, e.g. training.batch_size=4")
+        *parents, leaf = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return overrides
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -166,6 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", help="output folder (default: $BENCHMARK_HOME/datasets/demo)")
     demo.set_defaults(func=cmd_data_demo)
+
+    run = verbs.add_parser("run", help="train and evaluate a system on every fold, tracked in MLflow")
+    run.add_argument("--system", required=True, help="system name (see `systems`)")
+    run.add_argument("--beta", type=float, help="IB weight of the KL terms (default: the system's)")
+    run.add_argument("--dataset", default="demo", help="dataset card (default: the synthesised demo corpus)")
+    run.add_argument("--backbone", default="demo", choices=["demo", "tiny", "paper"], help="default: demo")
+    run.add_argument("--fold", default="all", help="one fold (group or test split) or 'all' (default)")
+    run.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the system's)")
+    run.add_argument("--deepspeed", choices=["zero2", "zero3"], help="train under DeepSpeed ZeRO-2 or ZeRO-3")
+    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
+    run.add_argument("--no-feature-cache", action="store_true", help="do not store encoder outputs on disk")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
+    )
+    run.set_defaults(func=cmd_run)
 
     ui = verbs.add_parser("ui", help="serve the MLflow UI of the configured store on 127.0.0.1")
     ui.add_argument("--host", help="interface to bind (default: mlflow.yaml's ui.host, 127.0.0.1)")

@@ -97,3 +97,24 @@ def systems_table(systems: Mapping[str, SystemConfig], files: Mapping[str, Path]
             str(files[name]),
         )
     return table
+
+
+def results_table(summary) -> Table:
+    """Metrics per fold and their mean ± standard deviation (SER and ASR as percentages)."""
+    names = sorted({name for scores in summary.fold_metrics.values() for name in scores})
+    table = Table(title=f"{summary.system.name} (beta {summary.system.beta:g})")
+    table.add_column("fold")
+    for name in names:
+        table.add_column(name, justify="right")
+    for fold, scores in summary.fold_metrics.items():
+        table.add_row(fold, *(_metric(n, scores[n]) if n in scores else "-" for n in names))
+    table.add_section()
+    table.add_row(
+        "mean ± std", *(f"{_metric(n, summary.mean[n])} ± {_metric(n, summary.std[n])}" for n in names)
+    )
+    return table
+
+
+def _metric(name: str, value: float) -> str:
+    """Fractions as percentages (the paper's tables); counts such as `asr.skipped` as they are."""
+    return f"{value:g}" if name.endswith("skipped") else f"{100 * value:.1f}"

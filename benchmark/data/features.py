@@ -1,0 +1,124 @@
+"""Frozen-encoder features computed once per utterance and cached on disk.
+
+The encoder never trains (paper section 3.1), so its hidden states for an utterance are the same
+in every epoch, fold, stage and system: computing them once turns most of a demo run's encoder
+time into file reads. A cache entry is keyed by
+
+- the encoder's identity (`SpeechEncoder.key`: backbone, family and a hash of config and weights),
+  which names the folder `<root>/<encoder_key>/`, and
+- the content of the audio file (sha256 of its bytes), not its path or id, so a re-synthesised
+  or edited file is never served stale features, and the same audio under two ids is stored once.
+
+Entries are float16 files `<root>/<encoder_key>/<hash[:2]>/<hash>-v<FEATURES_VERSION>.pt`, each
+holding one (L+1, F, D) tensor of real frames only (no padding), written atomically (temp file,
+then rename). Padding does not leak into them: encoders with a
+layer-norm front end get the attention mask and are batched by length; the others are run one
+utterance at a time (`SpeechEncoder.padding_invariant`).
+
+At paper scale (HuBERT-large: 25 x 1024 values per 20 ms frame, about 9 GB per hour of audio in
+float16) storing is not worth it: `enabled=False` computes the same features on the fly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from benchmark.config import benchmark_home
+from benchmark.data.audio import load_audio
+from benchmark.data.batching import LengthBucketSampler, pad_waveforms
+from benchmark.data.manifest import Utterance
+from benchmark.nn.encoder import SpeechEncoder
+
+FEATURES_VERSION = 1  # bump when the way features are computed from an encoder changes
+
+
+def audio_hash(path: Path | str) -> str:
+    """sha256 of an audio file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """Hidden states of a frozen encoder per utterance, from disk when present, else computed.
+
+    `root` defaults to `benchmark_home()/features`; `encoder_key` to `encoder.key`. `get` returns
+    float32 tensors (L+1, F, D) of real frames. With `enabled=False` nothing is read
+    or written. `batch_size` and `max_batch_seconds` bound the batches misses are computed in.
+    """
+
+    def __init__(
+        self,
+        root: Path | None,
+        encoder: SpeechEncoder,
+        encoder_key: str | None = None,
+        enabled: bool = True,
+        batch_size: int = 8,
+        max_batch_seconds: float = 120.0,
+        progress: bool = True,
+    ) -> None:
+        self.encoder = encoder
+        self.key = encoder_key or encoder.key
+        self.folder = (root or benchmark_home() / "features") / self.key
+        self.enabled = enabled
+        self.batch_size = batch_size if encoder.padding_invariant else 1
+        self.max_batch_seconds = max_batch_seconds
+        self.progress = progress
+
+    def path(self, utterance: Utterance) -> Path:
+        digest = audio_hash(utterance.audio)
+        return self.folder / digest[:2] / f"{digest}-v{FEATURES_VERSION}.pt"
+
+    def get(self, utterances: Sequence[Utterance]) -> list[torch.Tensor]:
+        """Features of each utterance, in order; misses are computed in length-bucketed batches."""
+        features: list[torch.Tensor | None] = [None] * len(utterances)
+        paths = [self.path(u) for u in utterances] if self.enabled else [None] * len(utterances)
+        for i, path in enumerate(paths):
+            if path is not None and path.is_file():
+                features[i] = torch.load(path, weights_only=True).float()
+        missing = [i for i, feature in enumerate(features) if feature is None]
+        if not missing:
+            return features  # type: ignore[return-value]
+        sampler = LengthBucketSampler(
+            [utterances[i].duration for i in missing],
+            batch_size=self.batch_size,
+            shuffle=False,
+            max_total=self.max_batch_seconds,
+        )
+        with tqdm(total=len(missing), desc=f"encoding ({self.key})", disable=not self.progress) as bar:
+            for batch in sampler:
+                indices = [missing[j] for j in batch]
+                for i, feature in zip(indices, self._encode([utterances[i] for i in indices]), strict=True):
+                    if paths[i] is not None:
+                        feature = feature.half()
+                        _save_atomic(feature, paths[i])
+                    features[i] = feature.float()
+                bar.update(len(batch))
+        return features  # type: ignore[return-value]
+
+    def _encode(self, utterances: Sequence[Utterance]) -> list[torch.Tensor]:
+        waves, mask = pad_waveforms([load_audio(u.audio) for u in utterances])
+        out = self.encoder(waves, mask)
+        lengths = out.frame_mask.sum(dim=1).tolist()
+        return [out.hidden_states[:, row, :n].cpu().clone() for row, n in enumerate(lengths)]
+
+
+def _save_atomic(tensor: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(tensor, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,99 @@
+"""Generate a trained system's outputs for held-out utterances and score them.
+
+The prompt is the same for every task, so each output the system was trained to give is asked
+for by its own forced response prefix (`Transcript:` for ASR, `Descriptor:` for SER-SED,
+`Emotion:` for SER): a system with transcript and descriptor targets is run twice per utterance.
+Every number downstream is computed from the records returned here (ARCHITECTURE section 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm import tqdm
+
+from benchmark.config import SystemConfig, Task
+from benchmark.eval.metrics import asr_scores, ser_scores
+from benchmark.eval.parsing import parse_response
+from benchmark.nn.system import SpeechEmotionCaptioner
+from benchmark.train.data import TrainExample, pad_features
+
+RECORD_FIELDS = (
+    "id", "ref_emotion", "hyp_emotion", "ref_transcript", "hyp_transcript",
+    "ref_descriptor", "hyp_descriptor", "raw_output", "fold",
+)  # fmt: skip
+
+
+def generation_tasks(system: SystemConfig) -> list[Task]:
+    """The generations that cover a system's targets: ASR for the transcript, then SER(-SED)."""
+    tasks: list[Task] = []
+    if "transcript" in system.targets:
+        tasks.append("asr")
+    if "descriptor" in system.targets:
+        tasks.append("ser_sed")
+    elif "emotion" in system.targets:
+        tasks.append("ser")
+    return tasks
+
+
+@torch.no_grad()
+def predict(
+    model: SpeechEmotionCaptioner,
+    examples: Sequence[TrainExample],
+    labels: Sequence[str],
+    fold: str | None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[dict[str, str | None]]:
+    """Prediction records (as dicts with `RECORD_FIELDS`) for `examples`, in their order."""
+    model.eval()
+    device = next(model.parameters()).device
+    tasks = generation_tasks(model.config)
+    raw: dict[str, dict[str, str]] = {ex.id: {} for ex in examples}
+    order = sorted(range(len(examples)), key=lambda i: examples[i].num_frames or 0)
+    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    bar = tqdm(total=len(batches) * len(tasks), desc="generating", disable=not progress)
+    for task in tasks:
+        for batch in batches:
+            chosen = [examples[i] for i in batch]
+            hidden, mask = pad_features([ex.load() for ex in chosen])
+            outputs = model.generate(
+                hidden.to(device), mask.to(device), task, max_new_tokens=model.config.decoder.max_new_tokens
+            )
+            for ex, text in zip(chosen, outputs, strict=True):
+                raw[ex.id][task] = text
+            bar.update()
+    bar.close()
+
+    records = []
+    for ex in examples:
+        parsed = {task: parse_response(text, labels) for task, text in raw[ex.id].items()}
+        asr, ser = parsed.get("asr"), parsed.get("ser_sed") or parsed.get("ser")
+        records.append(
+            {
+                "id": ex.id,
+                "ref_emotion": ex.emotion,
+                "hyp_emotion": ser.emotion if ser else None,
+                "ref_transcript": ex.transcript,
+                "hyp_transcript": asr.transcript if asr else None,
+                "ref_descriptor": ex.descriptor,
+                "hyp_descriptor": ser.descriptor if ser else None,
+                "raw_output": "\n".join(f"[{task}] {text}" for task, text in raw[ex.id].items()),
+                "fold": fold,
+            }
+        )
+    return records
+
+
+def score_records(
+    records: Sequence[dict[str, str | None]], labels: Sequence[str], system: SystemConfig
+) -> dict[str, float]:
+    """SER metrics if the system predicts emotions, WER if it transcribes (a missing hypothesis
+    counts as wrong: an unparseable emotion is invalid, a missing transcript all deletions)."""
+    scores: dict[str, float] = {}
+    if "emotion" in system.targets and (rows := [r for r in records if r["ref_emotion"] is not None]):
+        scores |= ser_scores([r["ref_emotion"] for r in rows], [r["hyp_emotion"] for r in rows], labels)
+    if "transcript" in system.targets and (rows := [r for r in records if r["ref_transcript"]]):
+        scores |= asr_scores([r["ref_transcript"] for r in rows], [r["hyp_transcript"] for r in rows])
+    return scores

@@ -1,0 +1,206 @@
+"""`python -m benchmark run`: train and evaluate one system on every fold, tracked in MLflow.
+
+One parent MLflow run per call (tags system, dataset, backbone, beta, schedule, git_sha; params
+the fully resolved system config), one nested run per fold with its training curves, prediction
+records, metrics and confusion matrix; the parent holds the mean and standard deviation over
+folds and the pooled predictions. Any exception marks the runs FAILED (Ctrl-C: KILLED).
+
+The frozen encoder's hidden states are computed once per utterance and cached on disk
+(`benchmark.data.features`), so every fold, stage and system after the first pays only for the
+trainable parts. Training checkpoints live under `$BENCHMARK_HOME/checkpoints/<config hash>/`, so
+`--resume` continues an interrupted run of the same configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.config import SystemConfig, benchmark_home
+from benchmark.data.manifest import Utterance
+from benchmark.data.prepare import is_prepared, load_split
+from benchmark.data.splits import Fold, fold_names, folds
+from benchmark.errors import BenchmarkError
+from benchmark.eval.metrics import confusion_matrix, plot_confusion_matrix
+from benchmark.eval.predict import predict, score_records
+from benchmark.nn.backbones import Backbone, get_backbone
+from benchmark.registry import load_dataset_card, load_system
+from benchmark.track.records import PredictionRecord
+from benchmark.track.tracking import (
+    load_mlflow_config,
+    log_environment,
+    log_figure,
+    log_metrics,
+    log_predictions,
+    run_context,
+    tracking_setup,
+)
+
+
+@dataclass
+class RunRequest:
+    """Everything `benchmark run` was asked for; `overrides` are merged into the system YAML."""
+
+    system: str
+    beta: float | None = None
+    dataset: str = "demo"
+    backbone: str = "demo"
+    fold: str = "all"
+    epochs: int | None = None
+    engine: str = "plain"
+    resume: bool = False
+    cache_features: bool = True
+    overrides: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    system: SystemConfig
+    fold_metrics: dict[str, dict[str, float]]
+    mean: dict[str, float]
+    std: dict[str, float]
+
+
+def resolve_system(request: RunRequest, backbone: Backbone) -> SystemConfig:
+    """The system YAML with `--beta`, the backbone's decoder regime and user overrides applied."""
+    overrides: dict[str, Any] = {}
+    if backbone.decoder_regime is not None:
+        overrides["decoder"] = {"regime": backbone.decoder_regime}
+    if request.beta is not None:
+        overrides["beta"] = request.beta
+    system = load_system(request.system, {**overrides, **request.overrides})
+    if request.epochs is not None:  # every stage, e.g. a quick smoke run with --epochs 1
+        stages = [stage.model_copy(update={"epochs": request.epochs}) for stage in system.stages]
+        system = system.model_copy(update={"stages": stages})
+    return system
+
+
+def load_corpus(dataset: str) -> dict[str, list[Utterance]]:
+    """The manifests of every split; the demo corpus is synthesised (once) when absent."""
+    card = load_dataset_card(dataset)
+    if card.reader == "demo" and not is_prepared(card):
+        from benchmark.data.demo import build_demo_corpus
+
+        build_demo_corpus()
+    return {split: load_split(card, split) for split in card.splits}
+
+
+def checkpoint_folder(system: SystemConfig, request: RunRequest, fold: str) -> Path:
+    """Checkpoints are keyed by everything that changes training, so --resume finds its own."""
+    key = json.dumps(
+        [system.model_dump(mode="json"), request.dataset, request.backbone, request.engine], sort_keys=True
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return benchmark_home() / "checkpoints" / f"{system.name}-{digest}" / f"fold-{fold}"
+
+
+def _examples(rows: list[Utterance], features: dict[str, torch.Tensor]):
+    from benchmark.train.data import TrainExample
+
+    return [
+        TrainExample(
+            r.id, features[r.id], transcript=r.transcript, descriptor=r.descriptor, emotion=r.emotion
+        )
+        for r in rows
+    ]
+
+
+def _log_confusion(records: list[dict], labels: list[str], name: str) -> None:
+    rows = [r for r in records if r["ref_emotion"] is not None]
+    if not rows:
+        return
+    matrix = confusion_matrix([r["ref_emotion"] for r in rows], [r["hyp_emotion"] for r in rows], labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        log_figure(plot_confusion_matrix(matrix, labels, Path(tmp) / name), name)
+
+
+def run_fold(
+    system: SystemConfig,
+    request: RunRequest,
+    backbone: Backbone,
+    fold: Fold,
+    features: dict[str, torch.Tensor],
+    encoder_shape: tuple[int, int],
+    labels: list[str],
+) -> tuple[list[dict], dict[str, float]]:
+    """Train from scratch on the fold's training rows, then predict and score its test rows."""
+    from benchmark.nn.system import build_system
+    from benchmark.train.loop import train
+
+    checkpoints = checkpoint_folder(system, request, fold.name)
+    if not request.resume and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    torch.manual_seed(system.training.seed)
+    model = build_system(system, *encoder_shape, backbone=backbone.decoder)
+    train(
+        model,
+        _examples(fold.train, features),
+        engine=request.engine,
+        checkpoint_dir=checkpoints,
+        resume=request.resume,
+        log=log_metrics,
+        progress=request.progress,
+    )
+    records = predict(model, _examples(fold.test, features), labels, fold.name, progress=request.progress)
+    return records, score_records(records, labels, system)
+
+
+def run_experiment(request: RunRequest) -> RunSummary:
+    """Train and evaluate `request.system` on the requested folds; see the module docstring."""
+    from benchmark.data.features import FeatureCache
+    from benchmark.nn.encoder import build_encoder
+
+    backbone = get_backbone(request.backbone)
+    system = resolve_system(request, backbone)
+    if system.kind != "llm":
+        raise BenchmarkError(
+            f"`run` trains LLM-based systems; '{system.name}' is an SSL baseline (kind: ssl)"
+        )
+    card = load_dataset_card(request.dataset)
+    fold_names(card, request.fold)  # a bad corpus or fold name fails before any data is read
+    chosen = folds(card, load_corpus(request.dataset), request.fold)
+    labels = list(card.labels)
+
+    encoder = build_encoder(backbone.encoder, system.encoder_family)
+    rows = {r.id: r for fold in chosen for r in [*fold.train, *fold.test]}
+    cache = FeatureCache(None, encoder, enabled=request.cache_features, progress=request.progress)
+    features = dict(zip(rows, cache.get(list(rows.values())), strict=True))
+    encoder_shape = (encoder.num_layers, encoder.hidden_size)
+    del encoder  # frozen and cached: training needs only its outputs
+
+    tracking_setup(load_mlflow_config())
+    tags = {
+        "system": system.name, "dataset": card.name, "backbone": backbone.name,
+        "beta": system.beta, "schedule": system.schedule, "engine": request.engine,
+    }  # fmt: skip
+    fold_metrics: dict[str, dict[str, float]] = {}
+    with run_context(f"{system.name} on {card.name}", tags=tags, params=system) as parent:
+        log_environment()
+        pooled: list[dict] = []
+        for fold in chosen:
+            with run_context(f"fold {fold.name}", tags={**tags, "fold": fold.name}):
+                records, scores = run_fold(system, request, backbone, fold, features, encoder_shape, labels)
+                log_metrics(scores)
+                log_predictions([PredictionRecord(**r) for r in records], f"fold-{fold.name}")
+                _log_confusion(records, labels, "confusion_matrix.png")
+            fold_metrics[fold.name] = scores
+            pooled += records
+        names = sorted({name for scores in fold_metrics.values() for name in scores})
+        mean = {n: float(np.mean([s[n] for s in fold_metrics.values() if n in s])) for n in names}
+        std = {n: float(np.std([s[n] for s in fold_metrics.values() if n in s])) for n in names}
+        log_metrics(mean)
+        log_metrics({f"{n}.std": v for n, v in std.items()})
+        log_metrics({f"pooled.{n}": v for n, v in score_records(pooled, labels, system).items()})
+        log_predictions([PredictionRecord(**r) for r in pooled], "pooled")
+        _log_confusion(pooled, labels, "confusion_matrix_pooled.png")
+    return RunSummary(parent.info.run_id, system, fold_metrics, mean, std)

@@ -1,0 +1,145 @@
+"""The frozen encoder: shapes, masks, frozenness, padding invariance, offline errors, demo backbone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchmark.data.batching import pad_waveforms
+from benchmark.errors import BenchmarkError
+from benchmark.nn import demo_backbone
+from benchmark.nn.encoder import FAMILIES, build_encoder, normalise_waveforms
+
+LENGTHS = (16000, 9000, 23456)  # samples: 1 s, a short and a long utterance
+
+
+def _waves(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in LENGTHS]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_shapes_and_frame_mask(family: str) -> None:
+    encoder = build_encoder("tiny", family)
+    waves, mask = pad_waveforms(_waves())
+    out = encoder(waves, mask)
+    layers, batch, frames, dim = out.hidden_states.shape
+    assert (layers, batch, dim) == (encoder.num_layers, 3, encoder.hidden_size)
+    assert encoder.num_layers == encoder.model.config.num_hidden_layers + 1
+    expected = encoder.model._get_feat_extract_output_lengths(torch.tensor(LENGTHS))
+    assert out.frame_mask.shape == (3, frames) and out.frame_mask.dtype == torch.bool
+    assert out.frame_mask.sum(dim=1).tolist() == expected.tolist()
+    assert frames == max(expected.tolist())  # 50 frames per second: 1 s -> 49 frames
+    assert expected[0] == 49
+
+
+def test_frozen_and_stays_in_eval_mode_under_a_training_parent() -> None:
+    encoder = build_encoder("tiny", "hubert")
+    parent = nn.ModuleDict({"encoder": encoder, "head": nn.Linear(4, 4)})
+    parent.train()
+    assert parent["head"].training
+    assert not encoder.training and not any(m.training for m in encoder.modules())
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert encoder.model.config.layerdrop == 0.0 and encoder.model.config.mask_time_prob == 0.0
+    waves, mask = pad_waveforms(_waves())
+    first = encoder(waves, mask)
+    assert not first.hidden_states.requires_grad
+    assert first.hidden_states.shape[0] == encoder.num_layers
+    assert torch.equal(first.hidden_states, encoder(waves, mask).hidden_states)  # no dropout
+
+
+def test_layerdrop_of_a_checkpoint_config_is_switched_off() -> None:
+    """A checkpoint saved with layerdrop (HuBERT-large-ft has 0.1) must still give L+1 states."""
+    from benchmark.nn.encoder import SpeechEncoder, tiny_config
+
+    config = tiny_config("hubert")
+    config.layerdrop = 0.9
+    model = FAMILIES["hubert"][1](config)
+    encoder = SpeechEncoder(model, "tiny", "hubert")
+    nn.Sequential(encoder).train()
+    waves, mask = pad_waveforms(_waves())
+    for _ in range(5):
+        assert encoder(waves, mask).hidden_states.shape[0] == config.num_hidden_layers + 1
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_outputs_on_real_frames_do_not_depend_on_padding(family: str) -> None:
+    encoder = build_encoder("tiny", family)
+    assert encoder.padding_invariant
+    waves = _waves(1)
+    batched = encoder(*pad_waveforms(waves))
+    for row, wave in enumerate(waves):
+        alone = encoder(*pad_waveforms([wave])).hidden_states[:, 0]
+        frames = alone.shape[1]
+        torch.testing.assert_close(batched.hidden_states[:, row, :frames], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_waveforms_are_normalised_over_real_samples_only() -> None:
+    ramp = 3.0 + np.arange(100, dtype=np.float32)
+    waves, mask = pad_waveforms([ramp, np.ones(40, np.float32)])
+    out = normalise_waveforms(waves, mask)
+    assert abs(out[0].mean().item()) < 1e-5 and abs(out[0].std(unbiased=False).item() - 1) < 1e-3
+    assert torch.all(out[1, 40:] == 0)
+
+
+def test_tiny_weights_and_key_are_the_same_in_every_build() -> None:
+    first, second = build_encoder("tiny", "hubert"), build_encoder("tiny", "hubert")
+    assert first.key == second.key and first.key.startswith("tiny-hubert-")
+    assert build_encoder("tiny", "wavlm").key != first.key
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_missing_paper_weights_give_a_benchmark_error_with_a_hint(
+    family: str, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv("BENCHMARK_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(BenchmarkError) as err:
+        build_encoder("paper", family)
+    assert err.value.hint and "huggingface-cli download" in err.value.hint
+
+
+def test_unknown_backbone_and_family_are_user_errors() -> None:
+    with pytest.raises(BenchmarkError):
+        build_encoder("huge")
+    with pytest.raises(BenchmarkError):
+        build_encoder("tiny", "whisper")
+    with pytest.raises(BenchmarkError, match="demo backbone is a HuBERT"):
+        build_encoder("demo", "wavlm")
+
+
+def test_ctc_text_round_trip() -> None:
+    ids = demo_backbone.encode_text("The old man fixed the radio at nine o'clock.")
+    logits = torch.nn.functional.one_hot(torch.tensor(ids), len(demo_backbone.VOCAB)).float()
+    assert demo_backbone.greedy_decode(logits, len(ids)) == "the old man fixed the radio at nine o'clock"
+
+
+@pytest.mark.timeout(120)
+def test_small_demo_backbone_is_built_once_and_loads_as_the_demo_encoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An 8-utterance, 2-step build stands in for the real one (the same code path, minutes less)."""
+    monkeypatch.setattr(demo_backbone, "DEFAULT_SIZE", 8)
+    monkeypatch.setattr(demo_backbone, "DEFAULT_STEPS", 2)
+    folder = demo_backbone.ensure_demo_backbone()
+    assert folder == demo_backbone.demo_backbone_dir()
+    assert (folder / "config.json").is_file() and (folder / "ctc_head.pt").is_file()
+    info = json.loads((folder / "build.json").read_text())
+    assert info["version"] == demo_backbone.BUILD_VERSION and (info["size"], info["steps"]) == (8, 2)
+    assert not any(p.name.endswith(".tmp") for p in folder.parent.iterdir())
+
+    stamp = (folder / "config.json").stat().st_mtime_ns
+    monkeypatch.setattr(demo_backbone, "train_ctc", lambda *a, **k: pytest.fail("rebuilt a cached backbone"))
+    assert demo_backbone.ensure_demo_backbone() == folder
+    assert (folder / "config.json").stat().st_mtime_ns == stamp
+
+    encoder = build_encoder("demo")
+    assert encoder.num_layers == demo_backbone.demo_config().num_hidden_layers + 1
+    assert encoder.model.config.layerdrop == 0.0 and encoder.model.config.mask_time_prob == 0.0
+    out = encoder(*pad_waveforms(_waves()))
+    assert out.hidden_states.shape[-1] == encoder.hidden_size

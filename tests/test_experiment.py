@@ -1,0 +1,86 @@
+"""`benchmark run` end to end on a small demo corpus with the tiny backbone, tracked in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from benchmark.cli import main
+from benchmark.data.demo import build_demo_corpus
+from benchmark.track import experiment
+from benchmark.track.experiment import RunRequest, run_experiment
+from benchmark.track.records import load_run_records
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    torch.set_num_threads(1)
+    build_demo_corpus(size=40, seed=0, progress=False)
+    yield tmp_path
+    mlflow.end_run()
+
+
+def request(**changes) -> RunRequest:
+    fields = dict(system="full", backbone="tiny", fold="1", epochs=1, progress=False)
+    return RunRequest(**{**fields, **changes})
+
+
+@pytest.mark.slow
+def test_run_logs_metrics_records_and_artifacts(workdir: Path):
+    summary = run_experiment(request())
+    client = MlflowClient()
+    parent = client.get_run(summary.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["system"] == "full" and parent.data.tags["backbone"] == "tiny"
+    assert parent.data.params["beta"] == "0.0001" and parent.data.params["decoder.regime"] == "full"
+    for key in ("ser.ua", "ser.wa", "ser.macro_f1", "asr.wer", "pooled.ser.ua"):
+        assert key in parent.data.metrics
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{summary.run_id}'"
+    )
+    assert [c.data.tags["fold"] for c in children] == ["1"]
+    child = children[0]
+    assert child.info.status == "FINISHED"
+    assert len(client.get_metric_history(child.info.run_id, "train.loss")) > 1
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"confusion_matrix.png", "predictions"} <= artifacts
+    parent_artifacts = {a.path for a in client.list_artifacts(summary.run_id)}
+    assert {
+        "config.yaml",
+        "environment.json",
+        "confusion_matrix_pooled.png",
+        "predictions",
+    } <= parent_artifacts
+    records = load_run_records(child.info.run_id, "fold-1")
+    assert len(records) == 8 and all(r.fold == "1" for r in records)
+    assert all(r.raw_output.startswith("[asr] ") for r in records)
+    # the logged fold metric is recomputed from the logged records, not copied
+    assert child.data.metrics["ser.ua"] == pytest.approx(summary.fold_metrics["1"]["ser.ua"])
+
+
+@pytest.mark.slow
+def test_a_crash_marks_the_runs_failed(workdir: Path, monkeypatch: pytest.MonkeyPatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("generation crashed")
+
+    monkeypatch.setattr(experiment, "predict", broken)
+    with pytest.raises(RuntimeError, match="generation crashed"):
+        run_experiment(request())
+    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name("explainable-ser").experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}
+
+
+def test_bad_requests_fail_before_any_work(workdir: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["run", "--system", "full", "--backbone", "tiny", "--fold", "9"]) == 2
+    assert "unknown fold '9'" in capsys.readouterr().err
+    assert main(["run", "--system", "full", "--dataset", "emosec"]) == 2
+    assert "zero-shot" in capsys.readouterr().err
+    assert main(["run", "--system", "full", "--set", "training.batch_sise=2"]) == 2
+    assert "batch_sise" in capsys.readouterr().err
+    assert not Path("mlruns").exists()
