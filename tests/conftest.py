@@ -12,4 +12,6 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.delenv("BENCHMARK_REGISTRY", raising=False)
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; monkeypatch removes it again afterwards.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
