@@ -194,6 +194,17 @@ class TrainingSettings(StrictModel):
     seed: int = 0
 
 
+class SSLSettings(StrictModel):
+    """The SSL baselines' heads (`kind: ssl`): one training run instead of LLM stages.
+
+    Batch size, seed, weight decay and clipping come from `training`, as for the LLM systems.
+    """
+
+    epochs: int = Field(30, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    hidden_dim: int = Field(256, ge=1)
+
+
 class PaperRow(StrictModel):
     """Where the system appears in the paper (None: not in that table)."""
 
@@ -227,6 +238,7 @@ class SystemConfig(StrictModel):
     adapter: AdapterConfig = Field(default_factory=AdapterConfig)
     decoder: DecoderSettings = Field(default_factory=DecoderSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    ssl: SSLSettings = Field(default_factory=SSLSettings)
 
     @model_validator(mode="after")
     def _check(self) -> SystemConfig:

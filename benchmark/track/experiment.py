@@ -28,7 +28,6 @@ from benchmark.config import SystemConfig, benchmark_home
 from benchmark.data.manifest import Utterance
 from benchmark.data.prepare import is_prepared, load_split
 from benchmark.data.splits import Fold, fold_names, folds
-from benchmark.errors import BenchmarkError
 from benchmark.eval.metrics import confusion_matrix, plot_confusion_matrix
 from benchmark.eval.predict import predict, score_records
 from benchmark.nn.backbones import Backbone, get_backbone
@@ -79,9 +78,10 @@ def resolve_system(request: RunRequest, backbone: Backbone) -> SystemConfig:
     if request.beta is not None:
         overrides["beta"] = request.beta
     system = load_system(request.system, {**overrides, **request.overrides})
-    if request.epochs is not None:  # every stage, e.g. a quick smoke run with --epochs 1
+    if request.epochs is not None:  # every stage (or the SSL heads), e.g. a quick smoke run with --epochs 1
         stages = [stage.model_copy(update={"epochs": request.epochs}) for stage in system.stages]
-        system = system.model_copy(update={"stages": stages})
+        ssl = system.ssl.model_copy(update={"epochs": request.epochs})
+        system = system.model_copy(update={"stages": stages, "ssl": ssl})
     return system
 
 
@@ -133,7 +133,13 @@ def run_fold(
     encoder_shape: tuple[int, int],
     labels: list[str],
 ) -> tuple[list[dict], dict[str, float]]:
-    """Train from scratch on the fold's training rows, then predict and score its test rows."""
+    """Train from scratch on the fold's training rows, then predict and score its test rows.
+
+    `kind: ssl` systems train the SSL baseline's heads (`benchmark.train.ssl`), without checkpoints;
+    `kind: llm` systems train every stage of their schedule (`benchmark.train.loop`).
+    """
+    if system.kind == "ssl":
+        return _run_ssl_fold(system, request, fold, features, encoder_shape, labels)
     from benchmark.nn.system import build_system
     from benchmark.train.loop import train
 
@@ -155,6 +161,23 @@ def run_fold(
     return records, score_records(records, labels, system)
 
 
+def _run_ssl_fold(
+    system: SystemConfig,
+    request: RunRequest,
+    fold: Fold,
+    features: dict[str, torch.Tensor],
+    encoder_shape: tuple[int, int],
+    labels: list[str],
+) -> tuple[list[dict], dict[str, float]]:
+    from benchmark.train.ssl import build_ssl_baseline, predict_ssl, train_ssl
+
+    torch.manual_seed(system.training.seed)
+    model = build_ssl_baseline(system, *encoder_shape, labels)
+    train_ssl(model, _examples(fold.train, features), system, log=log_metrics, progress=request.progress)
+    records = predict_ssl(model, _examples(fold.test, features), fold.name, progress=request.progress)
+    return records, score_records(records, labels, system)
+
+
 def run_experiment(request: RunRequest) -> RunSummary:
     """Train and evaluate `request.system` on the requested folds; see the module docstring."""
     from benchmark.data.features import FeatureCache
@@ -162,10 +185,6 @@ def run_experiment(request: RunRequest) -> RunSummary:
 
     backbone = get_backbone(request.backbone)
     system = resolve_system(request, backbone)
-    if system.kind != "llm":
-        raise BenchmarkError(
-            f"`run` trains LLM-based systems; '{system.name}' is an SSL baseline (kind: ssl)"
-        )
     card = load_dataset_card(request.dataset)
     fold_names(card, request.fold)  # a bad corpus or fold name fails before any data is read
     chosen = folds(card, load_corpus(request.dataset), request.fold)
