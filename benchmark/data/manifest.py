@@ -1,22 +1,20 @@
 """Manifests: one JSONL file per split, one utterance per line (ARCHITECTURE section 3).
 
 Everything downstream (training, evaluation, explanation) reads manifests, never a raw corpus, so
-the corpus readers are the only code that knows a corpus's on-disk quirks. Writes are atomic: a
-manifest is written to a temporary file beside the target and renamed over it, so an interrupted
-or failed `data prepare` never leaves a half-written manifest in place of a good one.
+the corpus readers are the only code that knows a corpus's on-disk quirks. Reading validates
+every line and writing is atomic (`benchmark.data.jsonl`), so a failed `data prepare` never leaves
+a half-written manifest in place of a good one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from benchmark.data.jsonl import read_jsonl, write_jsonl
 from benchmark.errors import BenchmarkError
 
 
@@ -73,19 +71,7 @@ class RowIssue:
 
 def write_manifest(path: Path, rows: Iterable[Utterance]) -> int:
     """Write `rows` to `path` atomically; returns the number of rows written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(row.model_dump_json() + "\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
+    return write_jsonl(path, rows)
 
 
 def read_manifest(path: Path, check_audio: bool = False) -> list[Utterance]:
@@ -95,24 +81,9 @@ def read_manifest(path: Path, check_audio: bool = False) -> list[Utterance]:
             f"{path}: manifest not found",
             hint="run `python -m benchmark data prepare NAME --root PATH` (or `data demo`) first",
         )
-    rows: list[Utterance] = []
-    seen: set[str] = set()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = Utterance.model_validate(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise BenchmarkError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            except ValidationError as err:
-                first = err.errors()[0]
-                field = ".".join(str(p) for p in first["loc"]) or "(row)"
-                raise BenchmarkError(f"{path}:{number}: field '{field}': {first['msg']}") from err
-            if row.id in seen:
-                raise BenchmarkError(f"{path}:{number}: duplicate utterance id '{row.id}'")
-            if check_audio and not Path(row.audio).is_file():
+    rows = read_jsonl(path, Utterance)
+    if check_audio:
+        for number, row in rows:
+            if not Path(row.audio).is_file():
                 raise BenchmarkError(f"{path}:{number}: audio file not found: {row.audio}")
-            seen.add(row.id)
-            rows.append(row)
-    return rows
+    return [row for _, row in rows]

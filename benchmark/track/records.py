@@ -7,16 +7,15 @@ missing field is an error naming the file and line, not a silently skewed metric
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from benchmark.data.jsonl import read_jsonl, write_jsonl
 from benchmark.errors import BenchmarkError
 
 
@@ -49,52 +48,16 @@ class PredictionRecord(BaseModel):
 
 
 def write_records(path: Path, records: Iterable[PredictionRecord]) -> int:
-    """Write `records` to `path` atomically (temporary file + rename); returns how many were written.
-
-    An evaluation killed half-way therefore never leaves a truncated file that would later be read
-    as a complete, smaller test set.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(record.model_dump_json() + "\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
+    """Write `records` to `path` atomically (a killed evaluation never leaves a truncated file
+    that would later be read as a complete, smaller test set); returns how many were written."""
+    return write_jsonl(path, records)
 
 
 def read_records(path: Path) -> list[PredictionRecord]:
-    """Read and validate a records file; the first bad line raises an error naming file and line.
-
-    Duplicate ids are refused: an utterance counted twice would bias every mean computed from it.
-    """
+    """Read and validate a records file; a bad line or a repeated id raises naming file and line."""
     if not path.is_file():
         raise BenchmarkError(f"{path}: prediction records not found")
-    records: list[PredictionRecord] = []
-    seen: set[str] = set()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = PredictionRecord.model_validate(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise BenchmarkError(f"{path}:{number}: not valid JSON ({err.msg})") from err
-            except ValidationError as err:
-                first = err.errors()[0]
-                field = ".".join(str(p) for p in first["loc"]) or "(record)"
-                raise BenchmarkError(f"{path}:{number}: field '{field}': {first['msg']}") from err
-            if record.id in seen:
-                raise BenchmarkError(f"{path}:{number}: duplicate utterance id '{record.id}'")
-            seen.add(record.id)
-            records.append(record)
-    return records
+    return [record for _, record in read_jsonl(path, PredictionRecord)]
 
 
 def load_run_records(run_id: str, split: str, tracking_uri: str | None = None) -> list[PredictionRecord]:
