@@ -19,15 +19,6 @@ from benchmark.nn.tokenizer import build_tiny_tokenizer
 TARGET = "Transcript: hello world\nEmotion: angry"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices run fastest on one thread, and many times slower when threads fight for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_decoder(regime: str = "full", seed: int = 0) -> SpeechLLMDecoder:
     torch.manual_seed(seed)
     return build_decoder(DecoderConfig(backbone="tiny", regime=regime)).eval()

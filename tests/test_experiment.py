@@ -6,7 +6,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
@@ -20,7 +19,6 @@ from benchmark.track.records import load_run_records
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    torch.set_num_threads(1)
     build_demo_corpus(size=40, seed=0, progress=False)
     yield tmp_path
     mlflow.end_run()

@@ -18,11 +18,6 @@ from benchmark.track.records import load_run_records
 LABELS = ["angry", "happy", "neutral", "sad"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def batch(lengths: list[int], layers: int = 3, dim: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     hidden = torch.randn(layers, len(lengths), max(lengths), dim)

@@ -12,14 +12,6 @@ LAYERS, DIM, STACK = 3, 12, 2
 TARGETS = ["Transcript: hello there\nDescriptor: a calm voice\nEmotion: neutral", "Emotion: angry"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_system(disentangle: bool = True, beta: float = 1e-4, regime: str = "lora") -> SystemConfig:
     stage = StageConfig(name="joint", train=["content", "llm"], tasks=["full"], lr=1e-3, scheduler="constant")
     return SystemConfig(

@@ -25,14 +25,6 @@ WORDS = ["yes", "no", "maybe", "hello", "again", "never"]
 EMOTIONS = ["angry", "happy", "sad", "neutral"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def alternating(epochs: tuple[int, int] = (1, 1), batch_size: int = 2, grad_accum: int = 1) -> SystemConfig:
     """The paper's alternating schedule (section 4.4) on a tiny system."""
     stages = [
