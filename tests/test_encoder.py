@@ -12,7 +12,13 @@ from torch import nn
 from benchmark.data.batching import pad_waveforms
 from benchmark.errors import BenchmarkError
 from benchmark.nn import demo_backbone
-from benchmark.nn.encoder import FAMILIES, build_encoder, normalise_waveforms
+from benchmark.nn.encoder import (
+    FAMILIES,
+    build_encoder,
+    normalise_waveforms,
+    prepare_waveforms,
+    read_do_normalize,
+)
 
 LENGTHS = (16000, 9000, 23456)  # samples: 1 s, a short and a long utterance
 
@@ -86,6 +92,21 @@ def test_waveforms_are_normalised_over_real_samples_only() -> None:
     assert torch.all(out[1, 40:] == 0)
 
 
+def test_do_normalize_is_read_from_the_checkpoint_and_raw_input_keeps_loudness(tmp_path) -> None:
+    assert read_do_normalize(tmp_path)  # no preprocessor_config.json: Wav2Vec2FeatureExtractor's default
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"do_normalize": False}))
+    assert not read_do_normalize(tmp_path)
+    waves, mask = pad_waveforms([np.full(100, 0.5, np.float32), np.full(40, 0.5, np.float32)])
+    raw = prepare_waveforms(waves, mask, do_normalize=False)
+    assert torch.all(raw[0] == 0.5) and torch.all(raw[1, :40] == 0.5) and torch.all(raw[1, 40:] == 0)
+    torch.testing.assert_close(
+        prepare_waveforms(waves, mask, do_normalize=True), normalise_waveforms(waves, mask)
+    )
+    raw_encoder = build_encoder("tiny")
+    raw_encoder.do_normalize = False
+    assert raw_encoder.key != build_encoder("tiny").key  # raw input is part of the feature-cache key
+
+
 def test_tiny_weights_and_key_are_the_same_in_every_build() -> None:
     first, second = build_encoder("tiny", "hubert"), build_encoder("tiny", "hubert")
     assert first.key == second.key and first.key.startswith("tiny-hubert-")
@@ -129,6 +150,7 @@ def test_small_demo_backbone_is_built_once_and_loads_as_the_demo_encoder(
     folder = demo_backbone.ensure_demo_backbone()
     assert folder == demo_backbone.demo_backbone_dir()
     assert (folder / "config.json").is_file() and (folder / "ctc_head.pt").is_file()
+    assert read_do_normalize(folder) == demo_backbone.DO_NORMALIZE
     info = json.loads((folder / "build.json").read_text())
     assert info["version"] == demo_backbone.BUILD_VERSION and (info["size"], info["steps"]) == (8, 2)
     assert not any(p.name.endswith(".tmp") for p in folder.parent.iterdir())
@@ -141,5 +163,6 @@ def test_small_demo_backbone_is_built_once_and_loads_as_the_demo_encoder(
     encoder = build_encoder("demo")
     assert encoder.num_layers == demo_backbone.demo_config().num_hidden_layers + 1
     assert encoder.model.config.layerdrop == 0.0 and encoder.model.config.mask_time_prob == 0.0
+    assert encoder.do_normalize == demo_backbone.DO_NORMALIZE
     out = encoder(*pad_waveforms(_waves()))
     assert out.hidden_states.shape[-1] == encoder.hidden_size

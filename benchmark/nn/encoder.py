@@ -13,14 +13,19 @@ its parent does (`train()` is overridden), and its config has `layerdrop=0` and 
 because transformers drops whole layers *and their hidden states* in train mode with layerdrop > 0,
 which would change the number of layers the weighted layer sum sees.
 
-Input handling follows `Wav2Vec2FeatureExtractor(do_normalize=True)`: each utterance is normalised
-to zero mean and unit variance over its real samples, and padding is zero. Models whose feature
-extractor uses layer norm (`feat_extract_norm == "layer"`: HuBERT-large, WavLM-large, wav2vec2-large
-and the tiny/demo configs here) always get the attention mask, and their outputs on real frames do
-not depend on how much padding a batch has. Group-norm (base-style) models were trained without an
-attention mask, so they get zero padding only, as their model cards prescribe; group norm over time
-then mixes padding into the statistics, so such encoders report `padding_invariant = False` and the
-feature cache runs them one utterance at a time.
+Input handling follows the checkpoint's own `Wav2Vec2FeatureExtractor` (`preprocessor_config.json`):
+with `do_normalize=True` (hubert-large-ls960-ft, the tiny configs, and any checkpoint without that
+file) each utterance is normalised to zero mean and unit variance over its real samples; with
+`do_normalize=False` (the demo backbone, which is trained on raw waveforms so that absolute
+loudness, an emotion cue, reaches its features) the samples pass as they are. Padding is zero either
+way.
+
+Models whose feature extractor uses layer norm (`feat_extract_norm == "layer"`: HuBERT-large,
+WavLM-large, wav2vec2-large and the tiny/demo configs here) always get the attention mask, and their
+outputs on real frames do not depend on how much padding a batch has. Group-norm (base-style) models
+were trained without an attention mask, so they get zero padding only, as their model cards
+prescribe; group norm over time then mixes padding into the statistics, so such encoders report
+`padding_invariant = False` and the feature cache runs them one utterance at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -99,15 +105,31 @@ def normalise_waveforms(waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     return (waves - mean) / torch.sqrt(var + 1e-7) * weights
 
 
+def prepare_waveforms(waves: torch.Tensor, mask: torch.Tensor, do_normalize: bool) -> torch.Tensor:
+    """The model input: `normalise_waveforms` when `do_normalize`, else the raw samples, padding zero."""
+    return normalise_waveforms(waves, mask) if do_normalize else waves * mask.to(waves.dtype)
+
+
+def read_do_normalize(folder: Path) -> bool:
+    """`do_normalize` of a checkpoint folder's `preprocessor_config.json`; True when it has none or
+    does not say, which is `Wav2Vec2FeatureExtractor`'s default."""
+    try:
+        config = json.loads((Path(folder) / "preprocessor_config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return True
+    return bool(config.get("do_normalize", True))
+
+
 class SpeechEncoder(nn.Module):
     """A frozen transformers speech model returning all L+1 hidden states and a frame mask."""
 
-    def __init__(self, model: PreTrainedModel, backbone: str, family: str) -> None:
+    def __init__(self, model: PreTrainedModel, backbone: str, family: str, do_normalize: bool = True) -> None:
         super().__init__()
         model.config.update(FROZEN_OVERRIDES)
         self.model = model.requires_grad_(False)
         self.backbone = backbone
         self.family = family
+        self.do_normalize = do_normalize
         self.train(False)
 
     def train(self, mode: bool = True) -> SpeechEncoder:
@@ -131,8 +153,11 @@ class SpeechEncoder(nn.Module):
     @cached_property
     def key(self) -> str:
         """`<backbone>-<family>-<hash>`: the hash covers the config and every weight, so features
-        cached for one set of weights are never served for another."""
+        cached for one set of weights are never served for another. Raw (unnormalised) input is
+        hashed too; normalised input adds nothing, so keys of normalising encoders are unchanged."""
         digest = hashlib.sha256(json.dumps(self.model.config.to_dict(), sort_keys=True).encode())
+        if not self.do_normalize:
+            digest.update(b"do_normalize=False")
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
@@ -147,7 +172,7 @@ class SpeechEncoder(nn.Module):
         """waves (B, S) float at 16 kHz, mask (B, S) bool True on real samples."""
         device, dtype = self.model.device, self.model.dtype
         waves, mask = waves.to(device=device, dtype=torch.float32), mask.to(device)
-        inputs = normalise_waveforms(waves, mask).to(dtype)
+        inputs = prepare_waveforms(waves, mask, self.do_normalize).to(dtype)
         attention_mask = mask.long() if self.padding_invariant else None
         out = self.model(inputs, attention_mask=attention_mask, output_hidden_states=True)
         hidden_states = torch.stack(out.hidden_states)
@@ -161,6 +186,7 @@ def build_encoder(backbone: str, family: str = "hubert") -> SpeechEncoder:
     if family not in FAMILIES:
         raise BenchmarkError(f"unknown encoder family '{family}'", hint=f"choose one of {sorted(FAMILIES)}")
     _, model_class, checkpoint_name = FAMILIES[family]
+    do_normalize = True
     if backbone == "tiny":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TINY_SEED)
@@ -173,10 +199,13 @@ def build_encoder(backbone: str, family: str = "hubert") -> SpeechEncoder:
             )
         from benchmark.nn.demo_backbone import ensure_demo_backbone
 
-        model = HubertModel.from_pretrained(ensure_demo_backbone(), **FROZEN_OVERRIDES)
+        path = ensure_demo_backbone()
+        model = HubertModel.from_pretrained(path, **FROZEN_OVERRIDES)
+        do_normalize = read_do_normalize(path)
     elif backbone == "paper":
         path = require_checkpoint(PAPER_CHECKPOINTS[checkpoint_name])
         model = model_class.from_pretrained(path, **FROZEN_OVERRIDES)
+        do_normalize = read_do_normalize(path)
     else:
         raise BenchmarkError(f"unknown backbone '{backbone}'", hint="choose one of tiny, demo, paper")
-    return SpeechEncoder(model, backbone, family)
+    return SpeechEncoder(model, backbone, family, do_normalize)
