@@ -10,8 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
 from benchmark.data.demo import build_demo_corpus
+from benchmark.nn.backbones import get_backbone
 from benchmark.track import experiment
-from benchmark.track.experiment import RunRequest, run_experiment
+from benchmark.track.experiment import RunRequest, resolve_system, run_experiment
 from benchmark.track.records import load_run_records
 
 
@@ -82,3 +83,14 @@ def test_bad_requests_fail_before_any_work(workdir: Path, capsys: pytest.Capture
     assert main(["run", "--system", "full", "--set", "training.batch_sise=2"]) == 2
     assert "batch_sise" in capsys.readouterr().err
     assert not Path("mlruns").exists()
+
+
+def test_backbone_sets_the_decoder_regime_and_demo_scale_training():
+    paper = resolve_system(RunRequest(system="full"), get_backbone("paper"))
+    assert paper.decoder.regime == "lora"
+    assert [(s.lr, s.epochs) for s in paper.stages] == [(2e-4, 4), (2e-5, 4)]
+    demo = resolve_system(RunRequest(system="full", beta=1e-2), get_backbone("demo"))
+    assert demo.decoder.regime == "full" and demo.beta == 1e-2
+    assert [(s.lr, s.epochs) for s in demo.stages] == [(5e-4, 8), (5e-4, 8)]
+    quick = resolve_system(RunRequest(system="full", epochs=1), get_backbone("demo"))
+    assert [s.epochs for s in quick.stages] == [1, 1]

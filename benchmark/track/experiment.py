@@ -71,13 +71,22 @@ class RunSummary:
 
 
 def resolve_system(request: RunRequest, backbone: Backbone) -> SystemConfig:
-    """The system YAML with `--beta`, the backbone's decoder regime and user overrides applied."""
+    """The system YAML with `--beta`, the backbone's decoder regime, learning rate and epochs
+    (`benchmark.nn.backbones`), user overrides and `--epochs` applied, in that order."""
     overrides: dict[str, Any] = {}
     if backbone.decoder_regime is not None:
         overrides["decoder"] = {"regime": backbone.decoder_regime}
     if request.beta is not None:
         overrides["beta"] = request.beta
     system = load_system(request.system, {**overrides, **request.overrides})
+    if backbone.stage_lr is not None or backbone.epoch_scale != 1:
+        stages = [
+            stage.model_copy(
+                update={"lr": backbone.stage_lr or stage.lr, "epochs": stage.epochs * backbone.epoch_scale}
+            )
+            for stage in system.stages
+        ]
+        system = system.model_copy(update={"stages": stages})
     if request.epochs is not None:  # every stage (or the SSL heads), e.g. a quick smoke run with --epochs 1
         stages = [stage.model_copy(update={"epochs": request.epochs}) for stage in system.stages]
         ssl = system.ssl.model_copy(update={"epochs": request.epochs})
