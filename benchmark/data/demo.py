@@ -36,7 +36,6 @@ descriptors must come from the same cue definitions that descriptor faithfulness
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import shutil
@@ -50,6 +49,7 @@ from tqdm import tqdm
 
 from benchmark.config import benchmark_home
 from benchmark.data.audio import SAMPLE_RATE, resample, write_wav
+from benchmark.data.builds import read_build_info, swap_into_place, write_build_info
 from benchmark.data.espeak import Prosody, synthesise
 from benchmark.data.manifest import Utterance, write_manifest
 from benchmark.errors import BenchmarkError
@@ -291,9 +291,9 @@ def build_demo_corpus(
     out_dir = (out_dir or default_out_dir(pool)).expanduser().resolve()
     info = _build_info(size, seed, pool)
     manifest = out_dir / "all.jsonl"
-    if manifest.is_file() and _read_info(out_dir) == info:
+    if manifest.is_file() and read_build_info(out_dir) == info:
         return manifest
-    if out_dir.exists() and _read_info(out_dir) is None and any(out_dir.iterdir()):
+    if out_dir.exists() and read_build_info(out_dir) is None and any(out_dir.iterdir()):
         raise BenchmarkError(
             f"{out_dir}: folder exists and does not hold a demo corpus; refusing to replace it",
             hint="choose an empty or new folder with --out",
@@ -303,30 +303,12 @@ def build_demo_corpus(
     try:
         rows = _synthesise_corpus(POOLS[pool], size, seed, tmp, out_dir, progress)
         write_manifest(tmp / "all.jsonl", rows)
-        (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _swap_into_place(tmp, out_dir)
+        write_build_info(tmp, info)
+        swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-def _read_info(out_dir: Path) -> dict[str, object] | None:
-    try:
-        return json.loads((out_dir / "build.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished build over `out_dir`, moving an earlier build aside first."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _synthesise_corpus(

@@ -34,9 +34,7 @@ the end, so an interrupted build never leaves half a model.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -51,6 +49,7 @@ from transformers.audio_utils import mel_filter_bank
 from benchmark.config import benchmark_home
 from benchmark.data.audio import SAMPLE_RATE, load_audio
 from benchmark.data.batching import LengthBucketSampler, pad_waveforms
+from benchmark.data.builds import read_build_info, swap_into_place, write_build_info
 from benchmark.data.demo import build_demo_corpus
 from benchmark.data.manifest import Utterance, read_manifest
 from benchmark.nn.encoder import prepare_waveforms
@@ -130,13 +129,6 @@ def _build_info(size: int, steps: int, seed: int) -> dict[str, object]:
     return {"version": BUILD_VERSION, "seed": seed, "size": size, "steps": steps}
 
 
-def _read_info(folder: Path) -> dict[str, object] | None:
-    try:
-        return json.loads((folder / "build.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def ensure_demo_backbone(
     size: int | None = None, steps: int | None = None, seed: int = 0, progress: bool = True
 ) -> Path:
@@ -148,7 +140,7 @@ def ensure_demo_backbone(
     size, steps = size or DEFAULT_SIZE, steps or DEFAULT_STEPS
     out_dir = demo_backbone_dir()
     info = _build_info(size, steps, seed)
-    if (out_dir / "config.json").is_file() and _matches(_read_info(out_dir), info):
+    if (out_dir / "config.json").is_file() and _matches(read_build_info(out_dir), info):
         return out_dir
     manifest = build_demo_corpus(size=size, seed=seed, pool="backbone", progress=progress)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -160,8 +152,8 @@ def ensure_demo_backbone(
         Wav2Vec2FeatureExtractor(do_normalize=DO_NORMALIZE, return_attention_mask=True).save_pretrained(tmp)
         torch.save(model.lm_head.state_dict(), tmp / "ctc_head.pt")
         info |= {"vocab": list(VOCAB), "train_seconds": round(time.monotonic() - start, 1)}
-        (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _swap_into_place(tmp, out_dir)
+        write_build_info(tmp, info)
+        swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -170,17 +162,6 @@ def ensure_demo_backbone(
 
 def _matches(found: dict[str, object] | None, wanted: dict[str, object]) -> bool:
     return found is not None and all(found.get(k) == v for k, v in wanted.items())
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished build over `out_dir`, moving an earlier build aside first."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def mel_filterbank_init(conv: torch.nn.Conv1d) -> None:
