@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import mlflow
 import pytest
 import torch
 
@@ -25,3 +28,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder (MLflow writes mlruns/ here) with a 40-utterance demo corpus prepared."""
+    from benchmark.data.demo import build_demo_corpus
+
+    monkeypatch.chdir(tmp_path)
+    build_demo_corpus(size=40, seed=0, progress=False)
+    yield tmp_path
+    mlflow.end_run()

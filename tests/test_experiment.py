@@ -9,20 +9,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
-from benchmark.data.demo import build_demo_corpus
 from benchmark.nn.backbones import get_backbone
 from benchmark.track import experiment
 from benchmark.track.experiment import RunRequest, resolve_system, run_experiment
 from benchmark.track.records import load_run_records
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    build_demo_corpus(size=40, seed=0, progress=False)
-    yield tmp_path
-    mlflow.end_run()
 
 
 def request(**changes) -> RunRequest:

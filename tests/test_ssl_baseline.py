@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from benchmark.data.demo import build_demo_corpus
 from benchmark.nn.demo_backbone import BLANK, VOCAB
 from benchmark.nn.ssl_baseline import SSLBaseline
 from benchmark.track.experiment import RunRequest, run_experiment
@@ -73,15 +71,6 @@ def test_the_loss_decreases_on_a_tiny_batch():
     assert losses[-1] < 0.5 * losses[0]
     none = model.loss(hidden, mask, [None] * 3, [None] * 3)
     assert float(none.loss) == 0.0
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    build_demo_corpus(size=40, seed=0, progress=False)
-    yield tmp_path
-    mlflow.end_run()
 
 
 @pytest.mark.slow
