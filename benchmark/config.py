@@ -175,6 +175,15 @@ class AdapterConfig(StrictModel):
     hidden_dim: int = 512
 
 
+class TinyLLMSettings(StrictModel):
+    """Sizes of the random Llama of the `tiny` and `demo` backbones (the paper's LLM ignores them)."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+
+
 class DecoderSettings(StrictModel):
     """The LLM and how it trains; `regime: full` trains every weight (random tiny LLMs)."""
 
@@ -184,6 +193,7 @@ class DecoderSettings(StrictModel):
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     max_new_tokens: int = 96
+    tiny: TinyLLMSettings = Field(default_factory=TinyLLMSettings)
 
 
 class TrainingSettings(StrictModel):

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from benchmark.config import AdapterConfig, BottleneckConfig, DecoderSettings, StageConfig, SystemConfig
+from benchmark.config import (
+    AdapterConfig,
+    BottleneckConfig,
+    DecoderSettings,
+    StageConfig,
+    SystemConfig,
+    TinyLLMSettings,
+)
 from benchmark.nn.system import TASK_PREFIX, SpeechEmotionCaptioner, build_system
 
 LAYERS, DIM, STACK = 3, 12, 2
@@ -128,3 +135,17 @@ def test_beta_scales_only_the_kl_term():
     for beta, out in outs.items():
         assert torch.allclose(out.loss, out.ce + beta * (out.kl_content + out.kl_descriptor))
     assert big.loss - small.loss > 0.9 * (big.kl_content + big.kl_descriptor)
+
+
+def test_tiny_llm_sizes_come_from_the_config():
+    system = tiny_system(regime="full")
+    sized = system.model_copy(
+        update={
+            "decoder": system.decoder.model_copy(
+                update={"tiny": TinyLLMSettings(hidden_size=48, num_layers=1)}
+            )
+        }
+    )
+    model = build_system(sized, num_layers=3, encoder_dim=16, backbone="tiny")
+    assert model.decoder.hidden_size == 48
+    assert model.decoder.lm.config.num_hidden_layers == 1

@@ -210,6 +210,10 @@ def build_system(
             lora_alpha=settings.lora_alpha,
             lora_dropout=settings.lora_dropout,
             lora_target_modules=tuple(settings.lora_target_modules),
+            tiny_hidden_size=settings.tiny.hidden_size,
+            tiny_num_layers=settings.tiny.num_layers,
+            tiny_num_heads=settings.tiny.num_heads,
+            tiny_intermediate_size=settings.tiny.intermediate_size,
         )
     )
     return SpeechEmotionCaptioner(system, num_layers, encoder_dim, decoder)
