@@ -38,8 +38,6 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -49,7 +47,7 @@ from tqdm import tqdm
 
 from benchmark.config import benchmark_home
 from benchmark.data.audio import SAMPLE_RATE, resample, write_wav
-from benchmark.data.builds import read_build_info, swap_into_place, write_build_info
+from benchmark.data.builds import atomic_build, read_build_info
 from benchmark.data.espeak import Prosody, synthesise
 from benchmark.data.manifest import Utterance, write_manifest
 from benchmark.errors import BenchmarkError
@@ -298,16 +296,9 @@ def build_demo_corpus(
             f"{out_dir}: folder exists and does not hold a demo corpus; refusing to replace it",
             hint="choose an empty or new folder with --out",
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_build(out_dir, info) as tmp:
         rows = _synthesise_corpus(POOLS[pool], size, seed, tmp, out_dir, progress)
         write_manifest(tmp / "all.jsonl", rows)
-        write_build_info(tmp, info)
-        swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -49,7 +47,7 @@ from transformers.audio_utils import mel_filter_bank
 from benchmark.config import benchmark_home
 from benchmark.data.audio import SAMPLE_RATE, load_audio
 from benchmark.data.batching import LengthBucketSampler, pad_waveforms
-from benchmark.data.builds import read_build_info, swap_into_place, write_build_info
+from benchmark.data.builds import atomic_build, read_build_info
 from benchmark.data.demo import build_demo_corpus
 from benchmark.data.manifest import Utterance, read_manifest
 from benchmark.nn.encoder import prepare_waveforms
@@ -143,20 +141,13 @@ def ensure_demo_backbone(
     if (out_dir / "config.json").is_file() and _matches(read_build_info(out_dir), info):
         return out_dir
     manifest = build_demo_corpus(size=size, seed=seed, pool="backbone", progress=progress)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        start = time.monotonic()
-        model = train_ctc(manifest, steps, seed, progress)
+    start = time.monotonic()
+    model = train_ctc(manifest, steps, seed, progress)
+    info |= {"vocab": list(VOCAB), "train_seconds": round(time.monotonic() - start, 1)}
+    with atomic_build(out_dir, info) as tmp:
         model.hubert.save_pretrained(tmp)
         Wav2Vec2FeatureExtractor(do_normalize=DO_NORMALIZE, return_attention_mask=True).save_pretrained(tmp)
         torch.save(model.lm_head.state_dict(), tmp / "ctc_head.pt")
-        info |= {"vocab": list(VOCAB), "train_seconds": round(time.monotonic() - start, 1)}
-        write_build_info(tmp, info)
-        swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
