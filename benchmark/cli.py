@@ -16,10 +16,7 @@ from benchmark.errors import BenchmarkError
 
 # Verbs whose implementation arrives with later milestones of the roadmap (README).
 PLANNED = {
-    "evaluate": "zero-shot evaluation of a trained run on another corpus",
     "study": "Optuna studies (the beta search)",
-    "compare": "paired significance tests between runs",
-    "leaderboard": "tables shaped like the paper's",
     "explain": "cue-level explanations of one prediction",
 }
 
@@ -71,6 +68,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_experiment(request)
     console.print(results_table(summary))
     console.print(f"MLflow run {summary.run_id}; browse it with `python -m benchmark ui`")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from benchmark.console import console, metrics_table
+    from benchmark.track.evaluation import evaluate_run
+
+    summary = evaluate_run(args.run_id, args.dataset, args.fold)
+    title = f"run {summary.source_run} (fold {summary.source_fold}) on {args.dataset}"
+    console.print(metrics_table(title, summary.metrics))
+    console.print(f"MLflow run {summary.run_id}; browse it with `python -m benchmark ui`")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchmark.console import console
+    from benchmark.track.compare import DEFAULT_METRICS, comparison_table, run_compare
+
+    report = run_compare(
+        args.runs,
+        args.baseline,
+        metrics=args.metric or DEFAULT_METRICS,
+        dataset=args.dataset,
+        backbone=args.backbone,
+        alpha=args.alpha,
+        n_resamples=args.bootstrap,
+        seed=args.seed,
+    )
+    console.print(comparison_table(report))
+    for note in report.skipped:
+        console.print(f"skipped: {note}", markup=False)
+    console.print(
+        f"MLflow run {report.logged_run_id} (kind=comparison); browse it with `python -m benchmark ui`"
+    )
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.track.leaderboard import build_board, render
+
+    text = render(build_board(args.table, args.dataset, args.runs, args.backbone), args.format)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -210,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--beta", type=float, help="IB weight of the KL terms (default: the system's)")
     run.add_argument("--dataset", default="demo", help="dataset card (default: the synthesised demo corpus)")
     run.add_argument("--backbone", default="demo", choices=["demo", "tiny", "paper"], help="default: demo")
-    run.add_argument("--fold", default="all", help="one fold (group or test split) or 'all' (default)")
+    run.add_argument(
+        "--fold", help="one fold (group or test split) or 'all' (default: the dataset card's default_fold)"
+    )
     run.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the system's)")
     run.add_argument("--deepspeed", choices=["zero2", "zero3"], help="train under DeepSpeed ZeRO-2 or ZeRO-3")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
@@ -219,6 +264,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
     )
     run.set_defaults(func=cmd_run)
+
+    evaluate = verbs.add_parser(
+        "evaluate", help="score a trained run on another corpus's test split, zero-shot (no training)"
+    )
+    evaluate.add_argument("run_id", help="an MLflow run of `run` (the parent run or one fold run)")
+    evaluate.add_argument("--dataset", required=True, help="dataset card with a test split (e.g. emosec)")
+    evaluate.add_argument("--fold", help="which fold's model of a cross-validated run (needed if several)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    compare = verbs.add_parser(
+        "compare", help="paired one-sided tests of runs against a baseline, logged to MLflow"
+    )
+    compare.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN_OR_SYSTEM",
+        help="MLflow run ids or system names (latest finished run; default: every system on the dataset)",
+    )
+    compare.add_argument("--baseline", required=True, help="run id or system name to test against")
+    compare.add_argument(
+        "--metric",
+        action="append",
+        help="ser.ua, ser.wa, asr.wer, sed.* (repeatable; default: ser.ua, asr.wer)",
+    )
+    compare.add_argument("--dataset", help="dataset of the runs named by system (default: the baseline's)")
+    compare.add_argument("--backbone", help="only runs with this backbone, for names (default: any)")
+    compare.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)"
+    )
+    compare.add_argument(
+        "--bootstrap", type=_positive_int, default=2000, help="bootstrap resamples (default 2000)"
+    )
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    compare.set_defaults(func=cmd_compare)
+
+    board = verbs.add_parser("leaderboard", help="the paper's Tables 1-3 with published and measured rows")
+    board.add_argument(
+        "--table", required=True, choices=["sed", "ser", "ablation"], help="Table 1, 2 or 3 of the paper"
+    )
+    board.add_argument("--format", default="md", choices=["md", "csv", "latex", "html"], help="default: md")
+    board.add_argument(
+        "--runs", nargs="+", default=[], metavar="RUN_ID", help="use these runs for their rows"
+    )
+    board.add_argument(
+        "--dataset", action="append", default=[], help="show this corpus instead of the paper's (repeatable)"
+    )
+    board.add_argument("--backbone", help="only runs with this backbone (default: any)")
+    board.add_argument("--out", help="write to this file instead of standard output")
+    board.set_defaults(func=cmd_leaderboard)
 
     ui = verbs.add_parser("ui", help="serve the MLflow UI of the configured store on 127.0.0.1")
     ui.add_argument("--host", help="interface to bind (default: mlflow.yaml's ui.host, 127.0.0.1)")

@@ -80,11 +80,16 @@ class Protocol(StrictModel):
     train: str | None = None
     dev: str | None = None
     test: str | None = None
+    # What `run` trains when no --fold is given: "all", or one group of `folds` where the whole
+    # cross-validation would be too slow for a first run (the demo corpus on two CPU cores).
+    default_fold: str = "all"
 
     @model_validator(mode="after")
     def _check(self) -> Protocol:
         if self.kind == "leave_one_group_out" and len(self.folds) < 2:
             raise ValueError("leave_one_group_out needs at least two groups in 'folds'")
+        if self.default_fold != "all" and self.default_fold not in self.folds:
+            raise ValueError(f"default_fold must be 'all' or one of 'folds', got {self.default_fold!r}")
         if self.kind == "official_splits" and not (self.train and self.test):
             raise ValueError("official_splits needs 'train' and 'test' split names")
         if self.kind == "zero_shot" and not self.test:
@@ -103,6 +108,8 @@ class DatasetCard(StrictModel):
     reader: Literal["demo", "iemocap", "meld", "speechcraft", "emosec"]
     tasks: list[Literal["ser", "asr", "sed"]]
     sample_rate: int = 16000
+    # The language of transcripts and descriptors: captioning metrics tokenise Mandarin by character.
+    language: Literal["en", "zh"] = "en"
     labels: list[str] = Field(default_factory=list)
     # Raw corpus label -> task label; a null value drops utterances with that raw label on purpose
     # (e.g. IEMOCAP's frustration), which is reported, not treated as a bad row.

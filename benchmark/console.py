@@ -99,20 +99,28 @@ def systems_table(systems: Mapping[str, SystemConfig], files: Mapping[str, Path]
     return table
 
 
-def results_table(summary) -> Table:
-    """Metrics per fold and their mean ± standard deviation (SER and ASR as percentages)."""
-    names = sorted({name for scores in summary.fold_metrics.values() for name in scores})
-    table = Table(title=f"{summary.system.name} (beta {summary.system.beta:g})")
-    table.add_column("fold")
+def metrics_table(title: str, columns: Mapping[str, Mapping[str, float | str]]) -> Table:
+    """One row per metric, one column per fold or run; numbers are formatted by `_metric`
+    (SER, ASR and SED scores as percentages), strings are shown as they are."""
+    names = sorted({name for scores in columns.values() for name in scores})
+    table = Table(title=title)
+    table.add_column("metric")
+    for column in columns:
+        table.add_column(column, justify="right")
     for name in names:
-        table.add_column(name, justify="right")
-    for fold, scores in summary.fold_metrics.items():
-        table.add_row(fold, *(_metric(n, scores[n]) if n in scores else "-" for n in names))
-    table.add_section()
-    table.add_row(
-        "mean ± std", *(f"{_metric(n, summary.mean[n])} ± {_metric(n, summary.std[n])}" for n in names)
-    )
+        cells = [scores.get(name, "-") for scores in columns.values()]
+        table.add_row(name, *(cell if isinstance(cell, str) else _metric(name, cell) for cell in cells))
     return table
+
+
+def results_table(summary) -> Table:
+    """Metrics per fold, plus their mean ± standard deviation when there are several folds."""
+    columns: dict[str, Mapping[str, float | str]] = dict(summary.fold_metrics)
+    if len(columns) > 1:
+        columns["mean ± std"] = {
+            n: f"{_metric(n, summary.mean[n])} ± {_metric(n, summary.std[n])}" for n in summary.mean
+        }
+    return metrics_table(f"{summary.system.name} (beta {summary.system.beta:g})", columns)
 
 
 def _metric(name: str, value: float) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from benchmark import registry
 from benchmark.config import DatasetCard, load_yaml, validate
+from benchmark.data.splits import fold_names
 from benchmark.errors import BenchmarkError
 
 CARD_NAMES = {"demo", "iemocap", "meld", "speechcraft", "emosec"}
@@ -42,6 +43,22 @@ def test_misspelt_field_names_file_and_field(tmp_path: Path):
     with pytest.raises(BenchmarkError) as err:
         validate(DatasetCard, data, tmp_path / "meld.yaml")
     assert "meld.yaml" in err.value.message and "lables" in err.value.message
+
+
+def test_run_without_fold_takes_the_cards_default_fold():
+    cards = registry.dataset_cards()
+    assert fold_names(cards["demo"]) == [cards["demo"].protocol.default_fold]
+    assert fold_names(cards["demo"], "all") == ["1", "2", "3", "4", "5"]
+    assert fold_names(cards["iemocap"]) == [f"Session{k}" for k in range(1, 6)]  # the paper's 5-fold CV
+    assert fold_names(cards["meld"]) == ["test"]
+
+
+def test_default_fold_must_be_a_fold():
+    data = load_yaml(registry.find("datasets", "demo"))
+    data["protocol"]["default_fold"] = "6"
+    with pytest.raises(BenchmarkError) as err:
+        validate(DatasetCard, data, "demo.yaml")
+    assert "demo.yaml" in err.value.message and "default_fold" in err.value.message
 
 
 def test_label_map_must_target_known_labels():

@@ -28,7 +28,7 @@ def test_run_logs_metrics_records_and_artifacts(workdir: Path):
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["system"] == "full" and parent.data.tags["backbone"] == "tiny"
     assert parent.data.params["beta"] == "0.0001" and parent.data.params["decoder.regime"] == "full"
-    for key in ("ser.ua", "ser.wa", "ser.macro_f1", "asr.wer", "pooled.ser.ua"):
+    for key in ("ser.ua", "ser.wa", "ser.macro_f1", "asr.wer", "sed.bleu4", "sed.cider"):
         assert key in parent.data.metrics
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{summary.run_id}'"
@@ -81,6 +81,6 @@ def test_backbone_sets_the_decoder_regime_and_demo_scale_training():
     assert [(s.lr, s.epochs) for s in paper.stages] == [(2e-4, 4), (2e-5, 4)]
     demo = resolve_system(RunRequest(system="full", beta=1e-2), get_backbone("demo"))
     assert demo.decoder.regime == "full" and demo.beta == 1e-2
-    assert [(s.lr, s.epochs) for s in demo.stages] == [(5e-4, 8), (5e-4, 8)]
+    assert [(s.lr, s.epochs) for s in demo.stages] == [(2e-3, 24), (2e-3, 24)]
     quick = resolve_system(RunRequest(system="full", epochs=1), get_backbone("demo"))
     assert [s.epochs for s in quick.stages] == [1, 1]

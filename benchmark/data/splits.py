@@ -21,10 +21,11 @@ class Fold:
     test: list[Utterance]
 
 
-def fold_names(card: DatasetCard, which: str = "all") -> list[str]:
-    """The names of the folds to run; fails, before any data is read, on a corpus or fold that
-    cannot be trained and tested on."""
+def fold_names(card: DatasetCard, which: str | None = None) -> list[str]:
+    """The names of the folds to run (`which=None`: the card's `default_fold`); fails, before any
+    data is read, on a corpus or fold that cannot be trained and tested on."""
     protocol = card.protocol
+    which = which or protocol.default_fold
     if protocol.kind == "leave_one_group_out":
         names = list(protocol.folds)
     elif protocol.kind == "official_splits":
@@ -41,8 +42,9 @@ def fold_names(card: DatasetCard, which: str = "all") -> list[str]:
     return [which]
 
 
-def folds(card: DatasetCard, splits: dict[str, list[Utterance]], which: str = "all") -> list[Fold]:
-    """The folds to run: all of them, or the one named `which` (a group or the test split)."""
+def folds(card: DatasetCard, splits: dict[str, list[Utterance]], which: str | None = None) -> list[Fold]:
+    """The folds to run: all of them, the one named `which` (a group or the test split), or, with
+    `which=None`, the card's `default_fold`."""
     protocol = card.protocol
     built = []
     for name in fold_names(card, which):

@@ -13,11 +13,17 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from benchmark.config import SystemConfig, Task
+from benchmark.config import DatasetCard, SystemConfig, Task
+from benchmark.data.manifest import Utterance
+from benchmark.eval.captioning import caption_scores
+from benchmark.eval.faithfulness import descriptor_claims, faithfulness, measured_levels
 from benchmark.eval.metrics import asr_scores, ser_scores
 from benchmark.eval.parsing import parse_response
 from benchmark.nn.system import SpeechEmotionCaptioner
 from benchmark.train.data import TrainExample, pad_features
+
+# The record field each corpus task is scored on.
+TASK_TARGET = {"ser": "emotion", "asr": "transcript", "sed": "descriptor"}
 
 RECORD_FIELDS = (
     "id", "ref_emotion", "hyp_emotion", "ref_transcript", "hyp_transcript",
@@ -87,13 +93,44 @@ def predict(
 
 
 def score_records(
-    records: Sequence[dict[str, str | None]], labels: Sequence[str], system: SystemConfig
+    records: Sequence[dict[str, str | None]],
+    card: DatasetCard,
+    system: SystemConfig,
+    utterances: Sequence[Utterance],
 ) -> dict[str, float]:
-    """SER metrics if the system predicts emotions, WER if it transcribes (a missing hypothesis
-    counts as wrong: an unparseable emotion is invalid, a missing transcript all deletions)."""
+    """The metrics of every task that both the corpus (`card.tasks`) and the system's targets have.
+
+    A missing hypothesis counts as wrong: an unparseable emotion is invalid, a missing transcript
+    all deletions. `utterances` are the scored rows of the manifest, for the metrics that need
+    more than the records hold.
+    """
     scores: dict[str, float] = {}
-    if "emotion" in system.targets and (rows := [r for r in records if r["ref_emotion"] is not None]):
-        scores |= ser_scores([r["ref_emotion"] for r in rows], [r["hyp_emotion"] for r in rows], labels)
-    if "transcript" in system.targets and (rows := [r for r in records if r["ref_transcript"]]):
+    wanted = {target for task, target in TASK_TARGET.items() if task in card.tasks} & set(system.targets)
+    if "emotion" in wanted and (rows := [r for r in records if r["ref_emotion"] is not None]):
+        scores |= ser_scores([r["ref_emotion"] for r in rows], [r["hyp_emotion"] for r in rows], card.labels)
+    if "transcript" in wanted and (rows := [r for r in records if r["ref_transcript"]]):
         scores |= asr_scores([r["ref_transcript"] for r in rows], [r["hyp_transcript"] for r in rows])
+    if "descriptor" in wanted and (rows := [r for r in records if r["ref_descriptor"]]):
+        scores |= sed_scores(rows, card, utterances)
+    return scores
+
+
+def sed_scores(
+    records: Sequence[dict[str, str | None]], card: DatasetCard, utterances: Sequence[Utterance]
+) -> dict[str, float]:
+    """The captioning metrics of the descriptors (paper Table 1) and `sed.faithfulness`.
+
+    A metric that cannot run here (SPICE without its jars) is left out of the scores; `doctor`
+    and the captioning module say why. Faithfulness is measured only when some descriptor makes
+    a checkable claim, since measuring the cues of a new corpus takes a while.
+    """
+    hyps = [r["hyp_descriptor"] for r in records]
+    scores = caption_scores([r["ref_descriptor"] for r in records], hyps, card.language).corpus
+    if any(descriptor_claims(hyp) for hyp in hyps):
+        by_id = {u.id: u for u in utterances}
+        if missing := [r["id"] for r in records if r["id"] not in by_id]:
+            raise ValueError(f"records without a manifest row, e.g. {missing[:3]}")
+        result = faithfulness(hyps, measured_levels([by_id[r["id"]] for r in records]))
+        if result.share is not None:
+            scores["sed.faithfulness"] = result.share
     return scores

@@ -6,7 +6,6 @@ in MLflow can always be traced to the software and hardware that produced it.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import shutil
@@ -14,11 +13,11 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from importlib import metadata
-from pathlib import Path
 
 from benchmark.config import benchmark_home
 from benchmark.data.prepare import is_prepared, manifest_path, prepared_dir
 from benchmark.errors import BenchmarkError
+from benchmark.eval.captioning import CAPTION_METRICS, available_caption_metrics
 from benchmark.nn.hub import PAPER_CHECKPOINTS, local_checkpoint
 from benchmark.registry import dataset_cards
 
@@ -123,29 +122,12 @@ def corpus_checks() -> list[Check]:
     return checks
 
 
-def captioning_checks(java: str | None) -> list[Check]:
-    """Which pycocoevalcap scorers can run here (METEOR and SPICE are Java programs)."""
-    checks = [Check("metrics", m, True, "pycocoevalcap (Python)") for m in ("BLEU-4", "ROUGE-L", "CIDEr")]
-    spec = importlib.util.find_spec("pycocoevalcap")
-    if spec is None or not spec.submodule_search_locations:
-        return [Check("metrics", "captioning", False, "pycocoevalcap is not installed")]
-    package = Path(next(iter(spec.submodule_search_locations)))  # a namespace package: no __file__
-    no_java = "needs Java 8+ on PATH"
-    checks.append(
-        Check("metrics", "METEOR", java is not None, "Java + bundled meteor-1.5.jar" if java else no_java)
-    )
-    corenlp = list((package / "spice" / "lib").glob("stanford-corenlp-*.jar"))
-    if java is None:
-        checks.append(Check("metrics", "SPICE", False, no_java))
-    elif not corenlp:
-        checks.append(
-            Check("metrics", "SPICE", False,
-                  f"Stanford CoreNLP 3.6.0 jars missing in {package / 'spice' / 'lib'} "
-                  "(copy stanford-corenlp-3.6.0.jar and -models.jar there)")
-        )  # fmt: skip
-    else:
-        checks.append(Check("metrics", "SPICE", True, f"Java + {len(corenlp)} CoreNLP jar(s)"))
-    return checks
+def captioning_checks() -> list[Check]:
+    """Which SED captioning metrics can score English captions here (`benchmark.eval.captioning`)."""
+    return [
+        Check("metrics", CAPTION_METRICS[metric], reason is None, reason or "usable")
+        for metric, reason in available_caption_metrics().items()
+    ]
 
 
 def collect_checks() -> list[Check]:
@@ -165,7 +147,7 @@ def collect_checks() -> list[Check]:
         checks += corpus_checks()
     except BenchmarkError as err:
         checks.append(Check("corpora", "registry", False, str(err)))
-    checks += captioning_checks(java)
+    checks += captioning_checks()
     checks.append(Check("paths", "BENCHMARK_HOME", None, str(benchmark_home())))
     return checks
 

@@ -19,12 +19,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import mlflow
 import numpy as np
 import torch
 
-from benchmark.config import SystemConfig, benchmark_home
+from benchmark.config import DatasetCard, SystemConfig, benchmark_home
 from benchmark.data.manifest import Utterance
 from benchmark.data.prepare import is_prepared, load_split
 from benchmark.data.splits import Fold, fold_names, folds
@@ -43,6 +44,11 @@ from benchmark.track.tracking import (
     tracking_setup,
 )
 
+if TYPE_CHECKING:
+    from benchmark.nn.system import SpeechEmotionCaptioner
+
+SYSTEM_ARTIFACT = Path("model/system.pt")  # in each fold run of an LLM system
+
 
 @dataclass
 class RunRequest:
@@ -52,7 +58,7 @@ class RunRequest:
     beta: float | None = None
     dataset: str = "demo"
     backbone: str = "demo"
-    fold: str = "all"
+    fold: str | None = None  # None: the dataset card's default_fold
     epochs: int | None = None
     engine: str = "plain"
     resume: bool = False
@@ -113,7 +119,7 @@ def checkpoint_folder(system: SystemConfig, request: RunRequest, fold: str) -> P
     return benchmark_home() / "checkpoints" / f"{system.name}-{digest}" / f"fold-{fold}"
 
 
-def _examples(rows: list[Utterance], features: dict[str, torch.Tensor]):
+def examples_of(rows: list[Utterance], features: dict[str, torch.Tensor]):
     from benchmark.train.data import TrainExample
 
     return [
@@ -124,7 +130,7 @@ def _examples(rows: list[Utterance], features: dict[str, torch.Tensor]):
     ]
 
 
-def _log_confusion(records: list[dict], labels: list[str], name: str) -> None:
+def log_confusion(records: list[dict], labels: list[str], name: str) -> None:
     rows = [r for r in records if r["ref_emotion"] is not None]
     if not rows:
         return
@@ -140,7 +146,7 @@ def run_fold(
     fold: Fold,
     features: dict[str, torch.Tensor],
     encoder_shape: tuple[int, int],
-    labels: list[str],
+    card: DatasetCard,
 ) -> tuple[list[dict], dict[str, float]]:
     """Train from scratch on the fold's training rows, then predict and score its test rows.
 
@@ -148,7 +154,7 @@ def run_fold(
     `kind: llm` systems train every stage of their schedule (`benchmark.train.loop`).
     """
     if system.kind == "ssl":
-        return _run_ssl_fold(system, request, fold, features, encoder_shape, labels)
+        return _run_ssl_fold(system, request, fold, features, encoder_shape, card)
     from benchmark.nn.system import build_system
     from benchmark.train.loop import train
 
@@ -159,15 +165,33 @@ def run_fold(
     model = build_system(system, *encoder_shape, backbone=backbone.decoder)
     train(
         model,
-        _examples(fold.train, features),
+        examples_of(fold.train, features),
         engine=request.engine,
         checkpoint_dir=checkpoints,
         resume=request.resume,
         log=log_metrics,
         progress=request.progress,
     )
-    records = predict(model, _examples(fold.test, features), labels, fold.name, progress=request.progress)
-    return records, score_records(records, labels, system)
+    log_trained_system(model, backbone.name, encoder_shape)
+    records = predict(
+        model, examples_of(fold.test, features), card.labels, fold.name, progress=request.progress
+    )
+    return records, score_records(records, card, system, fold.test)
+
+
+def log_trained_system(model: SpeechEmotionCaptioner, backbone: str, encoder_shape: tuple[int, int]) -> None:
+    """Log the trained weights as `model/system.pt` of the active (fold) run, for `benchmark evaluate`."""
+    from benchmark.train.checkpoint import export_trained_system
+
+    with tempfile.TemporaryDirectory(prefix="system-") as tmp:
+        path = export_trained_system(
+            model,
+            Path(tmp) / SYSTEM_ARTIFACT.name,
+            system=model.config.model_dump(mode="json"),
+            backbone=backbone,
+            encoder_shape=list(encoder_shape),
+        )
+        mlflow.log_artifact(str(path), artifact_path=str(SYSTEM_ARTIFACT.parent))
 
 
 def _run_ssl_fold(
@@ -176,15 +200,15 @@ def _run_ssl_fold(
     fold: Fold,
     features: dict[str, torch.Tensor],
     encoder_shape: tuple[int, int],
-    labels: list[str],
+    card: DatasetCard,
 ) -> tuple[list[dict], dict[str, float]]:
     from benchmark.train.ssl import build_ssl_baseline, predict_ssl, train_ssl
 
     torch.manual_seed(system.training.seed)
-    model = build_ssl_baseline(system, *encoder_shape, labels)
-    train_ssl(model, _examples(fold.train, features), system, log=log_metrics, progress=request.progress)
-    records = predict_ssl(model, _examples(fold.test, features), fold.name, progress=request.progress)
-    return records, score_records(records, labels, system)
+    model = build_ssl_baseline(system, *encoder_shape, card.labels)
+    train_ssl(model, examples_of(fold.train, features), system, log=log_metrics, progress=request.progress)
+    records = predict_ssl(model, examples_of(fold.test, features), fold.name, progress=request.progress)
+    return records, score_records(records, card, system, fold.test)
 
 
 def run_experiment(request: RunRequest) -> RunSummary:
@@ -217,10 +241,10 @@ def run_experiment(request: RunRequest) -> RunSummary:
         pooled: list[dict] = []
         for fold in chosen:
             with run_context(f"fold {fold.name}", tags={**tags, "fold": fold.name}):
-                records, scores = run_fold(system, request, backbone, fold, features, encoder_shape, labels)
+                records, scores = run_fold(system, request, backbone, fold, features, encoder_shape, card)
                 log_metrics(scores)
                 log_predictions([PredictionRecord(**r) for r in records], f"fold-{fold.name}")
-                _log_confusion(records, labels, "confusion_matrix.png")
+                log_confusion(records, labels, "confusion_matrix.png")
             fold_metrics[fold.name] = scores
             pooled += records
         names = sorted({name for scores in fold_metrics.values() for name in scores})
@@ -228,7 +252,9 @@ def run_experiment(request: RunRequest) -> RunSummary:
         std = {n: float(np.std([s[n] for s in fold_metrics.values() if n in s])) for n in names}
         log_metrics(mean)
         log_metrics({f"{n}.std": v for n, v in std.items()})
-        log_metrics({f"pooled.{n}": v for n, v in score_records(pooled, labels, system).items()})
+        if len(chosen) > 1:  # with one fold the pooled scores are the fold's
+            tested = [row for fold in chosen for row in fold.test]
+            log_metrics({f"pooled.{n}": v for n, v in score_records(pooled, card, system, tested).items()})
         log_predictions([PredictionRecord(**r) for r in pooled], "pooled")
-        _log_confusion(pooled, labels, "confusion_matrix_pooled.png")
+        log_confusion(pooled, labels, "confusion_matrix_pooled.png")
     return RunSummary(parent.info.run_id, system, fold_metrics, mean, std)

@@ -332,6 +332,8 @@ def find_runs(
             page_token=page_token,
         )
         for run in page:
+            if "system" not in run.data.tags:  # comparison runs: they hold tests, not a system's results
+                continue
             key = tuple(run.data.tags.get(tag, "") for tag in ("system", "dataset", "backbone", "beta"))
             latest.setdefault(key, run)
         page_token = page.token

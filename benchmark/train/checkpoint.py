@@ -108,10 +108,30 @@ def load_checkpoint(folder: Path, model: SpeechEmotionCaptioner) -> dict[str, An
             f"{path} was written by a schedule with stages {state['stages']}, this one has {stages}",
             hint="resume with the same system, or start a new run in an empty folder",
         )
+    load_group_weights(model, state["groups"], path)
+    return state
+
+
+def load_group_weights(model: SpeechEmotionCaptioner, groups: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy saved module-group weights into `model`; `source` names the file in the error."""
     params = _group_parameters(model)
-    if missing := set(params) - set(state["groups"]):
-        raise BenchmarkError(f"{path} lacks weights {sorted(missing)[:3]}", hint="start a new run")
+    if missing := set(params) - set(groups):
+        raise BenchmarkError(
+            f"{source} lacks weights {sorted(missing)[:3]}",
+            hint="the file was written by another system or decoder regime; start a new run",
+        )
     with torch.no_grad():
         for name, param in params.items():
-            param.copy_(state["groups"][name])
-    return state
+            param.copy_(groups[name])
+
+
+def export_trained_system(model: SpeechEmotionCaptioner, path: Path, **metadata: Any) -> Path:
+    """Write what a finished run needs to be evaluated again later (`benchmark evaluate`).
+
+    Like a checkpoint it holds the module-group weights only (the base LLM and the random tiny
+    LLM's untrained weights are rebuilt from their checkpoint or seed); `metadata` records how to
+    rebuild the rest (system config, backbone, encoder shape).
+    """
+    groups = {name: p.detach().to("cpu", copy=True) for name, p in _group_parameters(model).items()}
+    torch.save({"groups": groups, **metadata}, path)
+    return path

@@ -1,0 +1,148 @@
+"""`python -m benchmark evaluate RUN_ID --dataset D`: a trained run, scored on another corpus.
+
+This is the paper's zero-shot protocol (Table 1: captioning on EMOSEC, never trained on): the
+trained weights that `run` logged with each fold (`model/system.pt`) are loaded into the same
+system, the frozen encoder encodes the new corpus's test split, and the predictions are scored
+with the metrics of the tasks that corpus has. Nothing is trained.
+
+The result is an MLflow run of its own (tag `kind=evaluation`, `source_run`, `source_fold`) that
+carries the system's tags with the new dataset, so leaderboards and comparisons find it like any
+other run of that system on that corpus. A source run with several folds holds several models;
+one is chosen with `--fold`, because one evaluation must pair each utterance with one prediction.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import torch
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from benchmark.config import SystemConfig
+from benchmark.data.features import FeatureCache
+from benchmark.data.prepare import is_prepared, load_split
+from benchmark.errors import BenchmarkError
+from benchmark.eval.predict import predict, score_records
+from benchmark.nn.backbones import get_backbone
+from benchmark.registry import load_dataset_card
+from benchmark.track.experiment import SYSTEM_ARTIFACT, examples_of, log_confusion
+from benchmark.track.records import PredictionRecord
+from benchmark.track.tracking import (
+    load_mlflow_config,
+    log_environment,
+    log_metrics,
+    log_predictions,
+    run_context,
+    tracking_setup,
+)
+
+
+@dataclass
+class EvaluationSummary:
+    run_id: str
+    source_run: str
+    source_fold: str
+    metrics: dict[str, float]
+
+
+def _model_runs(client: MlflowClient, run: Run) -> dict[str, Run]:
+    """The runs holding trained weights, by fold: the run itself if it is a fold run, else its children."""
+    if "fold" in run.data.tags:
+        return {run.data.tags["fold"]: run}
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    return {child.data.tags["fold"]: child for child in children if "fold" in child.data.tags}
+
+
+def _source_model(run_id: str, fold: str | None) -> tuple[Run, str, Path]:
+    """Find the run, pick its fold, and download `model/system.pt` (into a temporary folder)."""
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise BenchmarkError(
+            f"no run '{run_id}' in the configured MLflow store",
+            hint="find run ids with `python -m benchmark ui`",
+        ) from err
+    if run.info.status != "FINISHED":
+        raise BenchmarkError(
+            f"run {run_id} is {run.info.status}, not FINISHED", hint="evaluate a finished run"
+        )
+    by_fold = _model_runs(client, run)
+    if fold is None and len(by_fold) == 1:
+        fold = next(iter(by_fold))
+    if fold not in by_fold:
+        raise BenchmarkError(
+            f"run {run_id} has models of folds {sorted(by_fold)}; pick one with --fold",
+            hint="each fold's model was trained without that fold's speakers; any of them is a valid source",
+        )
+    model_run = by_fold[fold]
+    tmp = Path(tempfile.mkdtemp(prefix="system-"))
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=model_run.info.run_id, artifact_path=str(SYSTEM_ARTIFACT), dst_path=str(tmp)
+        )
+    except (MlflowException, OSError) as err:
+        raise BenchmarkError(
+            f"run {model_run.info.run_id} (fold {fold}) holds no {SYSTEM_ARTIFACT}",
+            hint="SSL baselines and runs from older versions cannot be evaluated again; re-run the system",
+        ) from err
+    return run, fold, Path(path)
+
+
+def evaluate_run(
+    run_id: str, dataset: str, fold: str | None = None, progress: bool = True
+) -> EvaluationSummary:
+    """Score the model of `run_id` (fold `fold`) on the test split of `dataset`; see the module docstring."""
+    from benchmark.nn.encoder import build_encoder
+    from benchmark.nn.system import build_system
+    from benchmark.train.checkpoint import load_group_weights
+
+    card = load_dataset_card(dataset)
+    if card.protocol.test is None:
+        raise BenchmarkError(
+            f"'{card.name}' has no test split to evaluate on ({card.protocol.kind.replace('_', '-')})",
+            hint=f"cross-validated corpora are scored by `python -m benchmark run --dataset {card.name}`",
+        )
+    if not is_prepared(card):
+        raise BenchmarkError(
+            f"{card.name} is not prepared",
+            hint=f"run `python -m benchmark data prepare {card.name} --root ...`",
+        )
+    tracking_setup(load_mlflow_config())
+    source, source_fold, path = _source_model(run_id, fold)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    system = SystemConfig.model_validate(saved["system"])
+    backbone = get_backbone(saved["backbone"])
+    rows = load_split(card, card.protocol.test)
+
+    encoder = build_encoder(backbone.encoder, system.encoder_family)
+    if [encoder.num_layers, encoder.hidden_size] != saved["encoder_shape"]:
+        raise BenchmarkError(f"{path}: encoder shape {saved['encoder_shape']} differs from this backbone's")
+    features = dict(
+        zip([r.id for r in rows], FeatureCache(None, encoder, progress=progress).get(rows), strict=True)
+    )
+    del encoder
+    torch.manual_seed(system.training.seed)  # rebuilds the same random tiny LLM the weights were trained on
+    model = build_system(system, *saved["encoder_shape"], backbone=backbone.decoder)
+    load_group_weights(model, saved["groups"], path)
+
+    tags = {
+        "system": system.name, "dataset": card.name, "backbone": backbone.name, "beta": system.beta,
+        "schedule": system.schedule, "kind": "evaluation", "source_run": source.info.run_id,
+        "source_dataset": source.data.tags.get("dataset", ""), "source_fold": source_fold,
+    }  # fmt: skip
+    with run_context(f"{system.name} on {card.name} (zero-shot)", tags=tags, params=system) as run:
+        log_environment()
+        records = predict(model, examples_of(rows, features), list(card.labels), None, progress=progress)
+        scores = score_records(records, card, system, rows)
+        log_metrics(scores)
+        log_predictions([PredictionRecord(**r) for r in records], "pooled")
+        log_confusion(records, list(card.labels), "confusion_matrix.png")
+    return EvaluationSummary(run.info.run_id, source.info.run_id, source_fold, scores)

@@ -1,0 +1,510 @@
+"""`python -m benchmark leaderboard`: the paper's Tables 1-3, its published rows beside ours.
+
+A table has two kinds of rows, never mixed: the paper's *published* rows, transcribed in
+`published/paper_results.yaml` (shipped like the registries), and *measured* rows, one per row of
+the paper's own systems, recomputed from the pooled prediction records of the latest FINISHED run
+of that system and β on each dataset (or of the runs given with `--runs`). The measured numbers
+are the means of `benchmark.eval.stats` per-utterance scores, so they equal what `compare`
+computes (and the fold mean that `run` logs). Missing cells print "–".
+
+Tables and their significance markers (paired one-sided t-test on per-utterance scores, p < 0.05
+uncorrected, the paper's rule, against the measured run of the row the caption names):
+
+- `sed` (Table 1, EMOSEC; BLEU-4, METEOR, ROUGE-L, CIDEr, SPICE): "‡" = better than Sys. 1
+  (`no-fd`), on each of the five metrics.
+- `ser` (Table 2, IEMOCAP and MELD; UA, WER): "*", "‡", "∘" = UA better than Sys. 4 (`no-fd`),
+  Sys. 5 (`fd-ser-asr`) and Sys. 6 (`fd-ser-sed`). WER is not marked: the caption speaks of
+  accuracy improvements.
+- `ablation` (Table 3, both): "*" on UA against Sys. 4 (`full`, β = 1e-4). The caption says
+  "improvement over Sys.4", but every row it marks (1, 3, 5) has a lower UA than Sys. 4 in that
+  very table, so the marker is read as "Sys. 4 is significantly better than this row" and tested
+  one-sided in that direction.
+
+Every measured row other than the baseline row itself is tested. A note under the table says how
+many markers survive Holm's correction across all the table's tests. `--dataset` replaces the
+paper's corpora (e.g. `--dataset demo`): every metric of the table is then shown for each given
+dataset, and published rows with no number in the shown columns are left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from benchmark.config import StrictModel, load_yaml, validate
+from benchmark.errors import BenchmarkError
+from benchmark.eval.stats import (
+    SED_METRICS,
+    MetricUnavailable,
+    PairedTest,
+    UtteranceScores,
+    metric_spec,
+    paired_test,
+    with_holm,
+)
+from benchmark.registry import load_system, registry_roots
+from benchmark.track.compare import EvaluatedRun, latest_run, load_evaluated, markdown_table, resolve_run
+from benchmark.track.tracking import load_mlflow_config, tracking_setup
+
+TableName = Literal["sed", "ser", "ablation"]
+Format = Literal["md", "csv", "latex", "html"]
+PUBLISHED = Path("published") / "paper_results.yaml"
+ALPHA = 0.05
+MISSING = "–"
+# A printed cell: a number with its significance markers, "–" (no result) or "/" (no such output).
+CELL = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<marks>[*‡∘]*)|[–/]")
+SHORT = {
+    "sed.bleu4": "B@4", "sed.meteor": "M", "sed.rouge_l": "R", "sed.cider": "C", "sed.spice": "S",
+    "ser.ua": "UA%", "asr.wer": "WER%",
+}  # fmt: skip
+SETUP_HEADERS = ("β", "Training Strategy", "Trans.", "Des.", "Emo.")
+
+
+@dataclass(frozen=True)
+class Marking:
+    """Which metrics a table marks, and whether its baseline is the better side (Table 3)."""
+
+    metrics: tuple[str, ...]
+    baseline_better: bool = False
+
+
+MARKING: dict[str, Marking] = {
+    "sed": Marking(SED_METRICS),
+    "ser": Marking(("ser.ua",)),
+    "ablation": Marking(("ser.ua",), baseline_better=True),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The published results file
+# ---------------------------------------------------------------------------------------------
+
+
+class PublishedRow(StrictModel):
+    """One row as printed; the fields are explained at the top of published/paper_results.yaml."""
+
+    id: str
+    system: str | None = None
+    ref: str | None = None
+    ours: str | None = None
+    beta: float | None = None
+    setup: list[str] = Field(default_factory=list)
+    cells: list[str]
+
+
+class PublishedGroup(StrictModel):
+    title: str | None
+    rows: list[PublishedRow]
+
+
+class PublishedTable(StrictModel):
+    number: int
+    caption: str
+    columns: list[str]
+    markers: dict[str, str]
+    groups: list[PublishedGroup]
+
+    @model_validator(mode="after")
+    def _check(self) -> PublishedTable:
+        rows = [row for group in self.groups for row in group.rows]
+        for row in rows:
+            if len(row.cells) != len(self.columns):
+                raise ValueError(f"row {row.id}: {len(row.cells)} cells for {len(self.columns)} columns")
+            if bad := [cell for cell in row.cells if not CELL.fullmatch(cell)]:
+                raise ValueError(f"row {row.id}: cells {bad} are not a number with markers, '–' or '/'")
+        ours = {row.id for row in rows if row.ours}
+        if unknown := sorted(set(self.markers.values()) - ours):
+            raise ValueError(f"markers name rows {unknown}, which are not rows of the paper's own systems")
+        return self
+
+    def dataset_metrics(self) -> list[tuple[str, str]]:
+        return [tuple(column.split("/", 1)) for column in self.columns]
+
+
+class PublishedResults(StrictModel):
+    paper: str
+    tables: dict[TableName, PublishedTable]
+
+
+def load_published() -> PublishedResults:
+    """The published results file of the first registry root that has one (see `registry`)."""
+    for root in registry_roots():
+        if (root / PUBLISHED).is_file():
+            return validate(PublishedResults, load_yaml(root / PUBLISHED), root / PUBLISHED)
+    raise BenchmarkError(f"no {PUBLISHED} in the registry folders {[str(r) for r in registry_roots()]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The board: what every output format shows
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    marks: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    rows: list[list[Cell]]
+
+
+@dataclass(frozen=True)
+class Board:
+    title: str
+    headers: list[str]
+    sections: list[Section]
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class MeasuredRow:
+    """A row of the paper's own systems, measured: the registry system at the row's β."""
+
+    id: str
+    system: str
+    beta: float
+
+
+Column = tuple[str, str]  # (dataset, metric)
+RunKey = tuple[str, str]  # (row id, dataset)
+
+
+def _columns(table: PublishedTable, datasets: Sequence[str]) -> list[Column]:
+    """The paper's columns, or every metric of the table for each of `datasets`."""
+    if not datasets:
+        return table.dataset_metrics()
+    metrics = list(dict.fromkeys(metric for _, metric in table.dataset_metrics()))
+    return [(dataset, metric) for dataset in datasets for metric in metrics]
+
+
+def _header(column: Column) -> str:
+    dataset, metric = column
+    return f"{dataset.upper()} {SHORT[metric]} {'↑' if metric_spec(metric).higher_is_better else '↓'}"
+
+
+def _measured_rows(table: PublishedTable) -> list[MeasuredRow]:
+    return [
+        MeasuredRow(row.id, row.ours, row.beta if row.beta is not None else load_system(row.ours).beta)
+        for group in table.groups
+        for row in group.rows
+        if row.ours
+    ]
+
+
+def _pick_runs(
+    rows: Sequence[MeasuredRow], datasets: Sequence[str], run_ids: Sequence[str], backbone: str | None
+) -> dict[RunKey, EvaluatedRun]:
+    """The latest finished run per row and dataset, with `run_ids` put in the cells they match."""
+    picked = {
+        (row.id, dataset): run
+        for row in rows
+        for dataset in datasets
+        if (run := latest_run(row.system, dataset, backbone, row.beta)) is not None
+    }
+    for run_id in run_ids:
+        run = resolve_run(run_id)
+        tags = run.data.tags
+        match = [
+            r
+            for r in rows
+            if r.system == tags.get("system") and math.isclose(r.beta, float(tags.get("beta", "nan")))
+        ]
+        if not match or tags.get("dataset") not in datasets:
+            keys = ", ".join(f"{r.id}: {r.system} β={r.beta:g}" for r in rows)
+            raise BenchmarkError(
+                f"run {run_id} ({tags.get('system')} β={tags.get('beta')} on {tags.get('dataset')}) "
+                "is not a row of this table",
+                hint=f"rows: {keys}; datasets: {', '.join(datasets)} (choose them with --dataset)",
+            )
+        picked[(match[0].id, tags["dataset"])] = run
+    unique = {run.info.run_id: run for run in picked.values()}  # a run is downloaded once
+    evaluated = {run_id: load_evaluated(run) for run_id, run in unique.items()}
+    return {key: evaluated[run.info.run_id] for key, run in picked.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured cells and significance
+# ---------------------------------------------------------------------------------------------
+
+
+def _scores(run: EvaluatedRun | None, metric: str, notes: list[str]) -> UtteranceScores | None:
+    """A run's per-utterance scores; None without a run, an output the metric scores, or a scorer
+    (the last is said once in `notes`)."""
+    if run is None or not run.predicts(metric):
+        return None
+    try:
+        return run.scores(metric)
+    except MetricUnavailable as err:
+        if (note := f"{metric}: {err.message}") not in notes:
+            notes.append(note)
+        return None
+
+
+@dataclass(frozen=True)
+class MarkerTest:
+    row: str
+    column: Column
+    marker: str
+    test: PairedTest
+
+
+def _significance(
+    table: PublishedTable,
+    marking: Marking,
+    rows: Sequence[MeasuredRow],
+    columns: Sequence[Column],
+    runs: dict[RunKey, EvaluatedRun],
+    notes: list[str],
+) -> list[MarkerTest]:
+    """Every measured row against each baseline row of the caption, Holm-corrected as one family."""
+    tests: list[MarkerTest] = []
+    for marker, base_id in table.markers.items():
+        for row in rows:
+            for dataset, metric in columns:
+                if row.id == base_id or metric not in marking.metrics:
+                    continue
+                mine = _scores(runs.get((row.id, dataset)), metric, notes)
+                base = _scores(runs.get((base_id, dataset)), metric, notes)
+                if mine is None or base is None:
+                    continue
+                mine_name = f"row {row.id} (run {runs[row.id, dataset].run_id})"
+                base_name = f"row {base_id} (run {runs[base_id, dataset].run_id})"
+                try:
+                    if marking.baseline_better:
+                        test = paired_test(base, mine, base_name, mine_name)
+                    else:
+                        test = paired_test(mine, base, mine_name, base_name)
+                except BenchmarkError as err:
+                    notes.append(f"no test of row {row.id} against row {base_id} on {dataset}: {err.message}")
+                    continue
+                tests.append(MarkerTest(row.id, (dataset, metric), marker, test))
+    corrected = with_holm([t.test for t in tests])
+    return [MarkerTest(t.row, t.column, t.marker, c) for t, c in zip(tests, corrected, strict=True)]
+
+
+def _marker_note(table: PublishedTable, marking: Marking, tests: Sequence[MarkerTest]) -> str:
+    if marking.baseline_better:
+        legend = "; ".join(f"{m} = row {b} is better than the marked row" for m, b in table.markers.items())
+    else:
+        legend = "; ".join(f"{m} = better than row {b}" for m, b in table.markers.items())
+    if not tests:
+        return f"markers ({legend}): no test ran, for want of measured runs of the rows and their baselines"
+    marked = [t for t in tests if t.test.p < ALPHA]
+    kept = sum(t.test.p_holm < ALPHA for t in marked)
+    return (
+        f"markers on measured rows ({legend}, on {', '.join(marking.metrics)}): paired one-sided t-test on "
+        f"per-utterance scores, p < {ALPHA:g} as in the paper; {kept} of {len(marked)} markers remain "
+        f"after Holm's correction across the table's {len(tests)} tests. Published markers are the paper's."
+    )
+
+
+def _beta(beta: float | None) -> str:
+    return MISSING if beta is None else f"{beta:g}"
+
+
+def _measured_cells(
+    row: MeasuredRow,
+    columns: Sequence[Column],
+    runs: dict[RunKey, EvaluatedRun],
+    marks: dict[tuple[str, Column], str],
+    notes: list[str],
+    setup: bool,
+) -> list[Cell]:
+    cells = [Cell(row.id), Cell(row.system), Cell("measured")]
+    if setup:
+        config = load_system(row.system)
+        targets = ("transcript", "descriptor", "emotion")
+        cells += [Cell(_beta(row.beta)), Cell(config.schedule)]
+        cells += [Cell("✓" if target in config.targets else "✗") for target in targets]
+    for column in columns:
+        scores = _scores(runs.get((row.id, column[0])), column[1], notes)
+        cells.append(
+            Cell(f"{100 * scores.value:.1f}", marks.get((row.id, column), "")) if scores else Cell(MISSING)
+        )
+    return cells
+
+
+def _printed(text: str) -> Cell:
+    match = CELL.fullmatch(text)
+    return Cell(match["value"], match["marks"]) if match and match["value"] else Cell(MISSING)
+
+
+def _published_sections(table: PublishedTable, columns: Sequence[Column], setup: bool) -> list[Section]:
+    """The paper's groups of rows; rows with no number in the shown columns are left out."""
+    sections = []
+    for group in table.groups:
+        rows = []
+        for row in group.rows:
+            printed = dict(zip(table.columns, row.cells, strict=True))
+            values = [_printed(printed.get(f"{dataset}/{metric}", MISSING)) for dataset, metric in columns]
+            if all(cell.text == MISSING for cell in values):
+                continue
+            system = " ".join(part for part in (row.system, row.ref) if part) or MISSING
+            lead = [Cell(row.id), Cell(system), Cell("published")]
+            if setup:
+                lead += [Cell(_beta(row.beta)), *(Cell(item) for item in row.setup)]
+            rows.append(lead + values)
+        if rows:
+            title = "Published in the paper" + (f": {group.title}" if group.title else "")
+            sections.append(Section(title, rows))
+    return sections
+
+
+def _runs_note(runs: dict[RunKey, EvaluatedRun]) -> str:
+    if not runs:
+        return "measured: no finished run found for any row (train them with `python -m benchmark run`)"
+    listed = "; ".join(
+        f"row {row} on {dataset}: run {run.run_id} (backbone {run.run.data.tags.get('backbone', '?')})"
+        for (row, dataset), run in runs.items()
+    )
+    return (
+        "measured: percentages recomputed from the pooled prediction records (the mean over folds where "
+        f"a run has several) of {listed}"
+    )
+
+
+def build_board(
+    name: TableName,
+    datasets: Sequence[str] = (),
+    run_ids: Sequence[str] = (),
+    backbone: str | None = None,
+) -> Board:
+    """One of the paper's tables with published and measured rows (see the module docstring)."""
+    table = load_published().tables[name]
+    marking = MARKING[name]
+    columns = _columns(table, datasets)
+    tracking_setup(load_mlflow_config())
+    rows = _measured_rows(table)
+    runs = _pick_runs(rows, list(dict.fromkeys(dataset for dataset, _ in columns)), run_ids, backbone)
+    notes: list[str] = []
+    tests = _significance(table, marking, rows, columns, runs, notes)
+    marks: dict[tuple[str, Column], str] = {}
+    for t in tests:
+        if t.test.p < ALPHA:
+            marks[t.row, t.column] = marks.get((t.row, t.column), "") + t.marker
+    setup = name == "ablation"
+    measured = [_measured_cells(row, columns, runs, marks, notes, setup) for row in rows]
+    published = _published_sections(table, columns, setup)
+    if published:
+        published_note = (
+            f"published: transcribed from Table {table.number} of the paper ({PUBLISHED}), never measured "
+            f"here; {MISSING} = no result published, or the system has no such output"
+        )
+    else:
+        published_note = f"published: the paper reports no results on {', '.join(datasets)}"
+    title = f"Table {table.number}: {table.caption.split('. ')[0]}"
+    return Board(
+        title=title + (f" (layout of the paper, on {', '.join(datasets)})" if datasets else ""),
+        headers=["ID", "System", "source", *(SETUP_HEADERS if setup else ()), *map(_header, columns)],
+        sections=[*published, Section("Measured by this suite", measured)],
+        notes=[published_note, _runs_note(runs), _marker_note(table, marking, tests), *notes],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Output formats (pandas' to_markdown and to_latex need tabulate and jinja2, not dependencies)
+# ---------------------------------------------------------------------------------------------
+
+
+def _plain(cell: Cell) -> str:
+    return cell.text + cell.marks
+
+
+def to_markdown(board: Board) -> str:
+    rows: list[list[str]] = []
+    for section in board.sections:
+        rows.append([f"**{section.title}**", *[""] * (len(board.headers) - 1)])
+        rows += [[_plain(cell) for cell in row] for row in section.rows]
+    notes = "\n".join(f"- {note}" for note in board.notes)
+    return f"**{board.title}**\n\n{markdown_table(board.headers, rows)}\n\n{notes}\n"
+
+
+def to_csv(board: Board) -> str:
+    """Data only: a `section` column and the cells; the notes are in the other formats."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["section", *board.headers])
+    for section in board.sections:
+        writer.writerows([section.title, *map(_plain, row)] for row in section.rows)
+    return out.getvalue()
+
+
+LATEX = {
+    "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}", "–": "--",
+    "✓": r"\checkmark", "✗": r"$\times$", "β": r"$\beta$", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
+    "‡": r"$\ddagger$", "∘": r"$\circ$",
+}  # fmt: skip
+
+
+def _latex(text: str) -> str:
+    return "".join(LATEX.get(char, char) for char in text)
+
+
+def _latex_cell(cell: Cell) -> str:
+    marks = "".join({"*": "*", "‡": r"\ddagger", "∘": r"\circ"}[mark] for mark in cell.marks)
+    return _latex(cell.text) + (f"$^{{{marks}}}$" if marks else "")
+
+
+def to_latex(board: Board) -> str:
+    """A booktabs `table` (needs \\usepackage{booktabs,amssymb}), the notes under it."""
+    width = len(board.headers)
+    lines = [
+        r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex(board.title)}}}",
+        rf"\begin{{tabular}}{{ll{'c' * (width - 2)}}}", r"\toprule",
+        " & ".join(map(_latex, board.headers)) + r" \\",
+    ]  # fmt: skip
+    for section in board.sections:
+        lines += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\textit{{{_latex(section.title)}}}}} \\"]
+        lines += [" & ".join(map(_latex_cell, row)) + r" \\" for row in section.rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\footnotesize"]
+    lines += [rf"{_latex(note)}\par" for note in board.notes]
+    return "\n".join([*lines, r"\end{table}"]) + "\n"
+
+
+def _html_cell(cell: Cell) -> str:
+    marks = f"<sup>{html.escape(cell.marks)}</sup>" if cell.marks else ""
+    return f"<td>{html.escape(cell.text)}{marks}</td>"
+
+
+def to_html(board: Board) -> str:
+    lines = [
+        "<table>", f"<caption>{html.escape(board.title)}</caption>",
+        "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in board.headers) + "</tr></thead>",
+        "<tbody>",
+    ]  # fmt: skip
+    for section in board.sections:
+        lines.append(f'<tr><th colspan="{len(board.headers)}">{html.escape(section.title)}</th></tr>')
+        lines += ["<tr>" + "".join(map(_html_cell, row)) + "</tr>" for row in section.rows]
+    lines += [
+        "</tbody>",
+        "</table>",
+        "<ul>",
+        *(f"<li>{html.escape(note)}</li>" for note in board.notes),
+        "</ul>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+FORMATTERS: dict[str, Callable[[Board], str]] = {
+    "md": to_markdown,
+    "csv": to_csv,
+    "latex": to_latex,
+    "html": to_html,
+}
+
+
+def render(board: Board, fmt: Format) -> str:
+    return FORMATTERS[fmt](board)

@@ -1,0 +1,152 @@
+"""Per-utterance scores, paired tests, bootstrap intervals and Holm's correction."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from scipy.stats import ttest_rel
+from statsmodels.stats.multitest import multipletests
+
+from benchmark.errors import BenchmarkError
+from benchmark.eval.captioning import caption_scores
+from benchmark.eval.metrics import asr_scores, ser_scores
+from benchmark.eval.stats import (
+    MetricUnavailable,
+    UtteranceScores,
+    bootstrap_ci,
+    caption_utterance_scores,
+    holm,
+    paired_t_test,
+    paired_test,
+    per_utterance_scores,
+    with_holm,
+)
+from benchmark.track.records import PredictionRecord
+
+
+def record(utt: str, ref: str | None = None, hyp: str | None = None, **fields) -> PredictionRecord:
+    values = dict.fromkeys(PredictionRecord.model_fields) | {
+        "id": utt,
+        "ref_emotion": ref,
+        "hyp_emotion": hyp,
+    }
+    return PredictionRecord(**(values | fields))
+
+
+# 4 angry, 2 happy, 4 sad references; one None and one off-label answer (as in test_metrics).
+REFS = ["angry"] * 4 + ["happy"] * 2 + ["sad"] * 4
+HYPS = ["angry", "angry", "sad", None, "happy", "bored", "sad", "sad", "sad", "happy"]
+RECORDS = [record(f"u{i}", ref, hyp) for i, (ref, hyp) in enumerate(zip(REFS, HYPS, strict=True))]
+
+
+def test_ua_scores_average_to_ua_by_hand():
+    scores = per_utterance_scores("ser.ua", RECORDS)
+    # UA = (2/4 + 1/2 + 3/4) / 3 = 7/12; a correct angry answer weighs 10 / (3 * 4)
+    assert scores.mean == pytest.approx(float(Fraction(7, 12)))
+    assert scores.values[0] == pytest.approx(10 / 12) and scores.values[2] == 0
+    assert scores.mean == pytest.approx(ser_scores(REFS, HYPS, ["angry", "happy", "sad"])["ser.ua"])
+    assert per_utterance_scores("ser.wa", RECORDS).mean == pytest.approx(0.6)
+
+
+def test_scores_over_folds_average_to_the_fold_mean():
+    records = [
+        *(
+            record(f"a{i}", ref, hyp, fold="1")
+            for i, (ref, hyp) in enumerate([("sad", "sad"), ("happy", "sad")])
+        ),
+        *(record(f"b{i}", "sad", hyp, fold="2") for i, hyp in enumerate(["sad", "sad", "happy", "happy"])),
+    ]
+    # fold 1: UA (1 + 0) / 2 = 1/2; fold 2 (sad only): UA 2/4; pooled UA would be (3/5 + 0) / 2
+    assert per_utterance_scores("ser.ua", records).mean == pytest.approx(0.5)
+    # WA: fold 1 1/2, fold 2 2/4 -> 1/2
+    assert per_utterance_scores("ser.wa", records).mean == pytest.approx(0.5)
+
+
+def test_wer_scores_average_to_corpus_wer_by_hand():
+    refs = ["the cat sat", "hello there", "", "a b c d"]
+    hyps = ["the cat sat down", None, "noise", "a x c"]
+    records = [
+        record(f"u{i}", ref_transcript=ref, hyp_transcript=hyp)
+        for i, (ref, hyp) in enumerate(zip(refs, hyps, strict=True))
+    ]
+    scores = per_utterance_scores("asr.wer", records)
+    # edits 1 (insertion), 2 (deletions), 2 (substitution, deletion) over 3 + 2 + 4 words; the empty reference
+    # has no words to be wrong about and is left out, as in asr_scores
+    assert scores.ids == ("u0", "u1", "u3")
+    assert scores.mean == pytest.approx(5 / 9)
+    assert scores.mean == pytest.approx(asr_scores(refs, hyps)["asr.wer"])
+
+
+def test_t_test_is_scipys_one_sided_paired_test():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.6, 0.2, 50), rng.normal(0.5, 0.2, 50)
+    assert paired_t_test(a, b, higher_is_better=True) == ttest_rel(a, b, alternative="greater").pvalue
+    assert paired_t_test(a, b, higher_is_better=False) == ttest_rel(a, b, alternative="less").pvalue
+    assert paired_t_test(a, a.copy(), higher_is_better=True) == 1.0  # scipy: NaN
+
+
+def test_holm_is_statsmodels_holm():
+    p = [0.01, 0.04, 0.03, 0.2, 0.005]
+    assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+    assert holm([]) == []
+
+
+def test_paired_test_pairs_by_id_and_uses_the_metric_direction():
+    rng = np.random.default_rng(2)
+    ids = tuple(f"u{i}" for i in range(30))
+    errors_a, errors_b = rng.poisson(1.0, 30).astype(float), rng.poisson(2.0, 30).astype(float)
+    a = UtteranceScores("asr.wer", ids, errors_a)
+    b = UtteranceScores("asr.wer", ids[::-1], errors_b[::-1])  # another order: pairing is by id
+    test = paired_test(a, b, n_resamples=500)
+    assert test.p == ttest_rel(errors_a, errors_b, alternative="less").pvalue  # fewer errors is better
+    assert test.diff == pytest.approx(errors_a.mean() - errors_b.mean())
+    assert test.ci[0] <= test.diff <= test.ci[1]
+    assert paired_test(a, b, n_resamples=500) == test  # the bootstrap seed is fixed
+    (corrected,) = with_holm([test])
+    assert corrected.p_holm == pytest.approx(test.p)
+
+
+def test_bootstrap_interval_narrows_with_more_utterances():
+    rng = np.random.default_rng(3)
+    small, large = rng.normal(0.1, 1, 20), rng.normal(0.1, 1, 2000)
+    width = [np.subtract(*bootstrap_ci(d, 1000)[::-1]) for d in (small, large)]
+    assert width[1] < width[0] / 3
+
+
+def test_different_utterance_sets_are_refused_with_both_names():
+    a = per_utterance_scores("ser.ua", RECORDS)
+    b = per_utterance_scores("ser.ua", [*RECORDS[:-2], record("x1", "sad", "sad")])
+    with pytest.raises(BenchmarkError) as info:
+        paired_test(a, b, "run A", "run B")
+    message = info.value.message
+    assert "run A" in message and "run B" in message
+    assert "2 utterance id(s) only in run A, 1 only in run B" in message and "x1" in message
+
+
+def test_captioning_scores_are_passed_in():
+    records = [record(f"u{i}", ref_descriptor="a calm voice") for i in range(3)]
+    scores = per_utterance_scores("sed.cider", records, precomputed=[0.5, 1.0, 0.0])
+    assert scores.ids == ("u0", "u1", "u2") and scores.mean == pytest.approx(0.5)
+    with pytest.raises(MetricUnavailable, match=r"no per-utterance scorer for sed\.cider"):
+        per_utterance_scores("sed.cider", records)
+    with pytest.raises(BenchmarkError, match=r"unknown metric 'ser\.uar'"):
+        per_utterance_scores("ser.uar", records)
+
+
+def test_captioning_scores_come_from_one_captioning_call():
+    refs = ["a calm voice at a normal pace", "a loud angry voice", "a low and sad voice"]
+    hyps = ["a calm voice", None, "a low sad voice"]
+    records = [
+        record(f"u{i}", ref_descriptor=ref, hyp_descriptor=hyp)
+        for i, (ref, hyp) in enumerate(zip(refs, hyps, strict=True))
+    ] + [record("no-reference", hyp_descriptor="a voice")]
+    direct = caption_scores(refs, hyps)
+    scores = caption_utterance_scores(records, "en")
+    assert set(scores) == set(direct.per_utterance)
+    for name, utterance_scores in scores.items():
+        assert utterance_scores.ids == ("u0", "u1", "u2")
+        assert utterance_scores.values.tolist() == pytest.approx(direct.per_utterance[name])
+        assert utterance_scores.value == pytest.approx(direct.corpus[name])  # tables show corpus scores
+    assert scores["sed.cider"].mean == pytest.approx(direct.corpus["sed.cider"])
