@@ -30,7 +30,7 @@ import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy.stats import ttest_rel
@@ -40,21 +40,11 @@ from benchmark.errors import BenchmarkError
 from benchmark.eval.captioning import Language, caption_scores
 from benchmark.eval.metrics import asr_errors, normalize_transcript, ser_correct
 
+if TYPE_CHECKING:  # records are only read here; the model lives with the tracking code
+    from benchmark.track.records import PredictionRecord as Record
+
 Target = Literal["emotion", "transcript", "descriptor"]
 SED_METRICS = ("sed.bleu4", "sed.meteor", "sed.rouge_l", "sed.cider", "sed.spice")
-
-
-class Record(Protocol):
-    """The fields of a prediction record (`benchmark.track.records.PredictionRecord`) read here."""
-
-    id: str
-    ref_emotion: str | None
-    hyp_emotion: str | None
-    ref_transcript: str | None
-    hyp_transcript: str | None
-    ref_descriptor: str | None
-    hyp_descriptor: str | None
-    fold: str | None
 
 
 class MetricUnavailable(BenchmarkError):
@@ -80,7 +70,7 @@ class UtteranceScores:
         return self.mean if self.corpus is None else self.corpus
 
 
-Extractor = Callable[[Sequence[Record]], UtteranceScores]
+Extractor = Callable[[Sequence["Record"]], UtteranceScores]
 
 
 @dataclass(frozen=True)

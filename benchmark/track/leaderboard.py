@@ -4,8 +4,9 @@ A table has two kinds of rows, never mixed: the paper's *published* rows, transc
 `published/paper_results.yaml` (shipped like the registries), and *measured* rows, one per row of
 the paper's own systems, recomputed from the pooled prediction records of the latest FINISHED run
 of that system and β on each dataset (or of the runs given with `--runs`). The measured numbers
-are the means of `benchmark.eval.stats` per-utterance scores, so they equal what `compare`
-computes (and the fold mean that `run` logs). Missing cells print "–".
+are the means of `benchmark.eval.stats` per-utterance scores (for captioning metrics, their corpus
+score), so they equal what `compare` computes (and the fold mean that `run` logs). Missing cells
+print "–".
 
 Tables and their significance markers (paired one-sided t-test on per-utterance scores, p < 0.05
 uncorrected, the paper's rule, against the measured run of the row the caption names):
