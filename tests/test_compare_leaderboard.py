@@ -15,6 +15,7 @@ import mlflow
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow_server import search_runs, serving
 from scipy.stats import ttest_rel
 
 from benchmark.cli import main
@@ -22,6 +23,7 @@ from benchmark.eval.metrics import asr_scores, ser_scores
 from benchmark.registry import system_configs
 from benchmark.track.leaderboard import build_board, load_published, render
 from benchmark.track.records import PredictionRecord, load_run_records
+from benchmark.track.tracking import load_mlflow_config
 
 LABELS = ["neutral", "happy", "angry", "sad"]  # datasets/demo.yaml
 SYSTEMS = ("ssl-hubert", "no-fd")  # Table 2 rows 1 and 4; no-fd is the baseline of the "*" marker
@@ -190,3 +192,18 @@ def test_published_rows_match_the_registry():
                 assert row.ours == system
                 assert row.beta is None or row.beta == config.beta
     assert [rows["ablation", str(i)].ours for i in range(5, 9)] == ["full"] * 4
+
+
+@pytest.mark.slow
+def test_runs_and_comparison_runs_are_served_by_the_mlflow_ui(runs: dict[str, str], tmp_path: Path):
+    assert (
+        main(["compare", "ssl-hubert", "--baseline", "no-fd", "--metric", "ser.ua", "--bootstrap", "50"]) == 0
+    )
+    experiment = mlflow.get_experiment_by_name("explainable-ser").experiment_id
+    with serving(load_mlflow_config(), tmp_path / "server.log") as base:
+        systems = search_runs(base, experiment, "tags.system != ''")
+        comparisons = search_runs(base, experiment, "tags.kind = 'comparison'")
+    assert {r["info"]["run_id"] for r in systems} >= set(runs.values())
+    tags = {tag["key"]: tag["value"] for tag in comparisons[0]["data"]["tags"]}
+    assert (tags["baseline_run_id"], tags["compared_run_ids"]) == (runs["no-fd"], runs["ssl-hubert"])
+    assert {m["key"] for m in comparisons[0]["data"]["metrics"]} >= {"compare.ssl-hubert.ser.ua.p"}

@@ -7,13 +7,6 @@ module and isolate themselves by experiment name and working directory instead.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +14,7 @@ import mlflow
 import pytest
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
+from mlflow_server import search_runs, serving
 
 from benchmark.config import load_yaml, validate
 from benchmark.errors import BenchmarkError
@@ -37,7 +31,6 @@ from benchmark.track.tracking import (
     log_metrics,
     log_predictions,
     run_context,
-    start_ui,
     tracking_setup,
     ui_command,
 )
@@ -246,50 +239,12 @@ def test_missing_predictions_artifact_is_a_clear_error(tracked: MlflowConfig) ->
         load_run_records(run.info.run_id, "dev")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ui_server_serves_logged_runs(tracked: MlflowConfig, tmp_path: Path) -> None:
     with run_context("seen-by-ui", tags={"system": "full"}) as run:
         log_metrics({"ser.ua": 0.75})
-    experiment_id = run.info.experiment_id
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "server.log").open("wb")
-    # Its own session, so that terminating the group also ends the uvicorn child mlflow starts.
-    server = start_ui(tracked, port=port, stdout=log, stderr=log, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "MLflow server did not answer /health within 60 s"
-            time.sleep(0.5)
-        request = urllib.request.Request(
-            f"{base}/api/2.0/mlflow/runs/search",
-            data=json.dumps({"experiment_ids": [experiment_id]}).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            runs = json.load(response)["runs"]
-        assert [r["info"]["run_id"] for r in runs] == [run.info.run_id]
-        assert runs[0]["info"]["status"] == "FINISHED"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=15)
-        log.close()
+    with serving(tracked, tmp_path / "server.log") as base:
+        runs = search_runs(base, run.info.experiment_id)
+    assert [r["info"]["run_id"] for r in runs] == [run.info.run_id]
+    assert runs[0]["info"]["status"] == "FINISHED"
     assert not (tmp_path / "mlartifacts").exists()
