@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 import torch
@@ -60,8 +59,8 @@ def _model_runs(client: MlflowClient, run: Run) -> dict[str, Run]:
     return {child.data.tags["fold"]: child for child in children if "fold" in child.data.tags}
 
 
-def _source_model(run_id: str, fold: str | None) -> tuple[Run, str, Path]:
-    """Find the run, pick its fold, and download `model/system.pt` (into a temporary folder)."""
+def _source_model(run_id: str, fold: str | None) -> tuple[Run, str, dict]:
+    """Find the run, pick its fold, and load the fold's `model/system.pt`."""
     client = MlflowClient()
     try:
         run = client.get_run(run_id)
@@ -83,17 +82,17 @@ def _source_model(run_id: str, fold: str | None) -> tuple[Run, str, Path]:
             hint="each fold's model was trained without that fold's speakers; any of them is a valid source",
         )
     model_run = by_fold[fold]
-    tmp = Path(tempfile.mkdtemp(prefix="system-"))
-    try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=model_run.info.run_id, artifact_path=str(SYSTEM_ARTIFACT), dst_path=str(tmp)
-        )
-    except (MlflowException, OSError) as err:
-        raise BenchmarkError(
-            f"run {model_run.info.run_id} (fold {fold}) holds no {SYSTEM_ARTIFACT}",
-            hint="SSL baselines and runs from older versions cannot be evaluated again; re-run the system",
-        ) from err
-    return run, fold, Path(path)
+    with tempfile.TemporaryDirectory(prefix="system-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=model_run.info.run_id, artifact_path=str(SYSTEM_ARTIFACT), dst_path=tmp
+            )
+        except (MlflowException, OSError) as err:
+            raise BenchmarkError(
+                f"run {model_run.info.run_id} (fold {fold}) holds no {SYSTEM_ARTIFACT}",
+                hint="SSL baselines and runs of older versions cannot be evaluated again; re-run the system",
+            ) from err
+        return run, fold, torch.load(path, map_location="cpu", weights_only=True)
 
 
 def evaluate_run(
@@ -116,22 +115,23 @@ def evaluate_run(
             hint=f"run `python -m benchmark data prepare {card.name} --root ...`",
         )
     tracking_setup(load_mlflow_config())
-    source, source_fold, path = _source_model(run_id, fold)
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    source, source_fold, saved = _source_model(run_id, fold)
     system = SystemConfig.model_validate(saved["system"])
     backbone = get_backbone(saved["backbone"])
     rows = load_split(card, card.protocol.test)
 
     encoder = build_encoder(backbone.encoder, system.encoder_family)
     if [encoder.num_layers, encoder.hidden_size] != saved["encoder_shape"]:
-        raise BenchmarkError(f"{path}: encoder shape {saved['encoder_shape']} differs from this backbone's")
+        raise BenchmarkError(
+            f"run {run_id}: encoder shape {saved['encoder_shape']} is not the {backbone.name} backbone's"
+        )
     features = dict(
         zip([r.id for r in rows], FeatureCache(None, encoder, progress=progress).get(rows), strict=True)
     )
     del encoder
     torch.manual_seed(system.training.seed)  # rebuilds the same random tiny LLM the weights were trained on
     model = build_system(system, *saved["encoder_shape"], backbone=backbone.decoder)
-    load_group_weights(model, saved["groups"], path)
+    load_group_weights(model, saved["groups"], f"{SYSTEM_ARTIFACT} of run {run_id}, fold {source_fold}")
 
     tags = {
         "system": system.name, "dataset": card.name, "backbone": backbone.name, "beta": system.beta,

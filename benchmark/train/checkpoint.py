@@ -112,8 +112,10 @@ def load_checkpoint(folder: Path, model: SpeechEmotionCaptioner) -> dict[str, An
     return state
 
 
-def load_group_weights(model: SpeechEmotionCaptioner, groups: dict[str, torch.Tensor], source: Path) -> None:
-    """Copy saved module-group weights into `model`; `source` names the file in the error."""
+def load_group_weights(
+    model: SpeechEmotionCaptioner, groups: dict[str, torch.Tensor], source: Path | str
+) -> None:
+    """Copy saved module-group weights into `model`; `source` names where they came from in errors."""
     params = _group_parameters(model)
     if missing := set(params) - set(groups):
         raise BenchmarkError(
