@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="output folder (default: $BENCHMARK_HOME/datasets/demo)")
     demo.set_defaults(func=cmd_data_demo)
 
-    run = verbs.add_parser("run", help="train and evaluate a system on every fold, tracked in MLflow")
+    run = verbs.add_parser("run", help="train and evaluate a system on folds of a corpus, tracked in MLflow")
     run.add_argument("--system", required=True, help="system name (see `systems`)")
     run.add_argument("--beta", type=float, help="IB weight of the KL terms (default: the system's)")
     run.add_argument("--dataset", default="demo", help="dataset card (default: the synthesised demo corpus)")

@@ -1,4 +1,4 @@
-"""`python -m benchmark run`: train and evaluate one system on every fold, tracked in MLflow.
+"""`python -m benchmark run`: train and evaluate one system on a corpus's folds, tracked in MLflow.
 
 One parent MLflow run per call (tags system, dataset, backbone, beta, schedule, git_sha; params
 the fully resolved system config), one nested run per fold with its training curves, prediction
