@@ -46,6 +46,7 @@ from benchmark.track.tracking import (
 
 if TYPE_CHECKING:
     from benchmark.nn.system import SpeechEmotionCaptioner
+    from benchmark.train.data import TrainExample
 
 SYSTEM_ARTIFACT = Path("model/system.pt")  # in each fold run of an LLM system
 
@@ -119,7 +120,8 @@ def checkpoint_folder(system: SystemConfig, request: RunRequest, fold: str) -> P
     return benchmark_home() / "checkpoints" / f"{system.name}-{digest}" / f"fold-{fold}"
 
 
-def examples_of(rows: list[Utterance], features: dict[str, torch.Tensor]):
+def examples_of(rows: list[Utterance], features: dict[str, torch.Tensor]) -> list[TrainExample]:
+    """Manifest rows with their cached encoder outputs, as the training loop and `predict` take them."""
     from benchmark.train.data import TrainExample
 
     return [
