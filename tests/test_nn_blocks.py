@@ -45,6 +45,17 @@ def test_bottleneck_samples_in_training_and_uses_mu_in_eval():
     assert (first.sigma > 0).all() and first.kl.ndim == 0
 
 
+@pytest.mark.parametrize("feature_scale", [0.5, 2.0])
+def test_posterior_mean_starts_at_the_scale_of_the_features(feature_scale):
+    # With PyTorch's default Linear init the mean would start ~20x below the features and the
+    # sampled z would be mostly noise (std ~0.7); see the bottleneck's docstring.
+    torch.manual_seed(0)
+    block = VariationalBottleneck(num_layers=3, input_dim=128, hidden_dim=256, latent_dim=128).eval()
+    hidden = feature_scale * torch.randn(3, 4, 50, 128)
+    ratio = block(hidden).mu.std().item() / block.layer_sum(hidden).std().item()
+    assert 0.5 < ratio < 2.0
+
+
 def test_padded_frames_do_not_change_the_kl():
     torch.manual_seed(0)
     block = VariationalBottleneck(3, 8, 16, 4).eval()
