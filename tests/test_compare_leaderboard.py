@@ -207,3 +207,23 @@ def test_runs_and_comparison_runs_are_served_by_the_mlflow_ui(runs: dict[str, st
     tags = {tag["key"]: tag["value"] for tag in comparisons[0]["data"]["tags"]}
     assert (tags["baseline_run_id"], tags["compared_run_ids"]) == (runs["no-fd"], runs["ssl-hubert"])
     assert {m["key"] for m in comparisons[0]["data"]["metrics"]} >= {"compare.ssl-hubert.ser.ua.p"}
+
+
+@pytest.mark.slow
+def test_descriptor_table_scores_the_logged_descriptors(
+    runs: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    from benchmark.track import compare
+
+    calls = []
+    scorer = compare.caption_utterance_scores
+    monkeypatch.setattr(compare, "caption_utterance_scores", lambda *a: calls.append(a) or scorer(*a))
+    assert main(["leaderboard", "--table", "sed", "--format", "md", "--dataset", "demo"]) == 0
+    out = capsys.readouterr().out
+    cells = re.search(r"^\| 1 \| no-fd \| measured \|(.*)\|$", out, re.M)[1].split("|")
+    logged = MlflowClient().get_run(runs["no-fd"]).data.metrics  # one fold: fold = pooled
+    metrics = ("sed.bleu4", "sed.meteor", "sed.rouge_l", "sed.cider")
+    assert [cell.strip().rstrip("‡") for cell in cells[:4]] == [f"{100 * logged[m]:.1f}" for m in metrics]
+    if "sed.spice" not in logged:
+        assert cells[4].strip() == "–" and "sed.spice cannot be computed here" in out
+    assert len(calls) == 1  # every captioning metric of the run from one scoring pass

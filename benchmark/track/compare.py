@@ -88,10 +88,10 @@ class EvaluatedRun:
     def scores(self, metric: str) -> UtteranceScores:
         """Per-utterance scores, computed once per metric (a leaderboard reuses them per baseline)."""
         if metric in SED_METRICS and metric not in self._scores:
-            self._scores |= caption_utterance_scores(self.records, self.language)
-            if metric not in self._scores:
-                reason = available_caption_metrics(self.language)[metric]
+            # asked before scoring: an unavailable metric must not re-run the other scorers
+            if reason := available_caption_metrics(self.language)[metric]:
                 raise MetricUnavailable(f"{metric} cannot be computed here: {reason}")
+            self._scores.update(caption_utterance_scores(self.records, self.language))
         if metric not in self._scores:
             self._scores[metric] = per_utterance_scores(metric, self.records)
         return self._scores[metric]
