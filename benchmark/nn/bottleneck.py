@@ -11,10 +11,9 @@ Initialisation: PyTorch's default Linear init shrinks a signal by about sqrt(3) 
 through three layers and two GELUs the posterior mean would start some 20 times smaller than the
 encoder features while the Softplus std starts near 0.7: the sampled z would be almost pure noise
 (and without the noise, almost zero), and the LLM learns to ignore the speech before the branch
-can grow its mean. He (Kaiming) init for
-the GELU layers and 1/sqrt(fan_in) for the mean head keep mu at the scale of the features, of the
-order of the N(0, I) prior. On the demo corpus this took the five-fold WER of `full` from
-0.51 +- 0.09 to 0.33 +- 0.03 at the same UA (0.68).
+can grow its mean. He (Kaiming) init for the GELU layers and 1/sqrt(fan_in) for the mean head keep
+mu at the scale of the features, of the order of the N(0, I) prior. On the demo corpus this took
+the five-fold WER of `full` from 0.51 +- 0.09 to 0.33 +- 0.03 at the same UA (0.68).
 """
 
 from __future__ import annotations
