@@ -1,7 +1,8 @@
 """Epoch checkpoints that a run can resume from as if it had never stopped.
 
-One file, `last.pt`, is the commit point: it is written to a temporary name and renamed over the
-previous one (atomic on POSIX), so a crash leaves the previous checkpoint intact. It holds
+One file, `last.pt`, is the commit point: it is written to a unique temporary name, fsynced and
+renamed over the previous one (`benchmark.data.builds.atomic_file`), so a crash or a full disk
+leaves the previous checkpoint intact and no stray temporary file. It holds
 
 - the weights of every module group (content, descriptor, llm), not just the ones the current
   stage trains: a resumed stage 2 needs the content branch that stage 1 trained;
@@ -15,7 +16,6 @@ The frozen base LLM is not saved: it is rebuilt from its own checkpoint.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.data.builds import atomic_file
 from benchmark.errors import BenchmarkError
 from benchmark.nn.system import SpeechEmotionCaptioner
 from benchmark.train.engine import DeepSpeedEngine, PlainEngine
@@ -86,9 +87,8 @@ def save_checkpoint(
         "engine": engine_state,
         "rng": rng_state(),
     }
-    tmp = folder / f".{CHECKPOINT}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, folder / CHECKPOINT)
+    with atomic_file(folder / CHECKPOINT, "wb") as handle:
+        torch.save(state, handle)
     for stale in engine.stale_states(folder, keep=tag):
         shutil.rmtree(stale)
 
