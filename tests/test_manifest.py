@@ -84,3 +84,13 @@ def test_check_audio_names_the_missing_file(tmp_path: Path):
     write_manifest(path, [utt(0)])
     with pytest.raises(BenchmarkError, match=r"all\.jsonl:1: audio file not found: /a/u0\.wav"):
         read_manifest(path, check_audio=True)
+
+
+def test_bytes_that_are_not_utf8_are_named_by_file_and_line(tmp_path: Path):
+    path = tmp_path / "all.jsonl"
+    good = utt(0).model_dump_json().encode()
+    path.write_bytes(good + b"\n\n" + good.replace(b"hello", b"h\xe9llo").replace(b"u0", b"u1") + b"\n")
+    with pytest.raises(BenchmarkError) as err:
+        read_manifest(path, rebuild_hint="make it again")
+    assert err.value.message.startswith(f"{path}:3: not UTF-8 text (byte ")
+    assert err.value.hint == "make it again"

@@ -74,16 +74,20 @@ def write_manifest(path: Path, rows: Iterable[Utterance]) -> int:
     return write_jsonl(path, rows)
 
 
-def read_manifest(path: Path, check_audio: bool = False) -> list[Utterance]:
-    """Read and validate a manifest; the first bad line raises an error naming file and line."""
+def read_manifest(path: Path, check_audio: bool = False, rebuild_hint: str | None = None) -> list[Utterance]:
+    """Read and validate a manifest; the first bad line raises an error naming file and line.
+
+    `rebuild_hint` says how to write the manifest again; it is the hint of any error about its
+    content (a bad line, a missing audio file).
+    """
     if not path.is_file():
         raise BenchmarkError(
             f"{path}: manifest not found",
             hint="run `python -m benchmark data prepare NAME --root PATH` (or `data demo`) first",
         )
-    rows = read_jsonl(path, Utterance)
+    rows = read_jsonl(path, Utterance, hint=rebuild_hint)
     if check_audio:
         for number, row in rows:
             if not Path(row.audio).is_file():
-                raise BenchmarkError(f"{path}:{number}: audio file not found: {row.audio}")
+                raise BenchmarkError(f"{path}:{number}: audio file not found: {row.audio}", hint=rebuild_hint)
     return [row for _, row in rows]
