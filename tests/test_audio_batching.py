@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from benchmark.data.audio import AudioError, audio_duration, load_audio, write_wav
+from benchmark.data.audio import AudioError, load_audio, probe_audio, write_wav
 from benchmark.data.batching import LengthBucketSampler, pad_waveforms
 
 
@@ -33,7 +33,7 @@ def test_stereo_44k_becomes_mono_16k(tmp_path: Path):
 
 def test_write_wav_roundtrip(tmp_path: Path):
     write_wav(tmp_path / "sub" / "x.wav", sine(300, 0.5, 16000))
-    assert audio_duration(tmp_path / "sub" / "x.wav") == pytest.approx(0.5)
+    assert probe_audio(tmp_path / "sub" / "x.wav") == pytest.approx(0.5)
     assert not list((tmp_path / "sub").glob(".*tmp"))
 
 

@@ -17,10 +17,38 @@ import soxr
 from benchmark.errors import BenchmarkError
 
 SAMPLE_RATE = 16000
+# The convolutional front ends of the suite's encoders: (kernel sizes, strides), layer by layer.
+SSL_FRONT_END = ((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))  # HuBERT, wav2vec 2.0, WavLM
+DEMO_FRONT_END = ((400, 2), (160, 2))  # the demo backbone (benchmark.nn.demo_backbone)
+# Peak amplitude below which a file counts as silent: -80 dBFS, about three steps of 16-bit PCM.
+# Speech, even quiet and far from the microphone, peaks tens of dB higher; below this is digital
+# silence or dither, from which no encoder can recover anything.
+SILENCE_PEAK = 1e-4
 
 
 class AudioError(BenchmarkError):
-    """An audio file that cannot be used: missing, unreadable, corrupt or empty."""
+    """An audio file that cannot be used: missing, unreadable, corrupt, empty, too short, silent
+    or holding NaN/infinite samples."""
+
+
+def receptive_field(kernels: tuple[int, ...], strides: tuple[int, ...]) -> int:
+    """Input samples that one output frame of a stack of unpadded 1-D convolutions sees.
+
+    It is also the shortest input that gives any frame at all (a layer of kernel k turns fewer than
+    k inputs into nothing): 1 + sum over layers l of (k_l - 1) * (product of the strides below l).
+    Shorter audio makes torch's conv1d fail deep inside the encoder, so it is refused when read.
+    """
+    field, hop = 1, 1
+    for kernel, stride in zip(kernels, strides, strict=True):
+        field += (kernel - 1) * hop
+        hop *= stride
+    return field
+
+
+# The shortest usable audio at 16 kHz: 400 samples (25 ms) for the SSL encoders' front end, 560
+# (35 ms) for the demo backbone's. The longer one is required, so that a manifest that one
+# backbone accepts every backbone accepts.
+MIN_SAMPLES = max(receptive_field(*SSL_FRONT_END), receptive_field(*DEMO_FRONT_END))
 
 
 def resample(wave: np.ndarray, source_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -37,7 +65,8 @@ def _to_mono(wave: np.ndarray) -> np.ndarray:
 def load_audio(path: Path | str, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read an audio file as mono float32 in [-1, 1] at `target_rate`.
 
-    Raises `AudioError` naming the file for a missing, unreadable, corrupt or empty file.
+    Raises `AudioError` naming the file for a missing, unreadable, corrupt or empty file, NaN or
+    infinite samples, and audio shorter than the encoders' receptive field (`MIN_SAMPLES` at 16 kHz).
     """
     path = Path(path)
     if not path.is_file():
@@ -54,7 +83,13 @@ def load_audio(path: Path | str, target_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(f"{path}: audio file holds no samples")
     if not np.isfinite(wave).all():
         raise AudioError(f"{path}: audio holds NaN or infinite samples")
-    return resample(wave, rate, target_rate)
+    wave = resample(wave, rate, target_rate)
+    if len(wave) * SAMPLE_RATE < MIN_SAMPLES * target_rate:
+        raise AudioError(
+            f"{path}: audio too short ({1000 * len(wave) / target_rate:.1f} ms; the encoder needs at least "
+            f"{1000 * MIN_SAMPLES / SAMPLE_RATE:g} ms, {MIN_SAMPLES} samples at 16 kHz)"
+        )
+    return wave
 
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
@@ -94,13 +129,17 @@ def write_wav(path: Path, wave: np.ndarray, rate: int = SAMPLE_RATE) -> None:
     tmp.replace(path)
 
 
-def audio_duration(path: Path | str) -> float:
-    """Duration in seconds from the file header, without decoding the samples."""
-    path = Path(path)
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(f"{path}: unreadable or corrupt audio ({err})") from err
-    if info.frames == 0:
-        raise AudioError(f"{path}: audio file holds no samples")
-    return info.frames / info.samplerate
+def probe_audio(path: Path | str) -> float:
+    """Check that an audio file is usable by every encoder; returns its duration in seconds.
+
+    Corpus readers call this for every row, so that a file `run` could not use becomes an issue
+    at its row (fatal with `--strict`) instead of a crash inside the encoder much later. The file
+    is decoded as `run` will decode it (`load_audio`: missing, corrupt, empty, NaN/inf, too short),
+    because a header shows neither non-finite nor silent samples, and silence (a peak below
+    `SILENCE_PEAK`) is refused as well. This reads the whole corpus once.
+    """
+    wave = load_audio(path)
+    peak = float(np.abs(wave).max())
+    if peak < SILENCE_PEAK:
+        raise AudioError(f"{path}: silent audio (peak amplitude {peak:.2g}, below {SILENCE_PEAK:g})")
+    return len(wave) / SAMPLE_RATE

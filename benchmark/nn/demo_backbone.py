@@ -45,7 +45,7 @@ from transformers import HubertConfig, HubertForCTC, Wav2Vec2FeatureExtractor
 from transformers.audio_utils import mel_filter_bank
 
 from benchmark.config import benchmark_home
-from benchmark.data.audio import SAMPLE_RATE, load_audio
+from benchmark.data.audio import DEMO_FRONT_END, SAMPLE_RATE, load_audio
 from benchmark.data.batching import LengthBucketSampler, pad_waveforms
 from benchmark.data.builds import atomic_build, read_build_info
 from benchmark.data.demo import build_demo_corpus
@@ -80,8 +80,8 @@ def demo_config() -> HubertConfig:
     """
     return HubertConfig(
         conv_dim=(128, 128),
-        conv_kernel=(400, 2),
-        conv_stride=(160, 2),
+        conv_kernel=DEMO_FRONT_END[0],  # shared with the audio checks: the shortest audio it can take
+        conv_stride=DEMO_FRONT_END[1],
         num_feat_extract_layers=2,
         hidden_size=128,
         num_hidden_layers=4,

@@ -1,6 +1,6 @@
 """Corpus readers: raw release on disk -> validated utterances per split.
 
-A reader is a function `read(root, card, out_dir) -> ReadResult`. It knows one corpus's on-disk
+A reader is a function `read(root, card, audio_dir) -> ReadResult`. It knows one corpus's on-disk
 layout and quirks and nothing else: it never writes manifests (`benchmark.data.prepare` does that,
 atomically) and never decides whether bad rows are fatal (`--strict` does). Every row it cannot
 use becomes a `RowIssue` naming the file and line; raw labels that the dataset card maps to null

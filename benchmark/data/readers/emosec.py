@@ -30,7 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmark.config import DatasetCard
-from benchmark.data.audio import AudioError, audio_duration
+from benchmark.data.audio import AudioError, probe_audio
 from benchmark.data.manifest import RowIssue, Utterance
 from benchmark.data.readers import ReadResult
 from benchmark.data.readers.common import json_members, normalise_gender
@@ -146,19 +146,19 @@ def _captioned(root: Path, result: ReadResult) -> list[_Entry]:
     return entries
 
 
-def read(root: Path, card: DatasetCard, out_dir: Path) -> ReadResult:
+def read(root: Path, card: DatasetCard, audio_dir: Path) -> ReadResult:
     """Read the captioned test set; rows are ordered by utterance id.
 
-    `out_dir` is unused: the release's wavs are read in place.
+    `audio_dir` is unused: the release's wavs are read in place.
     """
     result = ReadResult(splits={SPLIT: []})
     entries = _captioned(root, result)
     transcripts = _optional_table(root / TRANSCRIPTS, result)
     speakers = _optional_table(root / "utt2spk", result)
     genders = _optional_table(root / "spk2gender", result)
-    for entry in tqdm(sorted(entries, key=lambda e: e.uid), desc="EMOSEC: reading wav headers"):
+    for entry in tqdm(sorted(entries, key=lambda e: e.uid), desc="EMOSEC: checking audio"):
         try:
-            duration = audio_duration(entry.wav)
+            duration = probe_audio(entry.wav)
         except AudioError as err:
             result.issues.append(RowIssue(str(entry.source), entry.line, f"{entry.uid}: {err.message}"))
             continue

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from benchmark.config import DatasetCard
-from benchmark.data.audio import AudioError, audio_duration
+from benchmark.data.audio import AudioError, probe_audio
 from benchmark.data.manifest import RowIssue, Utterance
 from benchmark.data.readers import ReadResult
 
@@ -77,7 +77,7 @@ def _utterance(
     if not wav.is_file():
         raise _BadRow(f"audio file not found: {wav}")
     try:
-        duration = audio_duration(wav)
+        duration = probe_audio(wav)
     except AudioError as err:
         raise _BadRow(err.message) from err
     prefix, letter = id_match.groups()
@@ -126,10 +126,10 @@ def _read_dialog(
             result.issues.append(RowIssue(str(label_file), number, f"{utt_id}: {err}"))
 
 
-def read(root: Path, card: DatasetCard, out_dir: Path) -> ReadResult:
+def read(root: Path, card: DatasetCard, audio_dir: Path) -> ReadResult:
     """Read the sessions named by the card's folds (`Session1`..`Session5`) into split `all`.
 
-    `out_dir` is unused: the release's wavs are already 16 kHz mono and are referenced in place.
+    `audio_dir` is unused: the release's wavs are already 16 kHz mono and are referenced in place.
     A missing session is an issue, not a crash, so a partial copy can still be prepared without
     `--strict`; the fold of the missing session is then empty.
     """

@@ -7,8 +7,11 @@ ignored; a listed clip that is absent (the real dev set lacks dia110_utt7), corr
 audio stream is an issue at its CSV line.
 
 The audio track of every clip is decoded in-process with PyAV and cached as 16 kHz mono wav under
-`out_dir/wav/<split>/`, because decoding ~14k mp4s takes a while and training reads each clip many
-times; a cached wav newer than its mp4 is reused on the next run.
+`audio_dir/<split>/`, because decoding ~14k mp4s takes a while and training reads each clip many
+times; a cached wav newer than its mp4 is reused on the next run. `data prepare` passes
+`<manifest folder>-audio/` (e.g. `$BENCHMARK_HOME/datasets/meld-audio/`), a sibling of the manifest
+folder: the manifest folder is replaced as a whole on every prepare, the decoded audio its rows
+point at is not.
 
 Text repair. The CSVs are cp1252 or UTF-8, and their apostrophes, quotes and dashes are mojibake of
 two kinds: cp1252 bytes read as Latin-1 (`\\x92`, `\\x93`, `\\x94`, `\\x97`, kept as C1 control
@@ -32,7 +35,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmark.config import DatasetCard
-from benchmark.data.audio import SAMPLE_RATE, AudioError, audio_duration, load_audio, write_wav
+from benchmark.data.audio import SAMPLE_RATE, AudioError, load_audio, probe_audio, write_wav
 from benchmark.data.manifest import RowIssue, Utterance
 from benchmark.data.readers import ReadResult
 
@@ -128,7 +131,7 @@ class _BadRow(Exception):
 
 
 def _clip(
-    split: str, value: dict[str, str], line: int, source: Path, out_dir: Path, card: DatasetCard
+    split: str, value: dict[str, str], line: int, source: Path, audio_dir: Path, card: DatasetCard
 ) -> _Clip | None:
     """The clip of one CSV row, None for a label the card drops on purpose; raises `_BadRow`."""
     try:
@@ -150,11 +153,13 @@ def _clip(
     mp4 = source.parent / SPLITS[split][1] / f"{name}.mp4"
     if not mp4.is_file():
         raise _BadRow(f"{name}: clip not found: {mp4}")
-    wav = out_dir / "wav" / split / f"{name}.wav"
+    wav = audio_dir / split / f"{name}.wav"
     return _Clip(split, source, line, dialogue, utterance, text, speaker, emotion, mp4, wav)
 
 
-def _read_split(split: str, root: Path, out_dir: Path, card: DatasetCard, result: ReadResult) -> list[_Clip]:
+def _read_split(
+    split: str, root: Path, audio_dir: Path, card: DatasetCard, result: ReadResult
+) -> list[_Clip]:
     """The listed clips of one split that exist; every other row is an issue or a drop."""
     source, folder = (root / name for name in SPLITS[split])
     if not source.is_file():
@@ -179,7 +184,7 @@ def _read_split(split: str, root: Path, out_dir: Path, card: DatasetCard, result
             if len(fields) != len(header):
                 raise _BadRow(f"expected {len(header)} fields, found {len(fields)}")
             value = dict(zip(header, fields, strict=True))
-            clip = _clip(split, value, line, source, out_dir, card)
+            clip = _clip(split, value, line, source, audio_dir, card)
             if clip is None:
                 result.dropped[value["Emotion"].strip()] += 1
             elif (clip.dialogue, clip.utterance) in clips:
@@ -229,20 +234,20 @@ def _decode_all(clips: list[_Clip]) -> dict[Path, str]:
     return {wav: reason for wav, reason in zip(wavs, reasons, strict=True) if reason is not None}
 
 
-def read(root: Path, card: DatasetCard, out_dir: Path) -> ReadResult:
+def read(root: Path, card: DatasetCard, audio_dir: Path) -> ReadResult:
     """Read the official splits into utterances ordered by (dialogue, utterance) within each split.
 
     Issues are sorted by CSV file and line, so that `issues.tsv` reads in file order.
     """
     result = ReadResult(splits={split: [] for split in SPLITS})
-    clips = [clip for split in SPLITS for clip in _read_split(split, root, out_dir, card, result)]
+    clips = [clip for split in SPLITS for clip in _read_split(split, root, audio_dir, card, result)]
     failures = _decode_all(clips)
     for clip in clips:
         name = clip.wav.stem
         reason = failures.get(clip.wav)
         if reason is None:
             try:
-                duration = audio_duration(clip.wav)
+                duration = probe_audio(clip.wav)
             except AudioError as err:
                 reason = err.message
         if reason is not None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmark.config import DatasetCard
-from benchmark.data.audio import AudioError, audio_duration
+from benchmark.data.audio import AudioError, probe_audio
 from benchmark.data.manifest import RowIssue, Utterance
 from benchmark.data.readers import ReadResult
 from benchmark.data.readers.common import JsonMember, json_members, normalise_gender
@@ -140,10 +140,10 @@ def _entries(
             )
 
 
-def read(root: Path, card: DatasetCard, out_dir: Path) -> ReadResult:
+def read(root: Path, card: DatasetCard, audio_dir: Path) -> ReadResult:
     """Read every `*.json` annotation file at the top of `root`; rows are ordered by segment id.
 
-    `out_dir` is unused: the release's wavs are read in place.
+    `audio_dir` is unused: the release's wavs are read in place.
     """
     result = ReadResult(splits={SPLIT: []})
     annotations = sorted(root.glob("*.json"))
@@ -153,9 +153,9 @@ def read(root: Path, card: DatasetCard, out_dir: Path) -> ReadResult:
     wavs = index_wavs(root)
     seen: dict[str, str] = {}
     entries = [entry for path in annotations for entry in _entries(path, card, wavs, seen, result)]
-    for entry in tqdm(sorted(entries, key=lambda e: e.segment), desc="SpeechCraft: reading wav headers"):
+    for entry in tqdm(sorted(entries, key=lambda e: e.segment), desc="SpeechCraft: checking audio"):
         try:
-            duration = audio_duration(entry.wav)
+            duration = probe_audio(entry.wav)
         except AudioError as err:
             result.issues.append(RowIssue(str(entry.source), entry.line, f"{entry.segment}: {err.message}"))
             continue
