@@ -112,7 +112,7 @@ def release(tmp_path: Path) -> Path:
 
 
 def test_reader_repairs_text_decodes_clips_and_locates_bad_rows(tmp_path: Path, release: Path, card):
-    out = tmp_path / "prepared"
+    out = tmp_path / "audio"
     result = meld.read(release, card, out)
 
     ids = {split: [r.id for r in rows] for split, rows in result.splits.items()}
@@ -134,13 +134,13 @@ def test_reader_repairs_text_decodes_clips_and_locates_bad_rows(tmp_path: Path, 
     assert first.dataset == "meld" and first.descriptor is None
     assert {r.emotion for r in rows.values()} == set(card.labels) and len(card.labels) == 7
 
-    wav = out / "wav" / "train" / "dia0_utt0.wav"
+    wav = out / "train" / "dia0_utt0.wav"
     assert first.audio == str(wav.resolve())
     info = sf.info(str(wav))
     assert (info.samplerate, info.channels) == (16000, 1)
     assert first.duration == pytest.approx(0.3, abs=0.05)
-    assert sf.info(str(out / "wav" / "train" / "dia0_utt1.wav")).samplerate == 16000
-    assert sorted(p.name for p in (out / "wav" / "test").iterdir()) == ["dia0_utt0.wav", "dia0_utt2.wav"]
+    assert sf.info(str(out / "train" / "dia0_utt1.wav")).samplerate == 16000
+    assert sorted(p.name for p in (out / "test").iterdir()) == ["dia0_utt0.wav", "dia0_utt2.wav"]
 
     located = {(Path(i.source).name, i.line): i.reason for i in result.issues}
     assert set(located) == {
@@ -161,8 +161,8 @@ def test_reader_repairs_text_decodes_clips_and_locates_bad_rows(tmp_path: Path, 
 def test_prepare_reuses_cached_wavs(tmp_path: Path, release: Path, card, monkeypatch: pytest.MonkeyPatch):
     out = tmp_path / "prepared"
     prepare_corpus(card, release, out)
-    wavs = sorted((out / "wav").rglob("*.wav"))
-    assert len(wavs) == 8
+    wavs = sorted((tmp_path / "prepared-audio").rglob("*.wav"))
+    assert len(wavs) == 8 and not list(out.rglob("*.wav"))  # decoded audio lives beside the manifests
     stamps = [wav.stat().st_mtime_ns for wav in wavs]
 
     decoded = []
@@ -209,7 +209,7 @@ def test_process_pool_gives_the_same_result(tmp_path: Path, release: Path, card,
 
     assert content(pooled) == content(sequential)
     assert pooled.issues == sequential.issues
-    assert len(list((tmp_path / "pooled" / "wav").rglob("*.wav"))) == 8
+    assert len(list((tmp_path / "pooled").rglob("*.wav"))) == 8
 
 
 @pytest.mark.parametrize(
