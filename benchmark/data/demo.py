@@ -27,7 +27,9 @@ How an utterance is made:
 
 A build is deterministic per (size, seed, pool), cached (`build.json` records them with
 `BUILD_VERSION`), and atomic: it is written into a hidden temporary folder that is renamed into
-place at the end, so an interrupted build never leaves a half corpus.
+place at the end, so an interrupted build never leaves a half corpus. A cached build is validated
+before it is reused; a damaged one (a truncated manifest line, a deleted wav) fails with the hint
+to rebuild it (`data demo --rebuild`).
 
 Layering note: this module uses `benchmark.explain.cues` (data -> explain), because the
 descriptors must come from the same cue definitions that descriptor faithfulness checks later.
@@ -47,9 +49,10 @@ from tqdm import tqdm
 
 from benchmark.config import benchmark_home
 from benchmark.data.audio import SAMPLE_RATE, resample, write_wav
-from benchmark.data.builds import atomic_build, read_build_info
+from benchmark.data.builds import BUILD_INFO, atomic_build, check_replaceable, read_build_info
 from benchmark.data.espeak import Prosody, synthesise
-from benchmark.data.manifest import Utterance, write_manifest
+from benchmark.data.manifest import Utterance, read_manifest, write_manifest
+from benchmark.data.prepare import DEMO_REBUILD_HINT
 from benchmark.errors import BenchmarkError
 from benchmark.explain.cues import DESCRIPTOR_CUES, batch_cues, level, speaker_zscores
 
@@ -269,18 +272,27 @@ def _build_info(size: int, seed: int, pool: PoolName) -> dict[str, object]:
     return {"size": size, "seed": seed, "pool": pool, "version": BUILD_VERSION}
 
 
+def _rebuild_hint(pool: PoolName, out_dir: Path) -> str:
+    """How to replace a damaged cached build (the backbone pool is only built on demand)."""
+    if pool == "eval":
+        return DEMO_REBUILD_HINT
+    return f"delete {out_dir}; it is synthesised again when next needed"
+
+
 def build_demo_corpus(
     size: int = DEFAULT_SIZE,
     seed: int = 0,
     out_dir: Path | None = None,
     pool: PoolName = "eval",
     progress: bool = True,
+    rebuild: bool = False,
 ) -> Path:
     """Build (or reuse) a demo corpus; returns the path of its manifest, `all.jsonl`.
 
     `out_dir` defaults to `$BENCHMARK_HOME/datasets/demo` (eval pool) or `.../demo-backbone`
     (backbone pool); it holds `all.jsonl`, `wav/<id>.wav` (16 kHz mono PCM16) and `build.json`.
-    A folder holding the same build is returned as it is; a different earlier build is replaced.
+    A folder holding the same build is validated (every manifest line, every wav present) and
+    returned as it is; a different earlier build, or any build with `rebuild`, is replaced.
     """
     if pool not in POOLS:
         raise BenchmarkError(f"unknown demo pool '{pool}'", hint=f"choose one of {sorted(POOLS)}")
@@ -289,13 +301,10 @@ def build_demo_corpus(
     out_dir = (out_dir or default_out_dir(pool)).expanduser().resolve()
     info = _build_info(size, seed, pool)
     manifest = out_dir / "all.jsonl"
-    if manifest.is_file() and read_build_info(out_dir) == info:
+    if not rebuild and manifest.is_file() and read_build_info(out_dir) == info:
+        read_manifest(manifest, check_audio=True, rebuild_hint=_rebuild_hint(pool, out_dir))
         return manifest
-    if out_dir.exists() and read_build_info(out_dir) is None and any(out_dir.iterdir()):
-        raise BenchmarkError(
-            f"{out_dir}: folder exists and does not hold a demo corpus; refusing to replace it",
-            hint="choose an empty or new folder with --out",
-        )
+    check_replaceable(out_dir, BUILD_INFO, "a demo corpus")
     with atomic_build(out_dir, info) as tmp:
         rows = _synthesise_corpus(POOLS[pool], size, seed, tmp, out_dir, progress)
         write_manifest(tmp / "all.jsonl", rows)
