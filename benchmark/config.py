@@ -56,13 +56,16 @@ def validate(model: type[T], data: dict[str, Any], source: Path | str) -> T:
         field = ".".join(str(part) for part in first["loc"]) or "(top level)"
         more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
         raise BenchmarkError(
-            f"{source}: field '{field}': {first['msg']}{more}",
+            f"{source}: field {field!r}: {first['msg']}{more}",
             hint=f"fix the field in {source}; the fields allowed are those of {model.__name__}",
         ) from err
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown fields are errors, and so is a float that is NaN or infinite: no field of the suite
+    has a meaning for them, and one would only surface later as a NaN loss or a broken table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Protocol(StrictModel):
@@ -195,9 +198,9 @@ class DecoderSettings(StrictModel):
     """The LLM and how it trains; `regime: full` trains every weight (random tiny LLMs)."""
 
     regime: Literal["lora", "full"] = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     max_new_tokens: int = 96
     tiny: TinyLLMSettings = Field(default_factory=TinyLLMSettings)

@@ -52,7 +52,7 @@ from benchmark.eval.stats import (
     paired_test,
     with_holm,
 )
-from benchmark.registry import load_system, registry_roots
+from benchmark.registry import load_dataset_card, load_system, registry_roots
 from benchmark.track.compare import EvaluatedRun, latest_run, load_evaluated, markdown_table, resolve_run
 from benchmark.track.tracking import load_mlflow_config, tracking_setup
 
@@ -184,6 +184,8 @@ RunKey = tuple[str, str]  # (row id, dataset)
 
 def _columns(table: PublishedTable, datasets: Sequence[str]) -> list[Column]:
     """The paper's columns, or every metric of the table for each of `datasets`."""
+    for dataset in datasets:
+        load_dataset_card(dataset)  # an unknown name fails here, listing the known ones
     if not datasets:
         return table.dataset_metrics()
     metrics = list(dict.fromkeys(metric for _, metric in table.dataset_metrics()))
