@@ -58,6 +58,7 @@ def test_failed_write_keeps_the_previous_manifest(tmp_path: Path):
     [
         ("{not json", r"all\.jsonl:2: not valid JSON"),
         (json.dumps({**utt(5).model_dump(), "duration": -1}), r"all\.jsonl:2: field 'duration'"),
+        (json.dumps({**utt(5).model_dump(), "duration": float("inf")}), r"all\.jsonl:2: field 'duration'"),
         (json.dumps({**utt(5).model_dump(), "gender": "f"}), r"all\.jsonl:2: field 'gender'"),
         (
             json.dumps({k: v for k, v in utt(5).model_dump().items() if k != "speaker"}),

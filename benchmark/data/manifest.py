@@ -19,9 +19,9 @@ from benchmark.errors import BenchmarkError
 
 
 class Utterance(BaseModel):
-    """One row of a manifest."""
+    """One row of a manifest (an infinite duration is as wrong as a negative one)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str
     audio: str
