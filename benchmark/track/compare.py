@@ -222,6 +222,11 @@ def run_compare(
     seed: int = 0,
 ) -> CompareReport:
     """`python -m benchmark compare`: resolve, load, test, log (see the module docstring)."""
+    if not 0 < alpha < 1:
+        raise BenchmarkError(
+            f"alpha must be strictly between 0 and 1, got {alpha:g}",
+            hint="a significance level, e.g. --alpha 0.05",
+        )
     for metric in metrics:
         metric_spec(metric)  # an unknown metric fails before any download
     tracking_setup(load_mlflow_config())
