@@ -106,14 +106,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from benchmark.data.builds import atomic_file
     from benchmark.track.leaderboard import build_board, render
 
-    text = render(build_board(args.table, args.dataset, args.runs, args.backbone), args.format)
+    # --out is opened before the board is built, so an unwritable path fails before the slow part.
+    with atomic_file(Path(args.out)) if args.out else nullcontext(sys.stdout) as handle:
+        handle.write(render(build_board(args.table, args.dataset, args.runs, args.backbone), args.format))
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
         print(f"wrote {args.out}")
-    else:
-        sys.stdout.write(text)
     return 0
 
 
@@ -189,7 +191,10 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
 
     card = load_dataset_card("demo")
     manifest = build_demo_corpus(
-        size=args.size or DEFAULT_SIZE, seed=args.seed, out_dir=Path(args.out) if args.out else None
+        size=args.size or DEFAULT_SIZE,
+        seed=args.seed,
+        out_dir=Path(args.out) if args.out else None,
+        rebuild=args.rebuild,
     )
     rows = read_manifest(manifest)
     console.print(summary_table(f"{card.title}: {manifest}", card.labels, summarise(card, {"all": rows})))
@@ -246,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="random seed (the corpus is deterministic per seed)"
     )
     demo.add_argument("--out", help="output folder (default: $BENCHMARK_HOME/datasets/demo)")
+    demo.add_argument(
+        "--rebuild", action="store_true", help="synthesise again from scratch, replacing the cached corpus"
+    )
     demo.set_defaults(func=cmd_data_demo)
 
     run = verbs.add_parser("run", help="train and evaluate a system on folds of a corpus, tracked in MLflow")
