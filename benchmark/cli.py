@@ -137,13 +137,26 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from benchmark.console import console
-    from benchmark.track.tracking import load_mlflow_config, serve_ui
+    import signal
+
+    from benchmark.console import console, error_console
+    from benchmark.track.tracking import load_mlflow_config
+    from benchmark.track.ui import ReadyUI, serve_ui
 
     config = load_mlflow_config()
-    host, port = args.host or config.ui.host, args.port or config.ui.port
-    console.print(f"MLflow UI for {config.tracking_uri} on http://{host}:{port} (Ctrl-C stops it)")
-    return serve_ui(config, host, port)
+
+    def ready(ui: ReadyUI) -> None:
+        for line in (
+            f"MLflow UI of {config.tracking_uri}: {ui.url}",
+            f"  runs of experiment '{config.experiment}': {ui.runs_url}",
+            f"  server output: {ui.log}",
+            "Ctrl-C stops it.",
+        ):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    code = serve_ui(config, args.host, args.port, on_ready=ready)
+    error_console.print(f"stopped by {signal.Signals(code - 128).name}; the MLflow UI server has ended")
+    return code
 
 
 def cmd_systems(args: argparse.Namespace) -> int:
@@ -324,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = verbs.add_parser("ui", help="serve the MLflow UI of the configured store on 127.0.0.1")
     ui.add_argument("--host", help="interface to bind (default: mlflow.yaml's ui.host, 127.0.0.1)")
-    ui.add_argument("--port", type=_positive_int, help="port (default: mlflow.yaml's ui.port)")
+    ui.add_argument("--port", type=int, help="port, 1..65535 (default: mlflow.yaml's ui.port)")
     ui.set_defaults(func=cmd_ui)
 
     verbs.add_parser("systems", help="the system variants and the paper rows they reproduce").set_defaults(

@@ -32,8 +32,8 @@ from benchmark.track.tracking import (
     log_predictions,
     run_context,
     tracking_setup,
-    ui_command,
 )
+from benchmark.track.ui import ui_command
 
 CONFIG = {
     "name": "full",

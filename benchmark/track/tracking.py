@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -340,44 +339,3 @@ def find_runs(
         if not page_token:
             return list(latest.values())
 
-
-def ui_command(config: MlflowConfig, host: str | None = None, port: int | None = None) -> list[str]:
-    """The `mlflow server` command line for this store (one worker: a UI for one user)."""
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", config.tracking_uri]
-    if config.artifact_location:
-        command += ["--default-artifact-root", config.artifact_location]
-    return [
-        *command,
-        "--host",
-        host or config.ui.host,
-        "--port",
-        str(port or config.ui.port),
-        "--workers",
-        "1",
-    ]
-
-
-def start_ui(
-    config: MlflowConfig, host: str | None = None, port: int | None = None, **popen: Any
-) -> subprocess.Popen:
-    """Start the MLflow UI server as a subprocess (`popen`: extra `subprocess.Popen` arguments).
-
-    MLflow 3's GenAI job executor is switched off: browsing training runs does not need it, and it
-    would start extra consumer processes and leave a temporary folder in /dev/shm per start.
-    """
-    tracking_setup(config)  # creates the store and folders, so the UI never starts on a missing DB
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    return subprocess.Popen(ui_command(config, host, port), env=env, **popen)
-
-
-def serve_ui(config: MlflowConfig, host: str | None = None, port: int | None = None) -> int:
-    """Run the MLflow UI on `host:port` (127.0.0.1:5000 by default) until Ctrl-C; returns its exit code."""
-    process = start_ui(config, host, port)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:  # Ctrl-C reached the server too; give it a moment to shut down
-        try:
-            return process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            return process.wait()

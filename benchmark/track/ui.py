@@ -1,0 +1,284 @@
+"""The MLflow UI of `python -m benchmark ui`: start `mlflow server`, wait until it answers, serve, stop.
+
+`mlflow server` is a launcher: it starts uvicorn as a child process and exits with status 0 even
+when uvicorn cannot bind its port. So `ui` relies on the launcher neither to report problems nor
+to end its child:
+
+- the address is checked by binding it first, so a taken port or a host that is no address of this
+  machine is one clear error instead of a line buried in the server's log;
+- the server counts as ready once it answers `/health`; if it exits before that, the error quotes
+  the last meaningful line of its output, which goes to a log file named in the hint;
+- the server runs in a session of its own, so a Ctrl-C in the terminal reaches `ui` alone, and `ui`
+  ends the whole process tree itself (SIGTERM, a grace period, then SIGKILL), also when `ui` fails.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psutil
+from pydantic import ValidationError
+
+from benchmark.config import benchmark_home
+from benchmark.errors import BenchmarkError
+from benchmark.track.tracking import MlflowConfig, UIConfig, tracking_setup
+
+READY_TIMEOUT_S = 120.0  # the first start of a new store runs its database migrations
+STOP_GRACE_S = 5.0
+POLL_S = 0.25
+# The health check must reach the local server directly, whatever proxy the environment names.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_TIMESTAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\s+")
+
+
+@dataclass(frozen=True)
+class ReadyUI:
+    """Where a running UI can be reached, and where its server writes its output."""
+
+    url: str
+    runs_url: str
+    log: Path
+
+
+def ui_command(config: MlflowConfig, host: str | None = None, port: int | None = None) -> list[str]:
+    """The `mlflow server` command line for this store (one worker: a UI for one user)."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", config.tracking_uri]
+    if config.artifact_location:
+        command += ["--default-artifact-root", config.artifact_location]
+    return [
+        *command,
+        "--host",
+        host or config.ui.host,
+        "--port",
+        str(port or config.ui.port),
+        "--workers",
+        "1",
+    ]
+
+
+def start_ui(
+    config: MlflowConfig, host: str | None = None, port: int | None = None, **popen: Any
+) -> subprocess.Popen:
+    """Start the MLflow UI server in a session of its own (`popen`: extra `subprocess.Popen` arguments).
+
+    Its own session keeps the terminal's Ctrl-C away from it, so that `stop_ui` alone decides how
+    its process tree ends. MLflow 3's GenAI job executor is switched off: browsing training runs
+    does not need it, and it would start extra consumer processes and leave a temporary folder in
+    /dev/shm per start.
+    """
+    tracking_setup(config)  # creates the store and folders, so the UI never starts on a missing DB
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return subprocess.Popen(ui_command(config, host, port), env=env, start_new_session=True, **popen)
+
+
+def ui_address(config: MlflowConfig, host: str | None = None, port: int | None = None) -> UIConfig:
+    """mlflow.yaml's UI host and port with the command line's overrides, validated like the file's."""
+    try:
+        return UIConfig(host=host or config.ui.host, port=config.ui.port if port is None else port)
+    except ValidationError as err:
+        raise BenchmarkError(
+            f"port {port} is out of range: a TCP port is 1..65535",
+            hint="pass --port N with 1 <= N <= 65535, e.g. --port 5001",
+        ) from err
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail with one line if `host:port` cannot be bound, before the server's seconds-long start.
+
+    The socket is made as uvicorn makes its own (IPv6 for a host with a colon, SO_REUSEADDR), so
+    that a port still in TIME_WAIT after the last `ui` counts as free, as it is for uvicorn.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise BenchmarkError(
+                    f"port {port} on {host} is already in use",
+                    hint=f"stop the program listening there (an earlier `ui`?) or pass another --port, "
+                    f"e.g. --port {port % 65535 + 1}",
+                ) from err
+            if err.errno == errno.EACCES:
+                raise BenchmarkError(
+                    f"not allowed to listen on port {port} ({err.strerror})",
+                    hint="ports below 1024 need root; pass --port N with N >= 1024",
+                ) from err
+            raise BenchmarkError(
+                f"cannot listen on {host}:{port} ({err.strerror})",
+                hint="pass --host 127.0.0.1 (this machine only) or an address of this machine",
+            ) from err
+
+
+def _browser_host(host: str) -> str:
+    """How a browser on this machine reaches a server bound to `host` (a wildcard: the loopback)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # a name, e.g. localhost
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def last_meaningful_line(log: Path) -> str:
+    """The line of a server log that says why it stopped: the last error, else the last line.
+
+    uvicorn reports a failed start as an ERROR line followed by routine shutdown lines, so the
+    plain last line would only say "Application shutdown complete".
+    """
+    text = log.read_text(errors="replace")
+    lines = [_TIMESTAMP.sub("", " ".join(line.split())) for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["(no output)"])[-1]
+
+
+def _exited(process: subprocess.Popen, log: Path) -> BenchmarkError:
+    return BenchmarkError(
+        f"the MLflow UI server exited (status {process.returncode}): {last_meaningful_line(log)}",
+        hint=f"its full output is in {log}",
+    )
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with _DIRECT.open(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def wait_ready(
+    process: subprocess.Popen,
+    url: str,
+    log: Path,
+    timeout: float = READY_TIMEOUT_S,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Block until the server at `url` answers `/health` (True) or `interrupted()` says stop (False).
+
+    Raises `BenchmarkError` if the server exits first (quoting its `log`) or is silent past `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while not interrupted():
+        if process.poll() is not None:
+            raise _exited(process, log)
+        if _healthy(url):
+            return True
+        if time.monotonic() > deadline:
+            raise BenchmarkError(
+                f"the MLflow UI server did not answer {url}/health within {timeout:.0f} s",
+                hint=f"its output is in {log}",
+            )
+        time.sleep(POLL_S)
+    return False
+
+
+def _server_processes(process: subprocess.Popen) -> list[psutil.Process]:
+    """The server and every process it started, including any orphaned when the launcher died.
+
+    A worker whose parent has exited is re-parented out of the tree, but stays in the server's
+    process group (the server leads its own session). The tree is read only while the server is
+    unreaped, so its pid cannot belong to another program yet.
+    """
+    found: dict[int, psutil.Process] = {}
+    if process.poll() is None:
+        with suppress(psutil.NoSuchProcess):
+            root = psutil.Process(process.pid)
+            found = {proc.pid: proc for proc in (root, *root.children(recursive=True))}
+    for proc in psutil.process_iter():
+        with suppress(ProcessLookupError):
+            if os.getpgid(proc.pid) == process.pid:
+                found.setdefault(proc.pid, proc)
+    return list(found.values())
+
+
+def stop_ui(process: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
+    """End the server and all its processes: SIGTERM, up to `grace` seconds, then SIGKILL for the rest.
+
+    Every process is signalled by `ui` itself: `mlflow server` forwards SIGTERM to its uvicorn child
+    only once its handler is installed, seconds into its start, and a SIGKILLed or crashed launcher
+    forwards nothing, which would leave uvicorn running and holding the port.
+    """
+    processes = _server_processes(process)
+    for proc in processes:
+        with suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for proc in alive:
+        with suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    process.wait()
+
+
+class _StopSignals:
+    """Records SIGINT and SIGTERM while serving, and puts the previous handlers back afterwards.
+
+    The handler only records the signal, never raises, so no second Ctrl-C can cut `stop_ui` short
+    and leave part of the server's tree running.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.received = self.received or signum
+
+    def __enter__(self) -> _StopSignals:
+        self._previous = {sig: signal.signal(sig, self._record) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def serve_ui(
+    config: MlflowConfig,
+    host: str | None = None,
+    port: int | None = None,
+    on_ready: Callable[[ReadyUI], None] = lambda ready: None,
+) -> int:
+    """Serve the MLflow UI of `config`'s store until SIGINT or SIGTERM; returns 130 or 143.
+
+    The exit status is 128 + the signal, as a shell reports a process that a signal ended.
+    `on_ready` is called once the server answers, with the URLs to open. Raises `BenchmarkError`
+    if the address cannot be used, or if the server exits or never answers; the server's whole
+    process tree has ended whenever this returns or raises.
+    """
+    address = ui_address(config, host, port)
+    check_address(address.host, address.port)
+    experiment_id = tracking_setup(config)
+    url = f"http://{_browser_host(address.host)}:{address.port}"
+    log = benchmark_home() / "logs" / f"mlflow-ui-{address.port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with _StopSignals() as signals, log.open("wb") as output:
+        process = start_ui(config, address.host, address.port, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            if wait_ready(process, url, log, interrupted=lambda: signals.received is not None):
+                on_ready(ReadyUI(url, f"{url}/#/experiments/{experiment_id}/runs", log))
+            while signals.received is None:
+                if process.poll() is not None:
+                    raise _exited(process, log)
+                time.sleep(POLL_S)
+        finally:
+            stop_ui(process)
+    return 128 + signals.received

@@ -1,0 +1,151 @@
+"""`python -m benchmark ui`: clear errors when it cannot serve, and a clean stop of the whole server tree.
+
+The address and early-exit checks run without a server. The stop tests start real `mlflow server`
+processes (seconds each), so there are three: SIGINT, SIGTERM, and an exception inside `ui`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow_server import free_port
+
+from benchmark.errors import BenchmarkError
+from benchmark.track.tracking import load_mlflow_config
+from benchmark.track.ui import ReadyUI, serve_ui, wait_ready
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('ui_store') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def env(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of a `ui` started here: the shared store, this test's folder as cwd."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    return dict(os.environ)
+
+
+def ui(*args: str, env: dict[str, str], **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmark", "ui", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+    )  # fmt: skip
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie (an orphan's zombie stays until a reaper that may not exist collects it)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def answers_health(port: int) -> bool:
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with direct.open(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+        return response.status == 200
+
+
+def can_bind(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_taken_port_is_one_error_line(env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = ui("--port", str(port), env=env)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out + err
+    lines = err.splitlines()
+    assert lines[0] == f"error: port {port} on 127.0.0.1 is already in use", err
+    assert [line for line in lines[1:] if not line.startswith("  hint:")] == [], err
+    assert "MLflow UI of" not in out
+
+
+def test_port_out_of_range_is_one_error_line(env: dict[str, str]) -> None:
+    proc = ui("--port", "70000", env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out + err
+    lines = err.splitlines()
+    assert lines[0].startswith("error: port 70000 is out of range"), err
+    assert len(lines) == 2 and lines[1].startswith("  hint:"), err
+
+
+def test_server_exiting_early_is_reported_with_its_cause(tmp_path: Path) -> None:
+    """mlflow server exits 0 after uvicorn's bind error: the error must quote that line."""
+    log = tmp_path / "server.log"
+    script = (
+        "print('2026/01/02 03:04:05 ERROR:    [Errno 98] error while attempting to bind'); "
+        "print('2026/01/02 03:04:05 INFO:     Application shutdown complete.')"
+    )
+    with log.open("wb") as output:
+        server = subprocess.Popen([sys.executable, "-c", script], stdout=output)
+        with pytest.raises(BenchmarkError, match=r"status 0\): ERROR: \[Errno 98\] error while") as caught:
+            wait_ready(server, f"http://127.0.0.1:{free_port()}", log)
+    assert str(log) in caught.value.hint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_the_whole_server_tree(env: dict[str, str], signum: int, code: int) -> None:
+    port = free_port()
+    proc = ui("--port", str(port), env=env)
+    try:
+        runs_url = None
+        for line in proc.stdout:  # ends early if `ui` exits before it is ready
+            if "/#/experiments/" in line:
+                runs_url = line.split()[-1]
+                break
+        assert runs_url is not None, proc.stderr.read()
+        assert runs_url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and runs_url.endswith("/runs")
+        assert answers_health(port)  # the URL is printed only once the server answers
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert len(tree) >= 2, tree  # mlflow server and its uvicorn
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    # (before it: mlflow's own log lines when `ui` creates the store)
+    assert err.splitlines()[-1] == f"stopped by {signal.Signals(signum).name}; the MLflow UI server has ended"
+    assert "Traceback" not in err
+    assert [p.pid for p in tree if alive(p)] == []
+    assert can_bind(port)
+
+
+@pytest.mark.slow
+def test_server_never_outlives_an_exception(env: dict[str, str]) -> None:
+    tree: list[psutil.Process] = []
+
+    def fail(ready: ReadyUI) -> None:
+        tree.extend(psutil.Process().children(recursive=True))
+        raise RuntimeError("printing failed")
+
+    port = free_port()
+    handlers = [signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)]
+    with pytest.raises(RuntimeError, match="printing failed"):
+        serve_ui(load_mlflow_config(), port=port, on_ready=fail)
+    assert len(tree) >= 2, tree
+    assert [p.pid for p in tree if alive(p)] == []
+    assert can_bind(port)
+    assert [signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)] == handlers
