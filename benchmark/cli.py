@@ -7,12 +7,14 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
+from benchmark.track.signals import Stopped, killed_runs, stop_on_signals
 
 # Verbs whose implementation arrives with later milestones of the roadmap (README).
 PLANNED = {
@@ -362,17 +364,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        for folder in args.registry:
-            add_registry(Path(folder))
-        return args.func(args)
+        with stop_on_signals():
+            for folder in args.registry:
+                add_registry(Path(folder))
+            return args.func(args)
     except BenchmarkError as err:
         error_console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False)
         if err.hint:
             error_console.print(f"  hint: {err.hint}", highlight=False, markup=False)
         return 2
-    except KeyboardInterrupt:
-        error_console.print("interrupted")
-        return 130
+    except Stopped as err:  # SIGINT or SIGTERM; the open runs have already ended KILLED
+        why, code = f"stopped by {err.name}", err.exit_code
+    except KeyboardInterrupt:  # raised by hand, or a handler other than ours
+        why, code = "interrupted", 130
+    # Out of the handler the unwound frames are released; collecting them closes the progress bars
+    # they held, so the message below starts on a line of its own.
+    gc.collect()
+    killed = f"; MLflow run(s) marked KILLED: {', '.join(killed_runs)}" if killed_runs else ""
+    error_console.print(f"{why}{killed}", highlight=False, markup=False)
+    return code
 
 
 if __name__ == "__main__":

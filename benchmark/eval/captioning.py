@@ -170,9 +170,22 @@ def _bleu4(gts: Gts, res: Res) -> tuple[float, list[float]]:
 
 
 def _meteor(gts: Gts, res: Res) -> tuple[float, list[float]]:
+    """METEOR through pycocoevalcap's Java scorer.
+
+    An exception (Ctrl-C, SIGTERM) in the middle of `compute_score` leaves the scorer's lock held,
+    and its `__del__` then waits for that lock for ever, so the process would hang as it exits:
+    the lock is released and the Java process ended on the way out.
+    """
     from pycocoevalcap.meteor.meteor import Meteor
 
-    score, scores = Meteor().compute_score(gts, res)
+    meteor = Meteor()
+    try:
+        score, scores = meteor.compute_score(gts, res)
+    except BaseException:
+        if meteor.lock.locked():
+            meteor.lock.release()
+        meteor.meteor_p.kill()
+        raise
     return float(score), [float(s) for s in scores]
 
 

@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
@@ -54,6 +53,7 @@ from benchmark.track.tracking import (
     find_runs,
     load_mlflow_config,
     log_metrics,
+    log_text,
     run_context,
     tracking_setup,
 )
@@ -348,6 +348,6 @@ def log_comparison(
         metrics |= {f"compare.{c.system}.{t.metric}.{name}": value for name, value in stats.items()}
     with run_context(f"compare vs {baseline_label}", tags=tags, params=params) as run:
         log_metrics(metrics)
-        mlflow.log_text(comparisons_frame(comparisons, alpha).to_csv(index=False), "comparison.csv")
-        mlflow.log_text(markdown_table(COLUMNS, table_rows(comparisons, alpha)) + "\n", "comparison.md")
+        log_text(comparisons_frame(comparisons, alpha).to_csv(index=False), "comparison.csv")
+        log_text(markdown_table(COLUMNS, table_rows(comparisons, alpha)) + "\n", "comparison.md")
     return run.info.run_id

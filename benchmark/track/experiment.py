@@ -7,8 +7,9 @@ folds and the pooled predictions. Any exception marks the runs FAILED (Ctrl-C: K
 
 The frozen encoder's hidden states are computed once per utterance and cached on disk
 (`benchmark.data.features`), so every fold, stage and system after the first pays only for the
-trainable parts. Training checkpoints live under `$BENCHMARK_HOME/checkpoints/<config hash>/`, so
-`--resume` continues an interrupted run of the same configuration.
+trainable parts. Training checkpoints live under `$BENCHMARK_HOME/checkpoints/<config digest>/`,
+so `--resume` continues an interrupted run of the same configuration: the digest is also the run's
+`config_digest` tag, and the new run links to the interrupted one with the tag `resumed_from`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mlflow
 import numpy as np
 import torch
 
@@ -35,7 +35,9 @@ from benchmark.nn.backbones import Backbone, get_backbone
 from benchmark.registry import load_dataset_card, load_system
 from benchmark.track.records import PredictionRecord
 from benchmark.track.tracking import (
+    interrupted_run,
     load_mlflow_config,
+    log_artifact,
     log_environment,
     log_figure,
     log_metrics,
@@ -111,12 +113,16 @@ def load_corpus(dataset: str) -> dict[str, list[Utterance]]:
     return {split: load_split(card, split) for split in card.splits}
 
 
-def checkpoint_folder(system: SystemConfig, request: RunRequest, fold: str) -> Path:
-    """Checkpoints are keyed by everything that changes training, so --resume finds its own."""
+def config_digest(system: SystemConfig, request: RunRequest) -> str:
+    """A digest of everything that changes training, so --resume finds its checkpoints and run."""
     key = json.dumps(
         [system.model_dump(mode="json"), request.dataset, request.backbone, request.engine], sort_keys=True
     )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def checkpoint_folder(system: SystemConfig, request: RunRequest, fold: str) -> Path:
+    digest = config_digest(system, request)
     return benchmark_home() / "checkpoints" / f"{system.name}-{digest}" / f"fold-{fold}"
 
 
@@ -193,7 +199,7 @@ def log_trained_system(model: SpeechEmotionCaptioner, backbone: str, encoder_sha
             backbone=backbone,
             encoder_shape=list(encoder_shape),
         )
-        mlflow.log_artifact(str(path), artifact_path=str(SYSTEM_ARTIFACT.parent))
+        log_artifact(path, str(SYSTEM_ARTIFACT.parent))
 
 
 def _run_ssl_fold(
@@ -222,6 +228,7 @@ def run_experiment(request: RunRequest) -> RunSummary:
     system = resolve_system(request, backbone)
     card = load_dataset_card(request.dataset)
     fold_names(card, request.fold)  # a bad corpus or fold name fails before any data is read
+    tracking_setup(load_mlflow_config())  # marks stale runs; a bad store fails before any work
     chosen = folds(card, load_corpus(request.dataset), request.fold)
     labels = list(card.labels)
 
@@ -232,13 +239,15 @@ def run_experiment(request: RunRequest) -> RunSummary:
     encoder_shape = (encoder.num_layers, encoder.hidden_size)
     del encoder  # frozen and cached: training needs only its outputs
 
-    tracking_setup(load_mlflow_config())
     tags = {
         "system": system.name, "dataset": card.name, "backbone": backbone.name,
         "beta": system.beta, "schedule": system.schedule, "engine": request.engine,
+        "config_digest": config_digest(system, request),
     }  # fmt: skip
+    resumed = interrupted_run("config_digest", tags["config_digest"]) if request.resume else None
     fold_metrics: dict[str, dict[str, float]] = {}
-    with run_context(f"{system.name} on {card.name}", tags=tags, params=system) as parent:
+    parent_tags = {**tags, "resumed_from": resumed.info.run_id} if resumed else tags
+    with run_context(f"{system.name} on {card.name}", tags=parent_tags, params=system) as parent:
         log_environment()
         pooled: list[dict] = []
         for fold in chosen:

@@ -5,10 +5,16 @@
   wheel needs no copy of it). `MLFLOW_TRACKING_URI` and `BENCHMARK_MLFLOW_EXPERIMENT` override it.
   A relative sqlite file or artifact folder is resolved against the working directory.
 - `tracking_setup` points mlflow at the store and creates the experiment.
+- `tracking_setup` also marks as FAILED the runs of the experiment whose owner is gone (a SIGKILL,
+  a dead machine: `benchmark.track.lifecycle`), once per process, so every command that reads or
+  writes runs starts from true statuses.
 - `run_context` opens a run (a parent run, or a nested one under the active run) and guarantees
-  that it ends FINISHED, FAILED (an exception, re-raised) or KILLED (Ctrl-C): nothing stays RUNNING
-  and a crashed run is never shown as FINISHED. A parent whose nested run failed ends FAILED too,
-  even when the parent's code caught the exception and went on.
+  that it ends FINISHED, FAILED (an exception, re-raised) or KILLED (Ctrl-C, SIGTERM): nothing
+  stays RUNNING and a crashed run is never shown as FINISHED. A parent whose nested run failed ends
+  FAILED too, even when the parent's code caught the exception and went on. Every run records its
+  owner and a heartbeat.
+- Every write goes through `lifecycle.tracking_write`: retried while the store is busy, and never
+  cut in half by a signal.
 - `log_*` helpers require an active run: mlflow's fluent API would otherwise silently start a new
   run in the "Default" experiment.
 """
@@ -18,9 +24,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -31,11 +38,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from benchmark.config import StrictModel, load_yaml, validate
 from benchmark.errors import BenchmarkError
+from benchmark.track.lifecycle import StaleRun, heartbeat, mark_stale_runs, owner_tags, tracking_write
 from benchmark.track.records import PredictionRecord, write_records
+from benchmark.track.signals import killed_runs, signals_held
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -48,8 +57,14 @@ FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 FAILED = RunStatus.to_string(RunStatus.FAILED)
 KILLED = RunStatus.to_string(RunStatus.KILLED)
 
+# Without this experiment tag MLflow 3's UI opens an experiment on its (empty) GenAI traces overview.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
 # The experiment of the last tracking_setup: top-level runs go there, never to mlflow's "Default".
 _experiment_id: str | None = None
+_runs_config: RunsConfig | None = None
+# (tracking URI, experiment id) pairs already swept for stale runs by this process.
+_swept: set[tuple[str, str]] = set()
 # Parent run id -> the status of a nested run that did not finish (read when the parent ends).
 _failed_children: dict[str, str] = {}
 
@@ -59,6 +74,23 @@ class UIConfig(StrictModel):
     port: int = Field(5000, ge=1, le=65535)
 
 
+class RunsConfig(StrictModel):
+    """How often an open run proves its owner alive, and how long a silence marks it stale.
+
+    The silence limit matters only for runs owned by another host (on this host a dead or reused
+    pid is seen at once); it must cover many missed beats, so a briefly busy store is not a death.
+    """
+
+    heartbeat_s: float = Field(30.0, gt=0)
+    stale_after_s: float = Field(600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> RunsConfig:
+        if self.stale_after_s < 3 * self.heartbeat_s:
+            raise ValueError("stale_after_s must be at least three heartbeats (3 x heartbeat_s)")
+        return self
+
+
 class MlflowConfig(StrictModel):
     """Where runs go. `artifact_location: null` leaves it to the store (a server's proxied root)."""
 
@@ -66,6 +98,7 @@ class MlflowConfig(StrictModel):
     artifact_location: str | None = "mlruns/artifacts"
     experiment: str = Field("explainable-ser", min_length=1)
     ui: UIConfig = Field(default_factory=UIConfig)
+    runs: RunsConfig = Field(default_factory=RunsConfig)
 
 
 def _is_uri(location: str) -> bool:
@@ -113,7 +146,11 @@ def load_mlflow_config(path: Path | None = None) -> MlflowConfig:
 
 
 def tracking_setup(config: MlflowConfig) -> str:
-    """Point mlflow at the store, create folders and the experiment if absent; returns its id."""
+    """Point mlflow at the store, create folders and the experiment if absent; returns its id.
+
+    The first call of a process for an experiment also marks its stale runs FAILED (module
+    docstring), and says so on standard error.
+    """
     if (db := sqlite_path(config.tracking_uri)) is not None:
         db.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
     if config.artifact_location and not _is_uri(config.artifact_location):
@@ -123,7 +160,12 @@ def tracking_setup(config: MlflowConfig) -> str:
     experiment = client.get_experiment_by_name(config.experiment)
     if experiment is None:
         try:
-            experiment_id = client.create_experiment(config.experiment, config.artifact_location)
+            experiment_id = tracking_write(
+                client.create_experiment,
+                config.experiment,
+                config.artifact_location,
+                tags=dict([EXPERIMENT_KIND]),
+            )
         except MlflowException as err:  # another process created it between our two calls
             if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
@@ -135,10 +177,22 @@ def tracking_setup(config: MlflowConfig) -> str:
         )
     else:
         experiment_id = experiment.experiment_id
-    global _experiment_id
-    _experiment_id = experiment_id
+        key, value = EXPERIMENT_KIND
+        if experiment.tags.get(key) != value:  # an experiment made before the tag was set
+            tracking_write(client.set_experiment_tag, experiment_id, key, value)
+    global _experiment_id, _runs_config
+    _experiment_id, _runs_config = experiment_id, config.runs
     mlflow.set_experiment(experiment_id=experiment_id)  # for mlflow's own fluent calls and integrations
+    if (config.tracking_uri, experiment_id) not in _swept:
+        _swept.add((config.tracking_uri, experiment_id))
+        report_stale(mark_stale_runs(client, experiment_id, config.runs.stale_after_s))
     return experiment_id
+
+
+def report_stale(stale: list[StaleRun]) -> None:
+    """One line per run marked stale, on standard error (the tables of a command go to stdout)."""
+    for run in stale:
+        print(f"marked run {run.run_id} ({run.name}) FAILED: {run.reason}", file=sys.stderr)
 
 
 def git_sha() -> str:
@@ -191,11 +245,16 @@ def _active_run_id() -> str:
 
 
 def _end(run_id: str, status: str) -> None:
+    """Store the run's final status (retried while the store is busy), then pop mlflow's run stack.
+
+    mlflow's own `end_run` pops its stack *before* it writes, so a failed write there could not be
+    retried without ending the parent instead: the status is written first, by the client.
+    """
+    tracking_write(MlflowClient().set_terminated, run_id, status)
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
-        mlflow.end_run(status)
-    else:  # the block itself ended our run or left another one open above it
-        MlflowClient().set_terminated(run_id, status)
+        with suppress(MlflowException):  # the stack is popped and the status already stored
+            mlflow.end_run(status)
 
 
 @contextmanager
@@ -207,43 +266,57 @@ def run_context(
     """Start a run, nested under the active run if there is one, and always end it.
 
     A parent run (`benchmark run`) is given the tags `system`, `dataset`, `backbone`, `beta` and
-    `schedule` by its caller; `git_sha` is added to every top-level run. `params` (the fully
-    resolved config) are logged flattened (`flatten_params`) and whole as `config.yaml`.
-    Ends FINISHED, FAILED on an exception (re-raised), KILLED on Ctrl-C or SystemExit.
+    `schedule` by its caller; `git_sha` is added to every top-level run, the owner tags
+    (`lifecycle.owner_tags`) to every run. `params` (the fully resolved config) are logged
+    flattened (`flatten_params`) and whole as `config.yaml`. Ends FINISHED, FAILED on an exception
+    (re-raised), KILLED on Ctrl-C, SIGTERM or SystemExit; the heartbeat runs while it is open.
     """
     parent = mlflow.active_run()
     if parent is None and _experiment_id is None:
         raise RuntimeError("call tracking_setup(config) before run_context")
-    all_tags = {key: str(value) for key, value in (tags or {}).items()}
+    all_tags = {key: str(value) for key, value in (tags or {}).items()} | owner_tags()
     if parent is None:
         all_tags.setdefault("git_sha", git_sha())
     # mlflow would put a nested run in the *current* experiment, not its parent's: name it.
     experiment_id = parent.info.experiment_id if parent else _experiment_id
-    run = mlflow.start_run(
-        experiment_id=experiment_id, run_name=name, nested=parent is not None, tags=all_tags
-    )
-    run_id = run.info.run_id
+    run_id, status = None, KILLED  # KILLED unless the block finishes or raises an Exception
     try:
+        with signals_held():  # a signal during the start is raised once `run_id` is known
+            run = tracking_write(
+                mlflow.start_run,
+                experiment_id=experiment_id,
+                run_name=name,
+                nested=parent is not None,
+                tags=all_tags,
+            )
+            run_id = run.info.run_id
+            heartbeat.add(run_id, mlflow.get_tracking_uri(), (_runs_config or RunsConfig()).heartbeat_s)
         if params is not None:
-            mlflow.log_params(flatten_params(params))
+            tracking_write(mlflow.log_params, flatten_params(params))
             log_yaml(params, "config.yaml")
         yield run
+        status = _failed_children.get(run_id, FINISHED)
     except Exception:
         status = FAILED
         raise
-    except BaseException:
-        status = KILLED
-        raise
-    else:
-        status = _failed_children.get(run_id, FINISHED)
     finally:
-        _end(run_id, status)
-        _failed_children.pop(run_id, None)
-        if parent is not None and status != FINISHED:
-            # KILLED outranks FAILED when several children of one parent end badly.
-            if _failed_children.get(parent.info.run_id) != KILLED:
-                _failed_children[parent.info.run_id] = status
-            MlflowClient().set_tag(parent.info.run_id, "failed_child", name)
+        if run_id is not None:
+            with signals_held():
+                _finish(run_id, status, parent, name)
+
+
+def _finish(run_id: str, status: str, parent: mlflow.ActiveRun | None, name: str) -> None:
+    """End one run of `run_context` and tell its parent how it ended."""
+    heartbeat.discard(run_id)
+    _end(run_id, status)
+    _failed_children.pop(run_id, None)
+    if status == KILLED:
+        killed_runs.append(run_id)
+    if parent is not None and status != FINISHED:
+        # KILLED outranks FAILED when several children of one parent end badly.
+        if _failed_children.get(parent.info.run_id) != KILLED:
+            _failed_children[parent.info.run_id] = status
+        tracking_write(MlflowClient().set_tag, parent.info.run_id, "failed_child", name)
 
 
 def log_metrics(metrics: Mapping[str, float | None], step: int | None = None) -> None:
@@ -255,34 +328,42 @@ def log_metrics(metrics: Mapping[str, float | None], step: int | None = None) ->
     _active_run_id()
     values = {key: float(value) for key, value in metrics.items() if value is not None}
     if values:
-        mlflow.log_metrics(values, step=step)
+        tracking_write(mlflow.log_metrics, values, step=step)
+
+
+def log_text(text: str, name: str) -> None:
+    """Log `text` as the artifact `name` (e.g. `comparison.md`)."""
+    _active_run_id()
+    tracking_write(mlflow.log_text, text, name)
+
+
+def log_artifact(path: Path | str, folder: str | None = None) -> None:
+    """Log the file `path` under the artifact folder `folder` (its own name kept)."""
+    _active_run_id()
+    tracking_write(mlflow.log_artifact, str(path), artifact_path=folder)
 
 
 def log_yaml(obj: Any, name: str) -> None:
     """Log a mapping or pydantic model as the YAML artifact `name` (e.g. `config.yaml`)."""
-    _active_run_id()
-    mlflow.log_text(yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True), name)
+    log_text(yaml.safe_dump(_plain(obj), sort_keys=False, allow_unicode=True), name)
 
 
 def log_json(obj: Any, name: str) -> None:
-    _active_run_id()
-    mlflow.log_text(json.dumps(_plain(obj), indent=2, ensure_ascii=False, default=str), name)
+    log_text(json.dumps(_plain(obj), indent=2, ensure_ascii=False, default=str), name)
 
 
 def log_figure(figure: Figure | Path | str, name: str) -> None:
     """Log a matplotlib figure or an image file as the artifact `name` (e.g. `confusion_matrix.png`)."""
     _active_run_id()
     if not isinstance(figure, Path | str):
-        mlflow.log_figure(figure, name)
+        tracking_write(mlflow.log_figure, figure, name)
         return
     # log_artifact keeps the file's own name, so copy it under the requested one first.
     artifact = Path(name)
     with tempfile.TemporaryDirectory(prefix="figure-") as tmp:
         local = Path(tmp) / artifact.name
         local.write_bytes(Path(figure).read_bytes())
-        mlflow.log_artifact(
-            str(local), artifact_path=artifact.parent.as_posix() if artifact.parent.parts else None
-        )
+        log_artifact(local, artifact.parent.as_posix() if artifact.parent.parts else None)
 
 
 def log_environment() -> None:
@@ -300,7 +381,7 @@ def log_predictions(records: Iterable[PredictionRecord], split: str) -> str:
     with tempfile.TemporaryDirectory(prefix="predictions-") as tmp:
         local = Path(tmp) / f"{split}.jsonl"
         write_records(local, records)
-        mlflow.log_artifact(str(local), artifact_path="predictions")
+        log_artifact(local, "predictions")
     return f"predictions/{split}.jsonl"
 
 
@@ -338,4 +419,18 @@ def find_runs(
         page_token = page.token
         if not page_token:
             return list(latest.values())
+
+
+def interrupted_run(tag: str, value: str) -> Run | None:
+    """The newest top-level run with tag `tag` = `value` that ended FAILED or KILLED, or None.
+
+    What `--resume` continues, so that the new run can link to it (tag `resumed_from`).
+    """
+    experiment_id = _experiment_id or tracking_setup(load_mlflow_config())
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{tag}` = '{value}' and tags.`mlflow.parentRunId` IS NULL",
+        order_by=["attributes.start_time DESC"],
+    )
+    return next((run for run in runs if run.info.status in (FAILED, KILLED)), None)
 
