@@ -7,6 +7,7 @@ processes (seconds each), so there are three: SIGINT, SIGTERM, and an exception 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -116,15 +117,17 @@ def test_signal_stops_the_whole_server_tree(env: dict[str, str], signum: int, co
                 runs_url = line.split()[-1]
                 break
         assert runs_url is not None, proc.stderr.read()
-        assert runs_url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and runs_url.endswith("/runs")
+        runs_table = rf"http://127\.0\.0\.1:{port}/#/experiments/\d+/runs\?workflowType=machine_learning"
+        assert re.fullmatch(runs_table, runs_url), runs_url
         assert answers_health(port)  # the URL is printed only once the server answers
         tree = psutil.Process(proc.pid).children(recursive=True)
         assert len(tree) >= 2, tree  # mlflow server and its uvicorn
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
-    finally:
+    finally:  # a failed assertion above must not leave the server running
         if proc.poll() is None:
-            proc.kill()
+            for leftover in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+                leftover.kill()
     assert proc.returncode == code, err
     # (before it: mlflow's own log lines when `ui` creates the store)
     assert err.splitlines()[-1] == f"stopped by {signal.Signals(signum).name}; the MLflow UI server has ended"

@@ -39,12 +39,16 @@ from benchmark.config import benchmark_home
 from benchmark.errors import BenchmarkError
 from benchmark.track.tracking import MlflowConfig, UIConfig, tracking_setup
 
-READY_TIMEOUT_S = 120.0  # the first start of a new store runs its database migrations
+READY_TIMEOUT_S = 120.0  # `mlflow server` takes 10-20 s to answer on two busy cores
 STOP_GRACE_S = 5.0
 POLL_S = 0.25
 # The health check must reach the local server directly, whatever proxy the environment names.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _TIMESTAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\s+")
+# MLflow 3.17's UI shows every experiment in its GenAI mode (a traces overview first) unless the URL
+# or the browser's last choice selects "Model training"; the experiment's `mlflow.experimentKind`
+# tag decides only in UIs without that switch. So the printed runs URL selects the mode itself.
+MODEL_TRAINING = "workflowType=machine_learning"
 
 
 @dataclass(frozen=True)
@@ -274,7 +278,7 @@ def serve_ui(
         process = start_ui(config, address.host, address.port, stdout=output, stderr=subprocess.STDOUT)
         try:
             if wait_ready(process, url, log, interrupted=lambda: signals.received is not None):
-                on_ready(ReadyUI(url, f"{url}/#/experiments/{experiment_id}/runs", log))
+                on_ready(ReadyUI(url, f"{url}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING}", log))
             while signals.received is None:
                 if process.poll() is not None:
                     raise _exited(process, log)
