@@ -69,6 +69,7 @@ def stop_on_signals() -> Iterator[None]:
         yield
         return
     _pending, _stopping = None, False
+    killed_runs.clear()
     previous = {signum: signal.signal(signum, _on_signal) for signum in SIGNALS}
     try:
         yield
