@@ -129,6 +129,21 @@ def test_load_audio_at_run_time_names_a_too_short_file(tmp_path: Path):
         load_audio(tmp_path / "cut.wav")
 
 
+def test_the_feature_cache_at_run_time_names_a_too_short_file(tmp_path: Path):
+    from benchmark.data.features import FeatureCache
+    from benchmark.data.manifest import Utterance
+    from benchmark.nn.encoder import build_encoder
+
+    write_bad(tmp_path / "cut.wav", "short")
+    row = Utterance(
+        id="cut", audio=str(tmp_path / "cut.wav"), duration=0.5, transcript="hi", emotion=None,
+        descriptor=None, speaker="s1", gender=None, group="1", dataset="test",
+    )  # fmt: skip
+    cache = FeatureCache(tmp_path / "features", build_encoder("tiny", "hubert"), progress=False)
+    with pytest.raises(AudioError, match=rf"^{tmp_path / 'cut.wav'}: audio too short"):
+        cache.get([row])
+
+
 BAD_SESSIONS = {1: "short", 2: "silent", 3: "nan", 4: "short-44k"}  # session 5 stays clean
 
 
