@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +152,9 @@ def test_atomic_file_is_fsynced_and_leaves_nothing_on_failure(tmp_path: Path, mo
         handle.write("new")
     assert target.read_text() == "new"
     assert Path(synced[0]).name.startswith(".x.json.") and synced[1:] == [str(tmp_path)]  # file, then folder
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask  # a plain file's mode, not mkstemp's 0600
 
     with pytest.raises(KeyboardInterrupt), atomic_file(target) as handle:
         handle.write("half")
