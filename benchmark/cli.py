@@ -157,7 +157,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     code = serve_ui(config, args.host, args.port, on_ready=ready)
-    error_console.print(f"stopped by {signal.Signals(code - 128).name}; the MLflow UI server has ended")
+    error_console.print(
+        f"stopped by {signal.Signals(code - 128).name}; the MLflow UI server has ended", soft_wrap=True
+    )
     return code
 
 
@@ -369,9 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 add_registry(Path(folder))
             return args.func(args)
     except BenchmarkError as err:
-        error_console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False)
+        # soft_wrap: one line however long, as a log or a test reads it.
+        error_console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
         if err.hint:
-            error_console.print(f"  hint: {err.hint}", highlight=False, markup=False)
+            error_console.print(f"  hint: {err.hint}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except Stopped as err:  # SIGINT or SIGTERM; the open runs have already ended KILLED
         why, code = f"stopped by {err.name}", err.exit_code
@@ -381,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # they held, so the message below starts on a line of its own.
     gc.collect()
     killed = f"; MLflow run(s) marked KILLED: {', '.join(killed_runs)}" if killed_runs else ""
-    error_console.print(f"{why}{killed}", highlight=False, markup=False)
+    error_console.print(f"{why}{killed}", highlight=False, markup=False, soft_wrap=True)
     return code
 
 

@@ -84,3 +84,8 @@ def test_backbone_sets_the_decoder_regime_and_demo_scale_training():
     assert [(s.lr, s.epochs) for s in demo.stages] == [(2e-3, 24), (2e-3, 24)]
     quick = resolve_system(RunRequest(system="full", epochs=1), get_backbone("demo"))
     assert [s.epochs for s in quick.stages] == [1, 1]
+    # a user's --set of one decoder field keeps the backbone's decoder regime (a deep merge)
+    rank = resolve_system(
+        RunRequest(system="full", overrides={"decoder": {"lora_r": 4}}), get_backbone("demo")
+    )
+    assert (rank.decoder.regime, rank.decoder.lora_r) == ("full", 4)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from benchmark.config import DatasetCard, SystemConfig, benchmark_home
+from benchmark.config import DatasetCard, SystemConfig, benchmark_home, merge_configs
 from benchmark.data.manifest import Utterance
 from benchmark.data.prepare import is_prepared, load_split
 from benchmark.data.splits import Fold, fold_names, folds
@@ -87,7 +87,7 @@ def resolve_system(request: RunRequest, backbone: Backbone) -> SystemConfig:
         overrides["decoder"] = {"regime": backbone.decoder_regime}
     if request.beta is not None:
         overrides["beta"] = request.beta
-    system = load_system(request.system, {**overrides, **request.overrides})
+    system = load_system(request.system, merge_configs(overrides, request.overrides))
     if backbone.stage_lr is not None or backbone.epoch_scale != 1:
         stages = [
             stage.model_copy(

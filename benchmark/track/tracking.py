@@ -433,4 +433,3 @@ def interrupted_run(tag: str, value: str) -> Run | None:
         order_by=["attributes.start_time DESC"],
     )
     return next((run for run in runs if run.info.status in (FAILED, KILLED)), None)
-
