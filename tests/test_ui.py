@@ -139,9 +139,10 @@ def test_signal_stops_the_whole_server_tree(env: dict[str, str], signum: int, co
 @pytest.mark.slow
 def test_server_never_outlives_an_exception(env: dict[str, str]) -> None:
     tree: list[psutil.Process] = []
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. other tests' scorers
 
     def fail(ready: ReadyUI) -> None:
-        tree.extend(psutil.Process().children(recursive=True))
+        tree.extend(p for p in psutil.Process().children(recursive=True) if p.pid not in before)
         raise RuntimeError("printing failed")
 
     port = free_port()
