@@ -139,8 +139,6 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import signal
-
     from benchmark.console import console, error_console
     from benchmark.track.tracking import load_mlflow_config
     from benchmark.track.ui import ReadyUI, serve_ui
@@ -156,11 +154,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
         ):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    code = serve_ui(config, args.host, args.port, on_ready=ready)
-    error_console.print(
-        f"stopped by {signal.Signals(code - 128).name}; the MLflow UI server has ended", soft_wrap=True
-    )
-    return code
+    try:
+        serve_ui(config, args.host, args.port, on_ready=ready)
+    except Stopped as stop:  # the way `ui` is meant to end
+        error_console.print(f"stopped by {stop.name}; the MLflow UI server has ended", soft_wrap=True)
+        return stop.exit_code
 
 
 def cmd_systems(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ import errno
 import ipaddress
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -29,8 +28,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import psutil
 from pydantic import ValidationError
@@ -174,25 +172,21 @@ def wait_ready(
     url: str,
     log: Path,
     timeout: float = READY_TIMEOUT_S,
-    interrupted: Callable[[], bool] = lambda: False,
-) -> bool:
-    """Block until the server at `url` answers `/health` (True) or `interrupted()` says stop (False).
+) -> None:
+    """Block until the server at `url` answers `/health`.
 
     Raises `BenchmarkError` if the server exits first (quoting its `log`) or is silent past `timeout`.
     """
     deadline = time.monotonic() + timeout
-    while not interrupted():
+    while not _healthy(url):
         if process.poll() is not None:
             raise _exited(process, log)
-        if _healthy(url):
-            return True
         if time.monotonic() > deadline:
             raise BenchmarkError(
                 f"the MLflow UI server did not answer {url}/health within {timeout:.0f} s",
                 hint=f"its output is in {log}",
             )
         time.sleep(POLL_S)
-    return False
 
 
 def _server_processes(process: subprocess.Popen) -> list[psutil.Process]:
@@ -233,40 +227,19 @@ def stop_ui(process: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
     process.wait()
 
 
-class _StopSignals:
-    """Records SIGINT and SIGTERM while serving, and puts the previous handlers back afterwards.
-
-    The handler only records the signal, never raises, so no second Ctrl-C can cut `stop_ui` short
-    and leave part of the server's tree running.
-    """
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-
-    def _record(self, signum: int, frame: FrameType | None) -> None:
-        self.received = self.received or signum
-
-    def __enter__(self) -> _StopSignals:
-        self._previous = {sig: signal.signal(sig, self._record) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def serve_ui(
     config: MlflowConfig,
     host: str | None = None,
     port: int | None = None,
     on_ready: Callable[[ReadyUI], None] = lambda ready: None,
-) -> int:
-    """Serve the MLflow UI of `config`'s store until SIGINT or SIGTERM; returns 130 or 143.
+) -> NoReturn:
+    """Serve the MLflow UI of `config`'s store until the command is stopped (SIGINT, SIGTERM).
 
-    The exit status is 128 + the signal, as a shell reports a process that a signal ended.
-    `on_ready` is called once the server answers, with the URLs to open. Raises `BenchmarkError`
-    if the address cannot be used, or if the server exits or never answers; the server's whole
-    process tree has ended whenever this returns or raises.
+    The stop arrives as an exception (`benchmark.track.signals.Stopped` under the CLI, which also
+    keeps a second Ctrl-C from cutting the clean-up short). `on_ready` is called once the server
+    answers, with the URLs to open. Raises `BenchmarkError` if the address cannot be used, or if
+    the server exits or never answers; the server's whole process tree has ended whenever this
+    raises.
     """
     address = ui_address(config, host, port)
     check_address(address.host, address.port)
@@ -274,15 +247,13 @@ def serve_ui(
     url = f"http://{_browser_host(address.host)}:{address.port}"
     log = benchmark_home() / "logs" / f"mlflow-ui-{address.port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with _StopSignals() as signals, log.open("wb") as output:
+    with log.open("wb") as output:
         process = start_ui(config, address.host, address.port, stdout=output, stderr=subprocess.STDOUT)
         try:
-            if wait_ready(process, url, log, interrupted=lambda: signals.received is not None):
-                on_ready(ReadyUI(url, f"{url}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING}", log))
-            while signals.received is None:
-                if process.poll() is not None:
-                    raise _exited(process, log)
+            wait_ready(process, url, log)
+            on_ready(ReadyUI(url, f"{url}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING}", log))
+            while process.poll() is None:
                 time.sleep(POLL_S)
+            raise _exited(process, log)
         finally:
             stop_ui(process)
-    return 128 + signals.received
