@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -68,6 +68,29 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class ValidationSpec(StrictModel):
+    """Which part of a corpus's training part is held out for validation (exactly one field set).
+
+    - `split`: a split of its own (MELD's `dev`).
+    - `groups`: this many of the training groups, the ones after the test group in `folds` order,
+      cyclically (the demo corpus's speaker groups).
+    - `speakers`: this many speakers of the group after the test group, first in sorted order
+      (IEMOCAP: one speaker of a training session; every session has its own two speakers).
+    Whichever is used, every utterance of a validation speaker leaves training, so validation and
+    training share no speaker wherever the corpus's speakers are distinct people.
+    """
+
+    split: str | None = None
+    groups: int = Field(0, ge=0)
+    speakers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ValidationSpec:
+        if sum([self.split is not None, self.groups > 0, self.speakers > 0]) != 1:
+            raise ValueError("set exactly one of 'split', 'groups', 'speakers'")
+        return self
+
+
 class Protocol(StrictModel):
     """How a corpus is split for training and evaluation (paper section 4.1).
 
@@ -86,6 +109,12 @@ class Protocol(StrictModel):
     # What `run` trains when no --fold is given: "all", or one group of `folds` where the whole
     # cross-validation would be too slow for a first run (the demo corpus on two CPU cores).
     default_fold: str = "all"
+    # Corpora whose training part joins this corpus's in every fold (the paper: SpeechCraft).
+    train_with: list[str] = Field(default_factory=list)
+    # Per corpus of `train_with`: its task labels -> this corpus's (null: the emotion is not
+    # trained on). A label not listed maps to the same label if this corpus has it, else to null.
+    label_maps: dict[str, dict[str, str | None]] = Field(default_factory=dict)
+    validation: ValidationSpec | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Protocol:
@@ -97,6 +126,13 @@ class Protocol(StrictModel):
             raise ValueError("official_splits needs 'train' and 'test' split names")
         if self.kind == "zero_shot" and not self.test:
             raise ValueError("zero_shot needs a 'test' split name")
+        if unlisted := set(self.label_maps) - set(self.train_with):
+            raise ValueError(f"label_maps names corpora not in 'train_with': {sorted(unlisted)}")
+        spec = self.validation
+        if spec is not None and spec.split is None and self.kind != "leave_one_group_out":
+            raise ValueError("validation by 'groups' or 'speakers' needs a leave_one_group_out protocol")
+        if spec is not None and spec.groups >= len(self.folds) - 1 and spec.groups:
+            raise ValueError("validation 'groups' must leave at least one group to train on")
         return self
 
 
@@ -127,7 +163,9 @@ class DatasetCard(StrictModel):
         unknown = {v for v in self.label_map.values() if v is not None} - set(self.labels)
         if unknown:
             raise ValueError(f"label_map maps to labels not in 'labels': {sorted(unknown)}")
+        validation = self.protocol.validation
         named = {self.protocol.train, self.protocol.dev, self.protocol.test} - {None}
+        named |= {validation.split} if validation and validation.split else set()
         if missing := named - set(self.splits):
             raise ValueError(f"protocol names splits not in 'splits': {sorted(missing)}")
         if "ser" in self.tasks and not self.labels:
@@ -176,8 +214,20 @@ class StageConfig(StrictModel):
 
 
 class BottleneckConfig(StrictModel):
+    """The IB-VAE sizes and how the VIB loss (paper eq. 2 and 4) is reduced over a batch.
+
+    `loss_reduction`:
+    - `paper`: eq. 2 as written: per example, the sum of its response tokens' cross-entropies
+      (eq. 4) plus beta times the KL of its whole latent sequence (summed over frames and latent
+      dimensions); the batch loss is the mean over examples.
+    - `token_mean`: the mean cross-entropy over the batch's response tokens plus beta times the KL
+      summed over latent dimensions and averaged over frames, so the same beta weighs the KL
+      about (frames / response tokens) times more than under `paper`.
+    """
+
     hidden_dim: int = 256
     latent_dim: int = 128
+    loss_reduction: Literal["paper", "token_mean"] = "token_mean"
 
 
 class AdapterConfig(StrictModel):
@@ -223,6 +273,11 @@ class SSLSettings(StrictModel):
     epochs: int = Field(30, ge=0)
     lr: float = Field(1e-3, gt=0)
     hidden_dim: int = Field(256, ge=1)
+    # The encoder's top transformer layers that train with the heads: 0 keeps it frozen and its
+    # hidden states cached (the SUPERB convention), "all" fine-tunes every transformer layer.
+    finetune_layers: Annotated[int, Field(ge=0)] | Literal["all"] = 0
+    # Peak learning rate of the fine-tuned encoder layers (the heads use `lr`).
+    encoder_lr: float = Field(5e-5, gt=0)
 
 
 class PaperRow(StrictModel):
