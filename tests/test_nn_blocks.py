@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from benchmark.nn.adapter import FeatureAdapter, stack_frames
-from benchmark.nn.bottleneck import VariationalBottleneck, WeightedLayerSum, gaussian_kl
+from benchmark.nn.bottleneck import (
+    VariationalBottleneck,
+    VIBTerm,
+    WeightedLayerSum,
+    gaussian_kl,
+    gaussian_kl_per_frame,
+    masked_term,
+    vib_loss,
+)
 
 
 def test_weighted_sum_starts_as_the_layer_mean():
@@ -63,6 +71,74 @@ def test_padded_frames_do_not_change_the_kl():
     padded = torch.cat([hidden, 100 * torch.randn(3, 1, 4, 8)], dim=2)
     mask = torch.tensor([[True] * 5 + [False] * 4])
     assert block(padded, mask).kl.item() == pytest.approx(block(hidden).kl.item(), rel=1e-5)
+
+
+def test_bottleneck_kl_sum_is_each_examples_whole_sequence():
+    torch.manual_seed(0)
+    block = VariationalBottleneck(3, 8, 16, 4).eval()
+    hidden = torch.randn(3, 2, 6, 8)
+    mask = torch.tensor([[True] * 6, [True] * 2 + [False] * 4])
+    out = block(hidden, mask)
+    per_frame = gaussian_kl_per_frame(out.mu, out.sigma)
+    assert out.kl_sum.shape == (2,)
+    assert out.kl_sum[0].item() == pytest.approx(per_frame[0].sum().item(), rel=1e-6)
+    assert out.kl_sum[1].item() == pytest.approx(per_frame[1, :2].sum().item(), rel=1e-6)
+    assert torch.equal(out.kl, gaussian_kl(out.mu, out.sigma, mask))  # the logged per-frame mean
+    assert out.kl.item() == pytest.approx(out.kl_sum.sum().item() / 8, rel=1e-6)  # 8 real frames
+
+
+# A batch of two: 3 and 1 response tokens, 2 and 4 real frames; padding holds large values that
+# would show if they counted. Two KL terms (content, descriptor) enter the same way.
+TOKEN_CE = torch.tensor([[1.0, 2.0, 3.0, 50.0], [4.0, 60.0, 70.0, 80.0]])
+TOKEN_MASK = torch.tensor([[True, True, True, False], [True, False, False, False]])
+KL_CONTENT = torch.tensor([[0.5, 1.5, 99.0, 99.0], [1.0, 1.0, 1.0, 1.0]])
+KL_DESCRIPTOR = torch.tensor([[1.0, 1.0, 99.0, 99.0], [0.5, 0.5, 0.5, 0.5]])
+FRAME_MASK = torch.tensor([[True, True, False, False], [True, True, True, True]])
+
+
+def hand_terms(ce_scale: float = 1.0, kl_scale: float = 1.0) -> tuple[VIBTerm, list[VIBTerm]]:
+    ce = masked_term(ce_scale * TOKEN_CE, TOKEN_MASK)
+    kls = [masked_term(kl_scale * kl, FRAME_MASK) for kl in (KL_CONTENT, KL_DESCRIPTOR)]
+    return ce, kls
+
+
+def test_vib_loss_reductions_on_a_hand_case():
+    beta = 0.1
+    ce, kls = hand_terms()
+    # token_mean: CE (1+2+3+4)/4 tokens; KL per frame (0.5+1.5+4)/6 and (1+1+2)/6 frames
+    assert vib_loss(ce, kls, beta, "token_mean").item() == pytest.approx(2.5 + beta * (1.0 + 4 / 6))
+    # paper: per example sum of CE + beta * (KL summed over frames), then the mean over the 2 examples
+    example0 = (1 + 2 + 3) + beta * ((0.5 + 1.5) + (1 + 1))
+    example1 = 4 + beta * ((1 + 1 + 1 + 1) + (0.5 * 4))
+    assert vib_loss(ce, kls, beta, "paper").item() == pytest.approx((example0 + example1) / 2)
+
+
+def test_the_reductions_differ_by_items_per_example():
+    """paper = token_mean x (real items / examples) for each term alone: 4 tokens and 6 frames over 2."""
+    no_kl = hand_terms(kl_scale=0.0)
+    assert vib_loss(*no_kl, 0.1, "paper").item() == pytest.approx(
+        vib_loss(*no_kl, 0.1, "token_mean").item() * 4 / 2
+    )
+    no_ce = hand_terms(ce_scale=0.0)
+    assert vib_loss(*no_ce, 0.1, "paper").item() == pytest.approx(
+        vib_loss(*no_ce, 0.1, "token_mean").item() * 6 / 2
+    )
+
+
+def test_token_mean_is_the_earlier_expression_bit_for_bit():
+    generator = torch.Generator().manual_seed(0)
+    ce, kl_c, kl_d = (torch.rand((), generator=generator) for _ in range(3))
+    terms = [VIBTerm(mean=kl, sums=None) for kl in (kl_c, kl_d)]
+    loss = vib_loss(VIBTerm(mean=ce, sums=None), terms, 1e-3, "token_mean")
+    assert torch.equal(loss, ce.float() + 1e-3 * (kl_c.float() + kl_d.float()))
+
+
+def test_vib_loss_refuses_missing_sums_and_unknown_reductions():
+    ce, kls = hand_terms()
+    with pytest.raises(ValueError, match="needs each example's sums"):
+        vib_loss(VIBTerm(mean=ce.mean, sums=None), kls, 0.1, "paper")
+    with pytest.raises(ValueError, match="unknown loss reduction"):
+        vib_loss(ce, kls, 0.1, "sum")
 
 
 def test_stack_frames_shapes_and_mask():

@@ -13,13 +13,16 @@ from benchmark.config import (
     SystemConfig,
     TinyLLMSettings,
 )
+from benchmark.nn.decoder import response_token_cross_entropy
 from benchmark.nn.system import TASK_PREFIX, SpeechEmotionCaptioner, build_system
 
 LAYERS, DIM, STACK = 3, 12, 2
 TARGETS = ["Transcript: hello there\nDescriptor: a calm voice\nEmotion: neutral", "Emotion: angry"]
 
 
-def tiny_system(disentangle: bool = True, beta: float = 1e-4, regime: str = "lora") -> SystemConfig:
+def tiny_system(
+    disentangle: bool = True, beta: float = 1e-4, regime: str = "lora", loss_reduction: str = "token_mean"
+) -> SystemConfig:
     stage = StageConfig(name="joint", train=["content", "llm"], tasks=["full"], lr=1e-3, scheduler="constant")
     return SystemConfig(
         name="tiny",
@@ -29,7 +32,7 @@ def tiny_system(disentangle: bool = True, beta: float = 1e-4, regime: str = "lor
         targets=["transcript", "descriptor", "emotion"],
         schedule="joint",
         stages=[stage],
-        bottleneck=BottleneckConfig(hidden_dim=16, latent_dim=8),
+        bottleneck=BottleneckConfig(hidden_dim=16, latent_dim=8, loss_reduction=loss_reduction),
         adapter=AdapterConfig(stack=STACK, hidden_dim=32),
         decoder=DecoderSettings(regime=regime),
     )
@@ -135,6 +138,78 @@ def test_beta_scales_only_the_kl_term():
     for beta, out in outs.items():
         assert torch.allclose(out.loss, out.ce + beta * (out.kl_content + out.kl_descriptor))
     assert big.loss - small.loss > 0.9 * (big.kl_content + big.kl_descriptor)
+
+
+def response_lengths(model: SpeechEmotionCaptioner, targets: list[str]) -> list[int]:
+    """Response tokens of each target, <|eot_id|> included."""
+    tokenizer = model.decoder.tokenizer
+    return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in targets]
+
+
+def test_response_token_cross_entropy_matches_the_decoders_loss():
+    model = make().eval()
+    hidden, mask = encoder_outputs([7, 4])
+    content, content_mask, descriptor, descriptor_mask, _, _ = model.embed(hidden, mask)
+    out = model.decoder(content, content_mask, descriptor, descriptor_mask, TARGETS)
+    sums, counts = response_token_cross_entropy(out.logits, out.batch.labels)
+    assert counts.tolist() == response_lengths(model, TARGETS)
+    assert int(counts.sum()) == out.num_response_tokens
+    assert sums.sum().item() / out.num_response_tokens == pytest.approx(out.loss.item(), rel=1e-5)
+
+
+# Padding in both directions: 7 and 4 real frames, and targets of different token counts.
+LENGTHS = [7, 4]
+
+
+def test_token_mean_loss_is_ce_plus_beta_kl_bit_for_bit():
+    model = make(beta=0.5).eval()
+    hidden, mask = encoder_outputs(LENGTHS)
+    out = model(hidden, mask, TARGETS)
+    assert torch.equal(out.loss, out.ce + 0.5 * (out.kl_content.float() + out.kl_descriptor.float()))
+
+
+@pytest.mark.parametrize("zero_descriptor", [False, True])
+def test_paper_loss_sums_tokens_and_frames_per_example(zero_descriptor):
+    """Mean over examples of (sum of token CEs + beta * KL summed over real frames and dims)."""
+    beta = 0.5
+    model = make(beta=beta, loss_reduction="paper").eval()
+    hidden, mask = encoder_outputs(LENGTHS)
+    out = model(hidden, mask, TARGETS, zero_descriptor=zero_descriptor)
+    # The logged terms stay per token and per frame, as under token_mean (same weights).
+    reference = make(beta=beta).eval()(hidden, mask, TARGETS, zero_descriptor=zero_descriptor)
+    assert torch.equal(out.ce, reference.ce) and torch.equal(out.kl_content, reference.kl_content)
+    assert torch.equal(out.kl_descriptor, reference.kl_descriptor)
+    assert (out.kl_descriptor == 0) == zero_descriptor
+    # A mean of per-example sums is the batch total over the real items, divided by the examples.
+    tokens, frames = sum(response_lengths(model, TARGETS)), sum(LENGTHS)
+    expected = (out.ce * tokens + beta * (out.kl_content + out.kl_descriptor) * frames) / 2
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss.item() != pytest.approx(reference.loss.item(), rel=0.1)
+    # Each example alone (no padding at all) gives its own sums; the batch loss is their mean.
+    alone = []
+    for b, (length, target) in enumerate(zip(LENGTHS, TARGETS, strict=True)):
+        single = model(hidden[:, b : b + 1, :length], mask[b : b + 1, :length], [target], zero_descriptor)
+        alone.append(single.loss.item())
+    assert out.loss.item() == pytest.approx(sum(alone) / 2, rel=1e-4)
+
+
+def test_paper_loss_without_disentangle_is_the_summed_ce_per_example():
+    model = make(disentangle=False, loss_reduction="paper").eval()
+    hidden, mask = encoder_outputs(LENGTHS)
+    out = model(hidden, mask, TARGETS)
+    assert out.kl_content == out.kl_descriptor == 0
+    tokens = sum(response_lengths(model, TARGETS))
+    assert out.loss.item() == pytest.approx(out.ce.item() * tokens / 2, rel=1e-5)
+
+
+def test_paper_loss_trains_both_branches():
+    model = make(loss_reduction="paper").train()
+    hidden, mask = encoder_outputs(LENGTHS)
+    out = model(hidden, mask, TARGETS)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.content.parameters())
+    assert all(p.grad is not None for p in model.descriptor.parameters())
 
 
 def test_tiny_llm_sizes_come_from_the_config():

@@ -14,11 +14,30 @@ encoder features while the Softplus std starts near 0.7: the sampled z would be 
 can grow its mean. He (Kaiming) init for the GELU layers and 1/sqrt(fan_in) for the mean head keep
 mu at the scale of the features, of the order of the N(0, I) prior. On the demo corpus this took
 the five-fold WER of `full` from 0.51 +- 0.09 to 0.33 +- 0.03 at the same UA (0.68).
+
+How the VIB loss is reduced over a batch (`BottleneckConfig.loss_reduction`, `vib_loss`): eq. 2
+adds, per example, the task loss -log q(y|z) and beta times KL(p(z|x) || p0(z)). With the LLM as
+q (eq. 4) the task loss is the SUM of the cross-entropies of the example's response tokens, and z
+is the example's whole latent sequence, so its KL is summed over frames and latent dimensions;
+the expectation over x is the mean over the batch. That is `paper`, and it is the scale on which
+the paper's beta values (1 to 1e-4) are defined. `token_mean` averages instead: the mean
+cross-entropy per response token plus beta times the mean KL per real frame. It is the scale the
+suite's demo recipe was tuned with, and it keeps the loss of an LM fine-tuning run at the usual
+per-token size whatever the response lengths. The two weigh the KL differently relative to the
+cross-entropy: dividing the `paper` loss by the response tokens of an example leaves beta times
+(frames / response tokens) on its per-frame KL, against beta under `token_mean`, so a beta
+carried from one to the other is not the same trade-off. Their overall scales also differ (about
+the response length), which AdamW largely absorbs but gradient clipping at a fixed norm does not.
+
+Every term is therefore kept both ways (`VIBTerm`): the per-token / per-frame mean, which the
+training loop logs under either reduction, and each example's sum, which `paper` needs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -40,21 +59,83 @@ class WeightedLayerSum(nn.Module):
         return torch.einsum("l,lbtd->btd", weights, hidden_states)
 
 
+LossReduction = Literal["paper", "token_mean"]
+LOSS_REDUCTIONS: tuple[LossReduction, ...] = ("paper", "token_mean")
+
+
+@dataclass
+class VIBTerm:
+    """One term of a batch's VIB loss (the response cross-entropy or one branch's KL), both reductions.
+
+    `sums` may be None where only `token_mean` is asked for (the system then skips computing the
+    per-example cross-entropies).
+    """
+
+    mean: torch.Tensor  # scalar: per response token (CE) or per real frame (KL), over the batch
+    sums: torch.Tensor | None  # (B,): each example's total over its response tokens / real frames
+
+
+def masked_term(values: torch.Tensor, mask: torch.Tensor | None = None) -> VIBTerm:
+    """Per-item values (B, T) -> their mean over the items where mask is True, and each row's sum.
+
+    Items are response tokens (cross-entropy) or frames (KL); without a mask every item counts. The
+    mean is computed in the values' dtype (as the logged per-frame KL always was), the sums in float32.
+    """
+    if mask is None:
+        return VIBTerm(mean=values.mean(), sums=values.sum(dim=-1, dtype=torch.float32))
+    mask = mask.to(values.dtype)
+    masked = values * mask
+    sums = masked.sum(dim=-1, dtype=torch.float32)
+    return VIBTerm(mean=masked.sum() / mask.sum().clamp_min(1.0), sums=sums)
+
+
+def vib_loss(ce: VIBTerm, kls: Sequence[VIBTerm], beta: float, reduction: LossReduction) -> torch.Tensor:
+    """Paper eq. 2 over a batch, reduced as `reduction` says (see the module docstring).
+
+    `token_mean`: ce.mean + beta * sum of the KL means (per token, per frame).
+    `paper`: mean over examples of (ce.sums + beta * sum of the KL sums) (per example totals).
+    A branch that is not run (no VAE, or zero descriptor tokens) passes zeros or is left out.
+    """
+    if reduction == "token_mean":
+        parts = [ce.mean, *(kl.mean for kl in kls)]
+    elif reduction == "paper":
+        if ce.sums is None or any(kl.sums is None for kl in kls):
+            raise ValueError("the paper reduction needs each example's sums of every term")
+        parts = [ce.sums, *(kl.sums for kl in kls)]
+    else:
+        raise ValueError(f"unknown loss reduction {reduction!r}; known: {list(LOSS_REDUCTIONS)}")
+    task, *compression = (part.float() for part in parts)
+    loss = task
+    if compression:
+        total_kl = compression[0]
+        for kl in compression[1:]:
+            total_kl = total_kl + kl
+        loss = task + beta * total_kl
+    return loss if reduction == "token_mean" else loss.mean()
+
+
 @dataclass
 class BottleneckOutput:
     z: torch.Tensor  # (B, T, latent)
     mu: torch.Tensor
     sigma: torch.Tensor
     kl: torch.Tensor  # scalar: KL per frame, averaged over real (unmasked) frames
+    kl_sum: torch.Tensor  # (B,): KL of each example's whole latent sequence (real frames, all dims)
+
+    @property
+    def kl_term(self) -> VIBTerm:
+        """The KL as a term of `vib_loss`."""
+        return VIBTerm(mean=self.kl, sums=self.kl_sum)
+
+
+def gaussian_kl_per_frame(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) of each frame, summed over latent dims: (B, T, latent) -> (B, T)."""
+    return 0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(dim=-1)
 
 
 def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, I)) summed over latent dims, averaged over frames where mask is True."""
-    per_frame = 0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(dim=-1)
-    if mask is None:
-        return per_frame.mean()
-    mask = mask.to(per_frame.dtype)
-    return (per_frame * mask).sum() / mask.sum().clamp_min(1.0)
+    return masked_term(gaussian_kl_per_frame(mu, sigma), mask).mean
 
 
 class VariationalBottleneck(nn.Module):
@@ -84,4 +165,5 @@ class VariationalBottleneck(nn.Module):
         mu = self.mean(h)
         sigma = self.std(h) + 1e-6  # keeps log(sigma) finite when Softplus underflows
         z = mu + sigma * torch.randn_like(sigma) if self.training else mu
-        return BottleneckOutput(z=z, mu=mu, sigma=sigma, kl=gaussian_kl(mu, sigma, mask))
+        kl = masked_term(gaussian_kl_per_frame(mu, sigma), mask)
+        return BottleneckOutput(z=z, mu=mu, sigma=sigma, kl=kl.mean, kl_sum=kl.sums)

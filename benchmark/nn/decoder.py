@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
+from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from benchmark.errors import BenchmarkError
@@ -89,6 +90,24 @@ class DecoderOutput:
     logits: torch.Tensor  # (B, T, vocab)
     num_response_tokens: int
     batch: SplicedBatch = field(repr=False)
+
+
+def response_token_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's summed cross-entropy over its response tokens (B,), float32, and its token count (B,).
+
+    The same positions as the LM's own loss (`DecoderOutput.loss`): the logits at t predict the
+    label at t + 1, and positions labelled IGNORE_INDEX (prompt, speech, padding) do not count.
+    Only the response positions' logits are gathered before torch's cross-entropy (no reduction),
+    so the memory is that of the response tokens, not of the whole spliced sequence.
+    """
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    rows = keep.nonzero()[:, 0]
+    token_ce = F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="none")
+    sums = token_ce.new_zeros(labels.shape[0]).index_add(0, rows, token_ce)
+    return sums, keep.sum(dim=1)
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase) -> PromptIds:

@@ -20,6 +20,15 @@ need the two-stage process at inference.
 
 Branches that a stage does not train stay in eval mode while the system trains (`set_trainable`):
 a frozen VAE then passes its mean, like any frozen feature extractor, instead of fresh noise.
+
+The loss follows `bottleneck.loss_reduction` (`benchmark.nn.bottleneck.vib_loss`). `paper` is eq. 2
+with eq. 4 as written: per example, the sum of its response tokens' cross-entropies plus beta
+times the KL of its whole latent sequence, averaged over the batch; the paper's beta values live
+on that sum scale. `token_mean` (the default) is the per-token scale that the suite's demo recipe
+was tuned with: the batch's mean response-token cross-entropy plus beta times the per-frame KL.
+Only the back-propagated `loss` changes with the reduction: `ce` and the two KLs of
+`SystemOutput` are always the per-token and per-frame means, so logged runs stay comparable.
+The per-example cross-entropies that `paper` needs are computed from the logits only under it.
 """
 
 from __future__ import annotations
@@ -31,8 +40,8 @@ from torch import nn
 
 from benchmark.config import Module, SystemConfig, Task
 from benchmark.nn.adapter import FeatureAdapter
-from benchmark.nn.bottleneck import VariationalBottleneck, WeightedLayerSum
-from benchmark.nn.decoder import DecoderConfig, SpeechLLMDecoder, build_decoder
+from benchmark.nn.bottleneck import LossReduction, VariationalBottleneck, VIBTerm, WeightedLayerSum, vib_loss
+from benchmark.nn.decoder import DecoderConfig, SpeechLLMDecoder, build_decoder, response_token_cross_entropy
 
 MODULE_GROUPS: tuple[Module, ...] = ("content", "descriptor", "llm")
 
@@ -48,10 +57,10 @@ TASK_PREFIX: dict[str, str] = {
 
 @dataclass
 class SystemOutput:
-    loss: torch.Tensor  # ce + beta * (kl_content + kl_descriptor): what is back-propagated
-    ce: torch.Tensor  # mean cross-entropy over the response tokens of the batch
-    kl_content: torch.Tensor  # 0 without disentangle
-    kl_descriptor: torch.Tensor  # 0 without disentangle or with zero descriptor tokens
+    loss: torch.Tensor  # what is back-propagated: eq. 2 under `bottleneck.loss_reduction`
+    ce: torch.Tensor  # mean cross-entropy over the response tokens of the batch (either reduction)
+    kl_content: torch.Tensor  # per frame (summed over dims, mean over real frames); 0 without disentangle
+    kl_descriptor: torch.Tensor  # as kl_content; 0 without disentangle or with zero descriptor tokens
     num_tokens: int  # response tokens (targets incl. <|eot_id|>) of the batch
 
 
@@ -74,15 +83,24 @@ class SpeechBranch(nn.Module):
 
     def forward(
         self, hidden_states: torch.Tensor, frame_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(L+1, B, F, D), (B, F) -> embeddings (B, F', llm_dim), mask (B, F'), KL (scalar)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, VIBTerm]:
+        """(L+1, B, F, D), (B, F) -> embeddings (B, F', llm_dim), mask (B, F'), KL.
+
+        The KL holds the per-frame mean (scalar) and each example's sum (B,); zeros without a VAE.
+        """
         if isinstance(self.bottleneck, VariationalBottleneck):
             out = self.bottleneck(hidden_states, frame_mask)
-            z, kl = out.z, out.kl
+            z, kl = out.z, out.kl_term
         else:
-            z, kl = self.bottleneck(hidden_states), hidden_states.new_zeros(())
+            z = self.bottleneck(hidden_states)
+            kl = _zero_kl(hidden_states, hidden_states.shape[1])
         embeddings, mask = self.adapter(z, frame_mask)
         return embeddings, mask, kl
+
+
+def _zero_kl(like: torch.Tensor, batch_size: int) -> VIBTerm:
+    """The KL of a branch without a VAE, or not run: 0 per frame and per example (dtype of `like`)."""
+    return VIBTerm(mean=like.new_zeros(()), sums=like.new_zeros(batch_size))
 
 
 class SpeechEmotionCaptioner(nn.Module):
@@ -94,6 +112,7 @@ class SpeechEmotionCaptioner(nn.Module):
         super().__init__()
         self.config = system
         self.beta = system.beta
+        self.loss_reduction: LossReduction = system.bottleneck.loss_reduction
         self.decoder = decoder
         self.content = SpeechBranch(system, num_layers, encoder_dim, decoder.hidden_size)
         self.descriptor = (
@@ -146,10 +165,20 @@ class SpeechEmotionCaptioner(nn.Module):
     ]:
         """Speech tokens of both slots: content emb/mask, descriptor emb/mask (None: zeros), both KLs.
 
-        Without disentangle the descriptor slot gets a zero-length sequence.
+        The KLs are the per-frame means (scalars). Without disentangle the descriptor slot gets a
+        zero-length sequence.
         """
+        content, content_mask, descriptor, descriptor_mask, kl_content, kl_descriptor = self._embed(
+            hidden_states, frame_mask, zero_descriptor
+        )
+        return content, content_mask, descriptor, descriptor_mask, kl_content.mean, kl_descriptor.mean
+
+    def _embed(
+        self, hidden_states: torch.Tensor, frame_mask: torch.Tensor, zero_descriptor: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, VIBTerm, VIBTerm]:
+        """`embed` with both reductions of each KL (`VIBTerm`)."""
         content, content_mask, kl_content = self.content(hidden_states, frame_mask)
-        kl_descriptor = kl_content.new_zeros(())
+        kl_descriptor = _zero_kl(kl_content.mean, hidden_states.shape[1])
         if self.descriptor is None:
             descriptor = content.new_zeros(content.shape[0], 0, content.shape[2])
             descriptor_mask = content_mask.new_zeros(content.shape[0], 0)
@@ -166,14 +195,20 @@ class SpeechEmotionCaptioner(nn.Module):
         targets: list[str],
         zero_descriptor: bool = False,
     ) -> SystemOutput:
-        """Teacher-forced loss of `targets` (one formatted response per utterance), paper eq. 2."""
-        content, content_mask, descriptor, descriptor_mask, kl_content, kl_descriptor = self.embed(
+        """Teacher-forced loss of `targets` (one formatted response per utterance), paper eq. 2.
+
+        Reduced over the batch as `bottleneck.loss_reduction` says (see the module docstring).
+        """
+        content, content_mask, descriptor, descriptor_mask, kl_content, kl_descriptor = self._embed(
             hidden_states, frame_mask, zero_descriptor
         )
         out = self.decoder(content, content_mask, descriptor, descriptor_mask, targets)
-        ce = out.loss.float()
-        loss = ce + self.beta * (kl_content.float() + kl_descriptor.float())
-        return SystemOutput(loss, ce, kl_content, kl_descriptor, out.num_response_tokens)
+        ce_sums = None
+        if self.loss_reduction == "paper":
+            ce_sums, _ = response_token_cross_entropy(out.logits, out.batch.labels)
+        ce = VIBTerm(mean=out.loss.float(), sums=ce_sums)
+        loss = vib_loss(ce, [kl_content, kl_descriptor], self.beta, self.loss_reduction)
+        return SystemOutput(loss, ce.mean, kl_content.mean, kl_descriptor.mean, out.num_response_tokens)
 
     @torch.no_grad()
     def generate(
