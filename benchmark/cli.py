@@ -61,6 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         backbone=args.backbone,
         fold=args.fold,
+        train_with=args.train_with,
+        validation=args.validation,
         epochs=args.epochs,
         engine=args.deepspeed or "plain",
         resume=args.resume,
@@ -97,10 +99,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         n_resamples=args.bootstrap,
         seed=args.seed,
+        protocol=args.protocol,
     )
     console.print(comparison_table(report))
     for note in report.skipped:
         console.print(f"skipped: {note}", markup=False)
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
     console.print(
         f"MLflow run {report.logged_run_id} (kind=comparison); browse it with `python -m benchmark ui`"
     )
@@ -111,11 +116,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from benchmark.data.builds import atomic_file
-    from benchmark.track.leaderboard import build_board, render
+    from benchmark.track.leaderboard import build_boards, render
 
-    # --out is opened before the board is built, so an unwritable path fails before the slow part.
+    # --out is opened before the boards are built, so an unwritable path fails before the slow part.
     with atomic_file(Path(args.out)) if args.out else nullcontext(sys.stdout) as handle:
-        handle.write(render(build_board(args.table, args.dataset, args.runs, args.backbone), args.format))
+        boards = build_boards(args.table, args.dataset, args.runs, args.backbone, args.protocol)
+        handle.write(render(boards, args.format))
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -279,6 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fold", help="one fold (group or test split) or 'all' (default: the dataset card's default_fold)"
     )
+    run.add_argument(
+        "--train-with",
+        type=_corpus_list,
+        metavar="NAME[,NAME]|none",
+        help="corpora whose training part joins each fold's (default: the dataset card's train_with)",
+    )
+    run.add_argument(
+        "--validation",
+        action="store_true",
+        help="hold the card's validation set out of training; log its loss per epoch and val.* metrics",
+    )
     run.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the system's)")
     run.add_argument("--deepspeed", choices=["zero2", "zero3"], help="train under DeepSpeed ZeRO-2 or ZeRO-3")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
@@ -303,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         "runs",
         nargs="*",
         metavar="RUN_OR_SYSTEM",
-        help="MLflow run ids or system names (latest finished run; default: every system on the dataset)",
+        help="MLflow run ids or system names (latest finished registry-recipe run in the baseline's setup; "
+        "default: every system in that setup)",
     )
     compare.add_argument("--baseline", required=True, help="run id or system name to test against")
     compare.add_argument(
@@ -313,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--dataset", help="dataset of the runs named by system (default: the baseline's)")
     compare.add_argument("--backbone", help="only runs with this backbone, for names (default: any)")
+    compare.add_argument(
+        "--protocol",
+        metavar="DIGEST",
+        help="setup or protocol digest (or a unique prefix) the names resolve in; a protocol's runs count "
+        "even when custom (--epochs, --set) (default: the setup of the baseline's latest run)",
+    )
     compare.add_argument(
         "--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)"
     )
@@ -328,12 +352,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     board.add_argument("--format", default="md", choices=["md", "csv", "latex", "html"], help="default: md")
     board.add_argument(
-        "--runs", nargs="+", default=[], metavar="RUN_ID", help="use these runs for their rows"
+        "--runs",
+        nargs="+",
+        default=[],
+        metavar="RUN_ID",
+        help="use these runs for their rows, custom-recipe runs included, in the table of their setup",
     )
     board.add_argument(
         "--dataset", action="append", default=[], help="show this corpus instead of the paper's (repeatable)"
     )
     board.add_argument("--backbone", help="only runs with this backbone (default: any)")
+    board.add_argument(
+        "--protocol",
+        metavar="DIGEST",
+        help="only the table of this setup, or of this protocol's setup with its runs (custom included) "
+        "in their cells; a digest or a unique prefix (default: one table per setup, registry runs)",
+    )
     board.add_argument("--out", help="write to this file instead of standard output")
     board.set_defaults(func=cmd_leaderboard)
 
@@ -347,6 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs.add_parser("doctor", help="what is installed and usable here").set_defaults(func=cmd_doctor)
     return parser
+
+
+def _corpus_list(text: str) -> tuple[str, ...]:
+    """`speechcraft`, `a,b` or `none` (no corpus)."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("name one or more corpora, or 'none'")
+    return () if names == ("none",) else names
 
 
 def _positive_int(text: str) -> int:

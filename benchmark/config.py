@@ -221,8 +221,9 @@ class BottleneckConfig(StrictModel):
       (eq. 4) plus beta times the KL of its whole latent sequence (summed over frames and latent
       dimensions); the batch loss is the mean over examples.
     - `token_mean`: the mean cross-entropy over the batch's response tokens plus beta times the KL
-      summed over latent dimensions and averaged over frames, so the same beta weighs the KL
-      about (frames / response tokens) times more than under `paper`.
+      summed over latent dimensions and averaged over frames. Relative to the cross-entropy, the
+      same beta then weighs the KL about (encoder frames / response tokens) times less than
+      under `paper`: the paper's beta = 1e-4 is not this reduction's 1e-4.
     """
 
     hidden_dim: int = 256

@@ -14,6 +14,7 @@ from benchmark.config import (
     SystemConfig,
     TrainingSettings,
 )
+from benchmark.errors import BenchmarkError
 from benchmark.nn.decoder import IGNORE_INDEX
 from benchmark.nn.system import SpeechEmotionCaptioner, build_system
 from benchmark.train.data import TrainExample, collate, epoch_plan, target_for
@@ -66,7 +67,7 @@ def make(system: SystemConfig, seed: int = 0) -> SpeechEmotionCaptioner:
 
 
 def examples(count: int = 6, seed: int = 0) -> list[TrainExample]:
-    """Random encoder outputs; every third utterance has no descriptor (skipped for ser_sed)."""
+    """Random encoder outputs; every third utterance has no descriptor (an emotion-only ser_sed response)."""
     generator = torch.Generator().manual_seed(seed)
     out = []
     for i in range(count):
@@ -87,12 +88,18 @@ def test_targets_and_task_interleaving():
     assert target_for(data[0], "asr") == f"Transcript: {data[0].transcript}"
     assert target_for(data[0], "ser") == "Emotion: angry"
     assert target_for(data[0], "ser_sed") == f"Descriptor: {data[0].descriptor}\nEmotion: angry"
-    assert target_for(data[2], "ser_sed") is None  # no descriptor
+    assert target_for(data[2], "ser_sed") == f"Emotion: {data[2].emotion}"  # no descriptor: left out
+    assert target_for(data[2], "full") == f"Transcript: {data[2].transcript}\nEmotion: {data[2].emotion}"
     assert target_for(data[0], "full").splitlines()[0].startswith("Transcript:")
+    no_emotion = TrainExample("x", data[0].features, "a transcript", "a descriptor", None)
+    assert target_for(no_emotion, "ser_sed") is None and target_for(no_emotion, "asr") is not None
 
+    plan = epoch_plan(data[:5], ["ser_sed", "asr"], batch_size=2, seed=0, epoch=0)
+    assert [task for task, _ in plan] == ["ser_sed", "asr", "ser_sed", "asr", "ser_sed", "asr"]
+    plan = epoch_plan(data, ["ser", "asr"], batch_size=4, seed=0, epoch=0)
+    assert [task for task, _ in plan] == ["ser", "asr", "ser", "asr"]
     plan = epoch_plan(data, ["ser_sed", "asr"], batch_size=2, seed=0, epoch=0)
-    assert [task for task, _ in plan] == ["ser_sed", "asr", "ser_sed", "asr", "asr"]
-    for task, expected in [("asr", set(range(6))), ("ser_sed", {0, 1, 3, 4})]:
+    for task, expected in [("asr", set(range(6))), ("ser_sed", set(range(6)))]:
         visited = [i for t, batch in plan if t == task for i in batch]
         assert sorted(visited) == sorted(expected)  # every eligible utterance once per task
     assert epoch_plan(data, ["ser_sed", "asr"], 2, 0, 1) != plan  # a new order each epoch
@@ -100,7 +107,7 @@ def test_targets_and_task_interleaving():
 
     task, indices = plan[0]
     batch = collate([data[i] for i in indices], task)
-    assert all(t.startswith("Descriptor: ") and "\nEmotion: " in t for t in batch.targets)
+    assert batch.targets == [target_for(data[i], task) for i in indices]
     lengths = [data[i].num_frames for i in indices]
     assert batch.hidden_states.shape == (LAYERS, 2, max(lengths), DIM)
     assert batch.frame_mask.sum(1).tolist() == lengths
@@ -227,3 +234,21 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     expected = params(straight)
     for name, value in params(fresh).items():
         assert torch.allclose(value, expected[name], atol=1e-6), name
+
+
+def test_a_task_without_rows_fails_before_anything_trains(tmp_path):
+    """Rows with transcripts only: stage 1 (asr) could train, but stage 2's ser_sed has no row."""
+    data = [TrainExample(e.id, e.features, e.transcript, None, None, dataset="asr-only") for e in examples(4)]
+    logged = []
+    model = make(alternating())
+    before = params(model)
+    with pytest.raises(BenchmarkError) as caught:
+        train(
+            model, data, checkpoint_dir=tmp_path / "ckpt", log=lambda m, s: logged.append(m), progress=False
+        )
+    assert caught.value.message == (
+        "stage 'descriptor': task 'ser_sed' has no training rows: it needs emotion "
+        "(descriptor optional), and no row of asr-only has it"
+    )
+    assert not logged and not (tmp_path / "ckpt").exists()
+    assert all(torch.equal(before[name], value) for name, value in params(model).items())

@@ -13,6 +13,7 @@ than an earlier prepare (no `prepare.json`) is refused, not replaced.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,14 @@ def rebuild_hint(card: DatasetCard) -> str:
     if card.reader == "demo":
         return DEMO_REBUILD_HINT
     return f"run `python -m benchmark data prepare {card.name} --root PATH` again"
+
+
+def manifest_digest(card: DatasetCard, out_dir: Path | None = None) -> str:
+    """A digest of the bytes of a prepared corpus's manifests: which prepare a run read."""
+    digest = hashlib.sha256()
+    for split in card.splits:
+        digest.update(manifest_path(card, split, out_dir).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def load_split(card: DatasetCard, split: str, out_dir: Path | None = None) -> list[Utterance]:

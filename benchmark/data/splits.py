@@ -1,13 +1,19 @@
-"""Train/test partitions of a corpus by its card's protocol (paper section 4.1).
+"""Train/validation/test partitions of a corpus by its card's protocol (paper section 4.1).
 
 - `leave_one_group_out`: fold k tests on group `folds[k]` and trains on every other group
   (IEMOCAP sessions; the demo corpus's speaker groups), so test speakers are never trained on.
 - `official_splits`: one "fold" named after the test split, trained on the train split (MELD).
+
+With validation on, the card's `protocol.validation` carves a validation set out of the training
+part (or names a split of its own), so that recipes and studies choose on it and the test part is
+touched once, at the end. Training corpora of `protocol.train_with` (SpeechCraft) then join each
+fold's training part (`training_mixture`), their emotion labels renamed to the target corpus's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from benchmark.config import DatasetCard
 from benchmark.data.manifest import Utterance
@@ -19,6 +25,7 @@ class Fold:
     name: str
     train: list[Utterance]
     test: list[Utterance]
+    validation: list[Utterance] = field(default_factory=list)
 
 
 def fold_names(card: DatasetCard, which: str | None = None) -> list[str]:
@@ -42,21 +49,134 @@ def fold_names(card: DatasetCard, which: str | None = None) -> list[str]:
     return [which]
 
 
-def folds(card: DatasetCard, splits: dict[str, list[Utterance]], which: str | None = None) -> list[Fold]:
-    """The folds to run: all of them, the one named `which` (a group or the test split), or, with
-    `which=None`, the card's `default_fold`."""
+def check_validation(card: DatasetCard) -> None:
+    """Fail before any data is read when validation is asked of a card that declares none."""
+    if card.protocol.validation is None:
+        raise BenchmarkError(
+            f"{card.name} declares no validation set (datasets/{card.name}.yaml protocol.validation)",
+            hint="add `validation: {groups: 1}`, `{speakers: 1}` or `{split: NAME}` to the card's protocol",
+        )
+
+
+def _held_out_groups(card: DatasetCard, test_group: str, count: int) -> list[str]:
+    """The `count` groups after `test_group` in `folds` order, cyclically."""
+    groups = card.protocol.folds
+    start = groups.index(test_group)
+    return [groups[(start + step) % len(groups)] for step in range(1, count + 1)]
+
+
+def _validation_speakers(
+    card: DatasetCard, rows: list[Utterance], test: list[Utterance], name: str
+) -> set[str]:
+    """`validation.speakers` speakers of the group after the test group that never speak in test."""
+    count = card.protocol.validation.speakers
+    group = _held_out_groups(card, name, 1)[0]
+    in_test = {row.speaker for row in test}
+    candidates = sorted({row.speaker for row in rows if row.group == group} - in_test)
+    if len(candidates) < count:
+        raise BenchmarkError(
+            f"{card.name} fold '{name}': validation needs {count} speaker(s) of group '{group}' "
+            f"absent from the test group, found {len(candidates)}",
+            hint=f"lower protocol.validation.speakers in datasets/{card.name}.yaml",
+        )
+    return set(candidates[:count])
+
+
+def _split_fold(card: DatasetCard, splits: dict[str, list[Utterance]], name: str, validation: bool) -> Fold:
     protocol = card.protocol
+    spec = protocol.validation if validation else None
+    if protocol.kind == "official_splits":
+        held_out = splits.get(spec.split, []) if spec else []
+        return Fold(name, splits.get(protocol.train, []), splits.get(protocol.test, []), held_out)
+    rows = [row for split in card.splits for row in splits.get(split, [])]
+    test = [r for r in rows if r.group == name]
+    rest = [r for r in rows if r.group != name]
+    if spec is None:
+        return Fold(name, rest, test)
+    if spec.split is not None:
+        named = {row.id for row in splits.get(spec.split, [])}
+        held = [r for r in rest if r.id in named]
+    elif spec.groups:
+        groups = set(_held_out_groups(card, name, spec.groups))
+        held = [r for r in rest if r.group in groups]
+    else:
+        speakers = _validation_speakers(card, rows, test, name)
+        held = [r for r in rest if r.speaker in speakers]
+    held_ids = {r.id for r in held}
+    return Fold(name, [r for r in rest if r.id not in held_ids], test, held)
+
+
+def folds(
+    card: DatasetCard,
+    splits: dict[str, list[Utterance]],
+    which: str | None = None,
+    validation: bool = False,
+) -> list[Fold]:
+    """The folds to run: all of them, the one named `which` (a group or the test split), or, with
+    `which=None`, the card's `default_fold`; with `validation`, each holds its validation rows."""
+    if validation:
+        check_validation(card)
     built = []
     for name in fold_names(card, which):
-        if protocol.kind == "leave_one_group_out":
-            rows = [row for split in card.splits for row in splits.get(split, [])]
-            fold = Fold(name, [r for r in rows if r.group != name], [r for r in rows if r.group == name])
-        else:
-            fold = Fold(name, splits.get(protocol.train, []), splits.get(protocol.test, []))
-        if not fold.train or not fold.test:
+        fold = _split_fold(card, splits, name, validation)
+        if not fold.train or not fold.test or (validation and not fold.validation):
+            counts = f"{len(fold.train)} train, {len(fold.test)} test"
+            counts += f", {len(fold.validation)} validation" if validation else ""
             raise BenchmarkError(
-                f"{card.name} fold '{fold.name}': {len(fold.train)} train, {len(fold.test)} test rows",
+                f"{card.name} fold '{fold.name}': {counts} rows",
                 hint=f"re-run `python -m benchmark data prepare {card.name}`: a group or split is missing",
             )
         built.append(fold)
     return built
+
+
+def shared_speakers(first: list[Utterance], second: list[Utterance]) -> set[str]:
+    """Speakers present in both sets of rows."""
+    return {row.speaker for row in first} & {row.speaker for row in second}
+
+
+def training_part(card: DatasetCard, splits: dict[str, list[Utterance]]) -> list[Utterance]:
+    """Every row a corpus of `train_with` contributes: its train split, or all of a cross-validated
+    corpus (whose test groups belong to its own protocol, not to the target corpus's)."""
+    protocol = card.protocol
+    if protocol.kind == "zero_shot":
+        raise BenchmarkError(
+            f"'{card.name}' is a zero-shot corpus and never trained on",
+            hint="train with a corpus that has a training split (e.g. speechcraft)",
+        )
+    if protocol.kind == "leave_one_group_out":
+        return [row for split in card.splits for row in splits.get(split, [])]
+    return list(splits.get(protocol.train, []))
+
+
+@dataclass(frozen=True)
+class Relabelled:
+    """A training corpus's rows with the target corpus's emotion labels, and what was renamed."""
+
+    rows: list[Utterance]
+    outside: Counter[str]  # source labels with no target label: the rows train no emotion
+
+
+def relabel(rows: list[Utterance], source: DatasetCard, target: DatasetCard) -> Relabelled:
+    """Rename `source` emotions to `target` labels through the target card's `label_maps`.
+
+    A label the map does not list keeps its name if the target has it (SpeechCraft's four IEMOCAP
+    classes); any other label becomes null, so the row still trains ASR and SED but no emotion,
+    and is counted in `outside`.
+    """
+    mapping = target.protocol.label_maps.get(source.name, {})
+    card_file = f"datasets/{target.name}.yaml protocol.label_maps.{source.name}"
+    if unknown := sorted(set(mapping) - set(source.labels)):
+        raise BenchmarkError(f"{card_file}: {unknown} are not labels of {source.name}")
+    if bad := sorted({v for v in mapping.values() if v is not None} - set(target.labels)):
+        raise BenchmarkError(f"{card_file}: {bad} are not labels of {target.name}")
+    outside: Counter[str] = Counter()
+    renamed = []
+    for row in rows:
+        label = row.emotion
+        if label is not None:
+            label = mapping.get(label, label if label in target.labels else None)
+            if label is None:
+                outside[row.emotion] += 1
+        renamed.append(row.model_copy(update={"emotion": label}))
+    return Relabelled(renamed, outside)

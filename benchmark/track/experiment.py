@@ -1,9 +1,18 @@
 """`python -m benchmark run`: train and evaluate one system on a corpus's folds, tracked in MLflow.
 
-One parent MLflow run per call (tags system, dataset, backbone, beta, schedule, git_sha; params
-the fully resolved system config), one nested run per fold with its training curves, prediction
-records, metrics and confusion matrix; the parent holds the mean and standard deviation over
-folds and the pooled predictions. Any exception marks the runs FAILED (Ctrl-C: KILLED).
+One parent MLflow run per call (tags system, dataset, backbone, beta, schedule, git_sha and the
+protocol tags of `benchmark.track.protocol`; params the fully resolved system config), one nested
+run per fold with its training curves, prediction records, metrics and confusion matrix; the
+parent holds the mean and standard deviation over folds and the pooled predictions. Any exception
+marks the runs FAILED (Ctrl-C: KILLED).
+
+The paper's protocol (section 4.1): each fold trains on the target corpus's training part plus
+the training part of every corpus its card names in `protocol.train_with` (SpeechCraft for IEMOCAP
+and MELD; `--train-with` overrides), their labels renamed through the target card. Each fold run
+logs what it trained on: params `data.<corpus>.train_utterances` and `train.<stage>.<task>.<corpus>`
+(examples per epoch), and every corpus part as an MLflow dataset input (context training,
+validation or test). With `--validation` the card's validation set leaves training: its
+teacher-forced loss is logged every epoch and its metrics as `val.<metric>` next to the test's.
 
 The frozen encoder's hidden states are computed once per utterance and cached on disk
 (`benchmark.data.features`), so every fold, stage and system after the first pays only for the
@@ -27,20 +36,25 @@ import torch
 
 from benchmark.config import DatasetCard, SystemConfig, benchmark_home, merge_configs
 from benchmark.data.manifest import Utterance
-from benchmark.data.prepare import is_prepared, load_split
-from benchmark.data.splits import Fold, fold_names, folds
+from benchmark.data.prepare import is_prepared, load_split, manifest_digest, prepared_dir
+from benchmark.data.splits import Fold, check_validation, fold_names, folds, relabel, training_part
+from benchmark.errors import BenchmarkError
 from benchmark.eval.metrics import confusion_matrix, plot_confusion_matrix
 from benchmark.eval.predict import predict, score_records
 from benchmark.nn.backbones import Backbone, get_backbone
 from benchmark.registry import load_dataset_card, load_system
+from benchmark.track.protocol import RunProtocol
 from benchmark.track.records import PredictionRecord
 from benchmark.track.tracking import (
+    DatasetContext,
     interrupted_run,
     load_mlflow_config,
     log_artifact,
+    log_dataset,
     log_environment,
     log_figure,
     log_metrics,
+    log_params,
     log_predictions,
     run_context,
     tracking_setup,
@@ -62,6 +76,8 @@ class RunRequest:
     dataset: str = "demo"
     backbone: str = "demo"
     fold: str | None = None  # None: the dataset card's default_fold
+    train_with: tuple[str, ...] | None = None  # None: the card's protocol.train_with; () for none
+    validation: bool = False  # hold out the card's validation set and score it
     epochs: int | None = None
     engine: str = "plain"
     resume: bool = False
@@ -113,16 +129,40 @@ def load_corpus(dataset: str) -> dict[str, list[Utterance]]:
     return {split: load_split(card, split) for split in card.splits}
 
 
-def config_digest(system: SystemConfig, request: RunRequest) -> str:
+def training_corpora(request: RunRequest, card: DatasetCard) -> list[DatasetCard]:
+    """The cards of the corpora that train with `card`, checked before any data is read."""
+    names = card.protocol.train_with if request.train_with is None else list(request.train_with)
+    cards = []
+    for name in dict.fromkeys(names):
+        if name == card.name:
+            raise BenchmarkError(
+                f"--train-with {name}: the target corpus already trains on its own training part"
+            )
+        other = load_dataset_card(name)
+        training_part(other, {})  # a zero-shot corpus is refused here
+        if other.reader != "demo" and not is_prepared(other):
+            source = "--train-with" if request.train_with is not None else f"datasets/{card.name}.yaml"
+            raise BenchmarkError(
+                f"{name} is not prepared; {source} trains {card.name} with it",
+                hint=f"run `python -m benchmark data prepare {name} --root PATH`, or pass --train-with none",
+            )
+        cards.append(other)
+    return cards
+
+
+def config_digest(system: SystemConfig, request: RunRequest, train_with: list[str]) -> str:
     """A digest of everything that changes training, so --resume finds its checkpoints and run."""
     key = json.dumps(
-        [system.model_dump(mode="json"), request.dataset, request.backbone, request.engine], sort_keys=True
-    )
+        [
+            system.model_dump(mode="json"), request.dataset, request.backbone, request.engine,
+            sorted(train_with), request.validation,
+        ],
+        sort_keys=True,
+    )  # fmt: skip
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def checkpoint_folder(system: SystemConfig, request: RunRequest, fold: str) -> Path:
-    digest = config_digest(system, request)
+def checkpoint_folder(digest: str, system: SystemConfig, fold: str) -> Path:
     return benchmark_home() / "checkpoints" / f"{system.name}-{digest}" / f"fold-{fold}"
 
 
@@ -132,10 +172,79 @@ def examples_of(rows: list[Utterance], features: dict[str, torch.Tensor]) -> lis
 
     return [
         TrainExample(
-            r.id, features[r.id], transcript=r.transcript, descriptor=r.descriptor, emotion=r.emotion
+            r.id,
+            features[r.id],
+            transcript=r.transcript,
+            descriptor=r.descriptor,
+            emotion=r.emotion,
+            dataset=r.dataset,
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """The target corpus's folds and the rows every fold trains with from the `train_with` corpora."""
+
+    card: DatasetCard
+    folds: list[Fold]
+    extra: list[Utterance]
+    outside_labels: dict[str, int]  # per train_with corpus: rows whose emotion the target lacks
+    cards: dict[str, DatasetCard]  # every corpus of the run, target first
+
+    def training_rows(self, fold: Fold) -> list[Utterance]:
+        return [*fold.train, *self.extra]
+
+    def all_rows(self) -> dict[str, Utterance]:
+        """Every row of the run by id; two corpora that share an id would mix their features."""
+        rows: dict[str, Utterance] = {}
+        for row in [*self.extra, *(r for f in self.folds for r in [*f.train, *f.validation, *f.test])]:
+            if (seen := rows.setdefault(row.id, row)).dataset != row.dataset:
+                raise BenchmarkError(f"utterance id '{row.id}' is in both {seen.dataset} and {row.dataset}")
+        return rows
+
+
+def build_mixture(request: RunRequest, card: DatasetCard, others: list[DatasetCard]) -> Mixture:
+    chosen = folds(card, load_corpus(card.name), request.fold, request.validation)
+    extra: list[Utterance] = []
+    outside: dict[str, int] = {}
+    for other in others:
+        relabelled = relabel(training_part(other, load_corpus(other.name)), other, card)
+        extra += relabelled.rows
+        outside[other.name] = sum(relabelled.outside.values())
+    return Mixture(card, chosen, extra, outside, {c.name: c for c in [card, *others]})
+
+
+def log_fold_data(mixture: Mixture, fold: Fold, system: SystemConfig) -> None:
+    """What the fold trained and was scored on, as params and MLflow dataset inputs."""
+    from benchmark.train.data import task_counts
+
+    card, training = mixture.card, mixture.training_rows(fold)
+    params: dict[str, int] = {}
+    for name in mixture.cards:
+        params[f"data.{name}.train_utterances"] = sum(row.dataset == name for row in training)
+    for name, count in mixture.outside_labels.items():
+        params[f"data.{name}.emotion_outside_labels"] = count
+    params[f"data.{card.name}.validation_utterances"] = len(fold.validation)
+    params[f"data.{card.name}.test_utterances"] = len(fold.test)
+    examples = examples_of(training, {row.id: torch.zeros(1, 1, 1) for row in training})
+    if system.kind == "ssl":
+        stage_tasks = [("ssl", task) for task in ("ser", "asr")]
+    else:
+        stage_tasks = [(stage.name, task) for stage in system.stages for task in stage.tasks]
+    for stage, task in stage_tasks:
+        for name, count in task_counts(examples, task).items():
+            params[f"train.{stage}.{task}.{name}"] = count
+    log_params(params)
+    parts: list[tuple[list[Utterance], str, DatasetContext]] = [
+        ([row for row in training if row.dataset == name], name, "training") for name in mixture.cards
+    ]
+    parts += [(fold.validation, card.name, "validation"), (fold.test, card.name, "test")]
+    for rows, name, context in parts:
+        if rows:
+            source = mixture.cards[name]
+            log_dataset(rows, name, context, prepared_dir(name), manifest_digest(source))
 
 
 def log_confusion(records: list[dict], labels: list[str], name: str) -> None:
@@ -147,44 +256,78 @@ def log_confusion(records: list[dict], labels: list[str], name: str) -> None:
         log_figure(plot_confusion_matrix(matrix, labels, Path(tmp) / name), name)
 
 
-def run_fold(
-    system: SystemConfig,
-    request: RunRequest,
-    backbone: Backbone,
-    fold: Fold,
-    features: dict[str, torch.Tensor],
-    encoder_shape: tuple[int, int],
-    card: DatasetCard,
-) -> tuple[list[dict], dict[str, float]]:
-    """Train from scratch on the fold's training rows, then predict and score its test rows.
+@dataclass(frozen=True)
+class RunPlan:
+    """What every fold of one `run` shares: the resolved system, the data and its encoder outputs."""
+
+    system: SystemConfig
+    request: RunRequest
+    backbone: Backbone
+    mixture: Mixture
+    features: dict[str, torch.Tensor]
+    encoder_shape: tuple[int, int]
+    digest: str  # config_digest: checkpoints and --resume
+
+    def examples(self, rows: list[Utterance]) -> list[TrainExample]:
+        return examples_of(rows, self.features)
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    records: list[dict]
+    scores: dict[str, float]
+    validation: dict[str, float]  # `val.<metric>`; empty without --validation
+
+
+def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
+    """Train from scratch on the fold's training rows (mixture included), then predict and score
+    its test rows, and its validation rows first when it has them.
 
     `kind: ssl` systems train the SSL baseline's heads (`benchmark.train.ssl`), without checkpoints;
     `kind: llm` systems train every stage of their schedule (`benchmark.train.loop`).
     """
+    system, request, card = plan.system, plan.request, plan.mixture.card
+    training = plan.examples(plan.mixture.training_rows(fold))
     if system.kind == "ssl":
-        return _run_ssl_fold(system, request, fold, features, encoder_shape, card)
-    from benchmark.nn.system import build_system
-    from benchmark.train.loop import train
+        from benchmark.train.ssl import build_ssl_baseline, predict_ssl, train_ssl
 
-    checkpoints = checkpoint_folder(system, request, fold.name)
-    if not request.resume and checkpoints.exists():
-        shutil.rmtree(checkpoints)
-    torch.manual_seed(system.training.seed)
-    model = build_system(system, *encoder_shape, backbone=backbone.decoder)
-    train(
-        model,
-        examples_of(fold.train, features),
-        engine=request.engine,
-        checkpoint_dir=checkpoints,
-        resume=request.resume,
-        log=log_metrics,
-        progress=request.progress,
-    )
-    log_trained_system(model, backbone.name, encoder_shape)
-    records = predict(
-        model, examples_of(fold.test, features), card.labels, fold.name, progress=request.progress
-    )
-    return records, score_records(records, card, system, fold.test)
+        torch.manual_seed(system.training.seed)
+        model = build_ssl_baseline(system, *plan.encoder_shape, card.labels)
+        train_ssl(model, training, system, log=log_metrics, progress=request.progress)
+
+        def predict_rows(rows: list[Utterance]) -> list[dict]:
+            return predict_ssl(model, plan.examples(rows), fold.name, progress=request.progress)
+
+    else:
+        from benchmark.nn.system import build_system
+        from benchmark.train.loop import train
+
+        checkpoints = checkpoint_folder(plan.digest, system, fold.name)
+        if not request.resume and checkpoints.exists():
+            shutil.rmtree(checkpoints)
+        torch.manual_seed(system.training.seed)
+        model = build_system(system, *plan.encoder_shape, backbone=plan.backbone.decoder)
+        train(
+            model,
+            training,
+            engine=request.engine,
+            checkpoint_dir=checkpoints,
+            resume=request.resume,
+            log=log_metrics,
+            progress=request.progress,
+            validation=plan.examples(fold.validation),
+        )
+        log_trained_system(model, plan.backbone.name, plan.encoder_shape)
+
+        def predict_rows(rows: list[Utterance]) -> list[dict]:
+            return predict(model, plan.examples(rows), card.labels, fold.name, progress=request.progress)
+
+    validation: dict[str, float] = {}
+    if fold.validation:
+        scores = score_records(predict_rows(fold.validation), card, system, fold.validation)
+        validation = {f"val.{name}": value for name, value in scores.items()}
+    records = predict_rows(fold.test)
+    return FoldResult(records, score_records(records, card, system, fold.test), validation)
 
 
 def log_trained_system(model: SpeechEmotionCaptioner, backbone: str, encoder_shape: tuple[int, int]) -> None:
@@ -202,23 +345,6 @@ def log_trained_system(model: SpeechEmotionCaptioner, backbone: str, encoder_sha
         log_artifact(path, str(SYSTEM_ARTIFACT.parent))
 
 
-def _run_ssl_fold(
-    system: SystemConfig,
-    request: RunRequest,
-    fold: Fold,
-    features: dict[str, torch.Tensor],
-    encoder_shape: tuple[int, int],
-    card: DatasetCard,
-) -> tuple[list[dict], dict[str, float]]:
-    from benchmark.train.ssl import build_ssl_baseline, predict_ssl, train_ssl
-
-    torch.manual_seed(system.training.seed)
-    model = build_ssl_baseline(system, *encoder_shape, card.labels)
-    train_ssl(model, examples_of(fold.train, features), system, log=log_metrics, progress=request.progress)
-    records = predict_ssl(model, examples_of(fold.test, features), fold.name, progress=request.progress)
-    return records, score_records(records, card, system, fold.test)
-
-
 def run_experiment(request: RunRequest) -> RunSummary:
     """Train and evaluate `request.system` on the requested folds; see the module docstring."""
     from benchmark.data.features import FeatureCache
@@ -227,44 +353,59 @@ def run_experiment(request: RunRequest) -> RunSummary:
     backbone = get_backbone(request.backbone)
     system = resolve_system(request, backbone)
     card = load_dataset_card(request.dataset)
-    fold_names(card, request.fold)  # a bad corpus or fold name fails before any data is read
+    run_folds = fold_names(card, request.fold)  # a bad corpus or fold name fails before any data is read
+    if request.validation:
+        check_validation(card)
+    others = training_corpora(request, card)
     tracking_setup(load_mlflow_config())  # marks stale runs; a bad store fails before any work
-    chosen = folds(card, load_corpus(request.dataset), request.fold)
+    mixture = build_mixture(request, card, others)
     labels = list(card.labels)
 
     encoder = build_encoder(backbone.encoder, system.encoder_family)
-    rows = {r.id: r for fold in chosen for r in [*fold.train, *fold.test]}
+    rows = mixture.all_rows()
     cache = FeatureCache(None, encoder, enabled=request.cache_features, progress=request.progress)
     features = dict(zip(rows, cache.get(list(rows.values())), strict=True))
     encoder_shape = (encoder.num_layers, encoder.hidden_size)
     del encoder  # frozen and cached: training needs only its outputs
 
+    train_with = [other.name for other in others]
+    digest = config_digest(system, request, train_with)
+    plan = RunPlan(system, request, backbone, mixture, features, encoder_shape, digest)
+    protocol = RunProtocol(
+        dataset=card.name,
+        train_with=tuple(train_with),
+        validation=request.validation,
+        backbone=backbone.name,
+        folds=tuple(run_folds),
+        engine=request.engine,
+        recipe="custom" if request.epochs is not None or request.overrides else "registry",
+    )
     tags = {
-        "system": system.name, "dataset": card.name, "backbone": backbone.name,
-        "beta": system.beta, "schedule": system.schedule, "engine": request.engine,
-        "config_digest": config_digest(system, request),
+        "system": system.name, "beta": system.beta, "schedule": system.schedule,
+        "engine": request.engine, "config_digest": digest, **protocol.tags(system),
     }  # fmt: skip
-    resumed = interrupted_run("config_digest", tags["config_digest"]) if request.resume else None
+    resumed = interrupted_run("config_digest", digest) if request.resume else None
     fold_metrics: dict[str, dict[str, float]] = {}
     parent_tags = {**tags, "resumed_from": resumed.info.run_id} if resumed else tags
     with run_context(f"{system.name} on {card.name}", tags=parent_tags, params=system) as parent:
         log_environment()
         pooled: list[dict] = []
-        for fold in chosen:
+        for fold in mixture.folds:
             with run_context(f"fold {fold.name}", tags={**tags, "fold": fold.name}):
-                records, scores = run_fold(system, request, backbone, fold, features, encoder_shape, card)
-                log_metrics(scores)
-                log_predictions([PredictionRecord(**r) for r in records], f"fold-{fold.name}")
-                log_confusion(records, labels, "confusion_matrix.png")
-            fold_metrics[fold.name] = scores
-            pooled += records
+                log_fold_data(mixture, fold, system)
+                result = run_fold(plan, fold)
+                log_metrics({**result.scores, **result.validation})
+                log_predictions([PredictionRecord(**r) for r in result.records], f"fold-{fold.name}")
+                log_confusion(result.records, labels, "confusion_matrix.png")
+            fold_metrics[fold.name] = {**result.scores, **result.validation}
+            pooled += result.records
         names = sorted({name for scores in fold_metrics.values() for name in scores})
         mean = {n: float(np.mean([s[n] for s in fold_metrics.values() if n in s])) for n in names}
         std = {n: float(np.std([s[n] for s in fold_metrics.values() if n in s])) for n in names}
         log_metrics(mean)
         log_metrics({f"{n}.std": v for n, v in std.items()})
-        if len(chosen) > 1:  # with one fold the pooled scores are the fold's
-            tested = [row for fold in chosen for row in fold.test]
+        if len(mixture.folds) > 1:  # with one fold the pooled scores are the fold's
+            tested = [row for fold in mixture.folds for row in fold.test]
             log_metrics({f"pooled.{n}": v for n, v in score_records(pooled, card, system, tested).items()})
         log_predictions([PredictionRecord(**r) for r in pooled], "pooled")
         log_confusion(pooled, labels, "confusion_matrix_pooled.png")

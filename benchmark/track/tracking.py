@@ -21,15 +21,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 import mlflow
@@ -41,6 +43,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from pydantic import BaseModel, Field, model_validator
 
 from benchmark.config import StrictModel, load_yaml, validate
+from benchmark.data.manifest import Utterance
 from benchmark.errors import BenchmarkError
 from benchmark.track.lifecycle import StaleRun, heartbeat, mark_stale_runs, owner_tags, tracking_write
 from benchmark.track.records import PredictionRecord, write_records
@@ -329,6 +332,38 @@ def log_metrics(metrics: Mapping[str, float | None], step: int | None = None) ->
     values = {key: float(value) for key, value in metrics.items() if value is not None}
     if values:
         tracking_write(mlflow.log_metrics, values, step=step)
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log params of the active run (values as strings), e.g. `data.iemocap.train_utterances`."""
+    _active_run_id()
+    if params:
+        tracking_write(mlflow.log_params, {key: str(value) for key, value in params.items()})
+
+
+DatasetContext = Literal["training", "validation", "test"]
+
+
+def log_dataset(
+    rows: Sequence[Utterance], name: str, context: DatasetContext, source: Path, manifest_digest: str
+) -> None:
+    """Log the manifest rows a run saw in one role as an MLflow dataset input (the UI's Datasets
+    column): its digest is that of the rows' ids, so two folds' training parts differ, and the tag
+    `manifest_digest` names the prepared manifests they were drawn from."""
+    import pandas as pd
+
+    _active_run_id()
+    frame = pd.DataFrame(
+        [
+            {"id": r.id, "duration": r.duration, "emotion": r.emotion, "speaker": r.speaker, "group": r.group}
+            for r in rows
+        ]
+    )
+    ids = hashlib.sha256("\n".join(sorted(r.id for r in rows)).encode()).hexdigest()[:16]
+    with warnings.catch_warnings():  # mlflow registers two identical local-file source types
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_pandas(frame, source=str(source), name=name, digest=ids)
+    tracking_write(mlflow.log_input, dataset, context=context, tags={"manifest_digest": manifest_digest})
 
 
 def log_text(text: str, name: str) -> None:

@@ -4,9 +4,15 @@ The loop trains on encoder OUTPUTS: each example holds (or lazily loads) the fro
 L+1 hidden states of one utterance, so a feature cache or an on-the-fly encoder both fit.
 
 A stage names several tasks; every task gets its own length-bucketed batches over the utterances
-that have the task's fields (an utterance without a descriptor is skipped for `ser_sed` but still
-trains `asr`), and the tasks' batches are interleaved round-robin (asr, ser_sed, asr, ...), so an
-epoch visits every eligible utterance once per task and each batch has a single target format.
+that have the task's fields, and the tasks' batches are interleaved round-robin (asr, ser_sed,
+asr, ...), so an epoch visits every eligible utterance once per task.
+
+The descriptor is the one optional field. IEMOCAP and MELD have transcripts and emotions but no
+descriptors, and the paper trains SER on them next to SpeechCraft (section 4.1): a row without a
+descriptor still teaches the emotion, its `ser_sed` (or `full`) response simply leaves the
+`Descriptor:` line out. The alternative, descriptors written from measured cues, would teach the
+LLM the suite's own cue vocabulary as if it were SpeechCraft's annotation. A task that finds no
+row at all is an error before training (`check_stage_rows`), never a silently shorter stage.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.config import Task
+from benchmark.config import StageConfig, Task
 from benchmark.data.batching import LengthBucketSampler
+from benchmark.errors import BenchmarkError
 from benchmark.eval.parsing import format_response
 
 # The fields each task asks the LLM to write, in the order format_response writes them.
@@ -28,13 +35,16 @@ TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "ser_sed": ("descriptor", "emotion"),
     "full": ("transcript", "descriptor", "emotion"),
 }
+# Left out of the response when an utterance lacks it (see the module docstring).
+OPTIONAL_FIELDS = frozenset({"descriptor"})
 
 
 @dataclass
 class TrainExample:
     """One utterance: encoder hidden states (L+1, F, D), or a callable returning them, and labels.
 
-    `num_frames` is needed only with a loader, so that batches can be planned without loading.
+    `num_frames` is needed only with a loader, so that batches can be planned without loading;
+    `dataset` names the corpus, for the per-corpus counts of a training mixture.
     """
 
     id: str
@@ -43,6 +53,7 @@ class TrainExample:
     descriptor: str | None = None
     emotion: str | None = None
     num_frames: int | None = None
+    dataset: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.features, torch.Tensor):
@@ -69,11 +80,36 @@ class Batch:
 
 
 def target_for(example: TrainExample, task: Task) -> str | None:
-    """The response `task` trains on, or None when the utterance lacks one of its fields."""
+    """The response `task` trains on, or None when the utterance lacks a required field."""
     values = {name: getattr(example, name) for name in TASK_FIELDS[task]}
-    if any(value is None for value in values.values()):
+    if any(value is None for name, value in values.items() if name not in OPTIONAL_FIELDS):
         return None
     return format_response(values.get("transcript"), values.get("descriptor"), values.get("emotion"))
+
+
+def task_counts(examples: Sequence[TrainExample], task: Task) -> dict[str, int]:
+    """Examples per epoch of `task`, per corpus (every corpus of `examples`, zeros included)."""
+    counts = dict.fromkeys(sorted({example.dataset for example in examples}), 0)
+    for example in examples:
+        if target_for(example, task) is not None:
+            counts[example.dataset] += 1
+    return counts
+
+
+def check_stage_rows(stages: Sequence[StageConfig], examples: Sequence[TrainExample]) -> None:
+    """Fail before training when a task of a stage has no training row (one line: stage, task,
+    the fields it needs, the corpora looked in)."""
+    corpora = ", ".join(sorted({example.dataset or "(unnamed)" for example in examples})) or "(no rows)"
+    for stage in stages:
+        for task in stage.tasks:
+            if stage.epochs and not any(task_counts(examples, task).values()):
+                needed = " and ".join(name for name in TASK_FIELDS[task] if name not in OPTIONAL_FIELDS)
+                optional = [name for name in TASK_FIELDS[task] if name in OPTIONAL_FIELDS]
+                raise BenchmarkError(
+                    f"stage '{stage.name}': task '{task}' has no training rows: it needs {needed}"
+                    f"{f' ({optional[0]} optional)' if optional else ''}, and no row of {corpora} has it",
+                    hint="add a corpus with these fields (--train-with) or choose a system without the task",
+                )
 
 
 def pad_features(features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,8 +156,6 @@ def epoch_plan(
         sampler.set_epoch(epoch)
         per_task.append([(task, [eligible[j] for j in batch]) for batch in sampler])
     plan = [b for group in itertools.zip_longest(*per_task) for b in group if b is not None]
-    if not plan:
-        raise ValueError(f"no training utterance has the fields of the tasks {list(tasks)}")
     if world_size > 1:
         plan = plan[: len(plan) // world_size * world_size][rank::world_size]
     return plan

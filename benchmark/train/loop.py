@@ -7,6 +7,10 @@ bf16 autocast on CUDA, one log call per optimizer step and one checkpoint per ep
 with `zero_descriptor` feeds zero descriptor tokens (the descriptor branch is not run).
 
 Each stage gets a fresh optimizer and schedule, as in the paper's two separate fine-tuning runs.
+Before anything trains, every task of every stage must find training rows (`check_stage_rows`).
+With `validation` examples, each epoch ends with their teacher-forced loss on the stage's tasks
+(`val.ce`, `val.loss`), logged at the epoch's last step: cheap enough for every epoch (no
+generation), and the signal a study prunes on.
 The same loop runs the plain engine or DeepSpeed (`benchmark.train.engine`). Metrics are those of
 this rank's batches; `log(metrics, step)` is called on rank 0 only and is where the caller
 attaches MLflow.
@@ -22,9 +26,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from benchmark.config import StageConfig, Task
 from benchmark.nn.system import SpeechEmotionCaptioner, SystemOutput
 from benchmark.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
-from benchmark.train.data import TrainExample, collate, epoch_plan
+from benchmark.train.data import TrainExample, check_stage_rows, collate, epoch_plan
 from benchmark.train.engine import build_engine, init_distributed, training_device
 from benchmark.train.schedule import build_scheduler
 
@@ -64,6 +69,7 @@ def train(
     resume: bool = False,
     log: LogFn | None = None,
     progress: bool = True,
+    validation: Sequence[TrainExample] = (),
 ) -> list[dict[str, float]]:
     """Train `model` through all stages of `model.config`; return one metrics dict per optimizer step.
 
@@ -74,6 +80,7 @@ def train(
     is left in eval mode.
     """
     system, settings = model.config, model.config.training
+    check_stage_rows(system.stages, examples)
     rank, local_rank, world_size = init_distributed(engine)
     device = training_device(local_rank)
     seed_everything(settings.seed)
@@ -140,8 +147,40 @@ def train(
                 bar.update()
                 window = _Window()
             bar.close()
+            if validation:
+                metrics = validation_loss(runner, validation, stage.tasks, settings.batch_size, stage, device)
+                history.append({"step": global_step, **metrics})
+                if log is not None and rank == 0:
+                    log(metrics, global_step)
+                model.train()
             if checkpoint_dir is not None:
                 save_checkpoint(checkpoint_dir, model, runner, stage_index, epoch, global_step, rank)
         epochs_before += stage.epochs
     model.eval()
     return history
+
+
+@torch.no_grad()
+def validation_loss(
+    runner: Callable,
+    examples: Sequence[TrainExample],
+    tasks: Sequence[Task],
+    batch_size: int,
+    stage: StageConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Teacher-forced loss of `examples` on every task of the stage (z = mu: eval mode), weighted
+    by response tokens. Every rank runs every batch, so sharded (ZeRO-3) weights gather as usual."""
+    runner.module.eval()
+    tokens, ce_sum, loss_sum = 0, 0.0, 0.0
+    for task in tasks:
+        for _, indices in epoch_plan(examples, [task], batch_size, seed=0, epoch=0):
+            batch = collate([examples[j] for j in indices], task).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out = runner(batch.hidden_states, batch.frame_mask, batch.targets, stage.zero_descriptor)
+            tokens += out.num_tokens
+            ce_sum += float(out.ce) * out.num_tokens
+            loss_sum += float(out.loss) * out.num_tokens
+    if tokens == 0:
+        return {}
+    return {"val.ce": ce_sum / tokens, "val.loss": loss_sum / tokens}
