@@ -1,4 +1,5 @@
-"""The frozen encoder: shapes, masks, frozenness, padding invariance, offline errors, demo backbone."""
+"""The frozen encoder: shapes, masks, frozenness, padding invariance, offline errors, demo backbone,
+and its top layers re-run on cached hidden states (`TopLayers`)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from benchmark.errors import BenchmarkError
 from benchmark.nn import demo_backbone
 from benchmark.nn.encoder import (
     FAMILIES,
+    SpeechEncoder,
+    TopLayers,
     build_encoder,
     normalise_waveforms,
     prepare_waveforms,
     read_do_normalize,
+    tiny_config,
 )
+from benchmark.train.data import pad_features
 
 LENGTHS = (16000, 9000, 23456)  # samples: 1 s, a short and a long utterance
 
@@ -166,3 +171,110 @@ def test_small_demo_backbone_is_built_once_and_loads_as_the_demo_encoder(
     assert encoder.do_normalize == demo_backbone.DO_NORMALIZE
     out = encoder(*pad_waveforms(_waves()))
     assert out.hidden_states.shape[-1] == encoder.hidden_size
+
+
+def _cached_batch(encoder: SpeechEncoder) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The encoder's hidden states of a padded batch of two utterances (1 s and 0.56 s), and the
+    same states as the cache serves them: each utterance's real frames on their own, zero-padded
+    into a batch (`pad_features`); and the frame mask."""
+    out = encoder(*pad_waveforms(_waves(3)[:2]))
+    frames = out.frame_mask.sum(dim=1).tolist()
+    hidden, mask = pad_features([out.hidden_states[:, row, :n] for row, n in enumerate(frames)])
+    assert torch.equal(mask, out.frame_mask) and len(set(frames)) == len(frames)  # really padded
+    return out.hidden_states, hidden, mask
+
+
+def _tiny(family: str, stable: bool) -> SpeechEncoder:
+    config = tiny_config(family)
+    config.do_stable_layer_norm = stable  # False: base-style layer norm before the layers
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        return SpeechEncoder(FAMILIES[family][1](config), "tiny", family)
+
+
+def _assert_same_on_real_frames(new: torch.Tensor, own: torch.Tensor, mask: torch.Tensor) -> None:
+    for row, n in enumerate(mask.sum(dim=1).tolist()):
+        torch.testing.assert_close(new[:, row, :n], own[:, row, :n], atol=1e-5, rtol=1e-5)
+    assert torch.all(new[:, ~mask] == 0)  # padding stays zero, as the cache pads
+
+
+@pytest.mark.parametrize("stable", [True, False], ids=["stable-layer-norm", "layer-norm-first"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("k", [1, 2, "all"])
+def test_top_layers_rerun_on_cached_states_give_the_encoders_own_hidden_states(
+    family: str, stable: bool, k
+) -> None:
+    """The split point, the attention mask, WavLM's position bias and the norms are those of the
+    encoder: the untrained copies reproduce every hidden state above the split, on a padded batch."""
+    encoder = _tiny(family, stable)
+    own, cached, mask = _cached_batch(encoder)
+    top = TopLayers(encoder, k).eval()
+    assert len(top.layers) == (2 if k == "all" else k) and top.start == 2 - len(top.layers)
+    assert (top.position_bias is not None) == (family == "wavlm" and top.start > 0)
+    with torch.no_grad():
+        new = top(cached, mask)
+    assert new.shape == cached.shape
+    assert torch.equal(new[: top.start + 1], cached[: top.start + 1])  # the cached states below
+    _assert_same_on_real_frames(new, own, mask)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_top_layers_are_sensitive_to_the_mask_and_the_final_norm_matches_last_hidden_state(
+    family: str,
+) -> None:
+    """The check above is not vacuous: without the mask the short utterance attends its padding.
+    And the final norm, where a transformers version puts it into hidden state L (4.x), gives the
+    model's `last_hidden_state`."""
+    encoder = build_encoder("tiny", family)
+    own, cached, mask = _cached_batch(encoder)
+    top = TopLayers(encoder, 1).eval()
+    short = mask[1].sum().item()
+    with torch.no_grad():
+        unmasked = top(cached, torch.ones_like(mask))
+        assert not torch.allclose(unmasked[-1, 1, :short], own[-1, 1, :short], atol=1e-4)
+        top.final_norm = encoder.model.encoder.layer_norm
+        normed = top(cached, mask)[-1]
+        waves, wave_mask = pad_waveforms(_waves(3)[:2])
+        inputs = prepare_waveforms(waves, wave_mask, encoder.do_normalize)
+        last = encoder.model(inputs, attention_mask=wave_mask.long()).last_hidden_state
+    for row, n in enumerate(mask.sum(dim=1).tolist()):
+        torch.testing.assert_close(normed[row, :n], last[row, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_top_layers_of_the_demo_architecture_reproduce_its_hidden_states() -> None:
+    """The demo backbone's architecture (two-layer front end, conv bias, raw input, 4 layers of 128),
+    with random weights: building the real one takes minutes."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        model = FAMILIES["hubert"][1](demo_backbone.demo_config())
+    encoder = SpeechEncoder(model, "demo", "hubert", do_normalize=demo_backbone.DO_NORMALIZE)
+    own, cached, mask = _cached_batch(encoder)
+    for k in (1, 3, "all"):
+        with torch.no_grad():
+            new = TopLayers(encoder, k).eval()(cached, mask)
+        _assert_same_on_real_frames(new, own, mask)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_top_layers_train_and_the_encoder_stays_frozen(family: str) -> None:
+    encoder = build_encoder("tiny", family)
+    _, cached, mask = _cached_batch(encoder)
+    top = TopLayers(encoder, 1).train()
+    assert all(p.requires_grad for p in top.layers.parameters())
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert top.position_bias is None or not any(p.requires_grad for p in top.position_bias.parameters())
+    new = top(cached, mask)
+    assert torch.equal(new[:-1], cached[:-1])
+    new[-1].pow(2).sum().backward()
+    assert all(p.grad is not None for p in top.layers.parameters())
+    assert all(p.grad is None for p in encoder.parameters())
+
+
+def test_top_layers_count_is_checked() -> None:
+    encoder = build_encoder("tiny")
+    with pytest.raises(BenchmarkError, match="finetune_layers=3"):
+        TopLayers(encoder, 3)  # the tiny encoder has 2 layers
+    with pytest.raises(ValueError, match="frozen"):
+        TopLayers(encoder, 0)
+    with pytest.raises(ValueError, match="hidden states"):
+        TopLayers(encoder, 1)(torch.zeros(2, 1, 5, encoder.hidden_size), torch.ones(1, 5, dtype=torch.bool))

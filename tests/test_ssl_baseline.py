@@ -1,17 +1,31 @@
-"""The SSL baselines (Table 2 Sys. 1-3): heads, CTC decoding, training, and `benchmark run`."""
+"""The SSL baselines (Table 2 Sys. 1-3): heads, CTC decoding, training (frozen or with the encoder's
+top layers fine-tuned), and `benchmark run`."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from benchmark.data.batching import pad_waveforms
 from benchmark.nn.demo_backbone import BLANK, VOCAB
+from benchmark.nn.encoder import build_encoder
 from benchmark.nn.ssl_baseline import SSLBaseline
+from benchmark.registry import load_system
 from benchmark.track.experiment import RunRequest, run_experiment
 from benchmark.track.records import load_run_records
+from benchmark.train.data import TrainExample
+from benchmark.train.ssl import (
+    build_ssl_baseline,
+    encoder_lr_scale,
+    predict_ssl,
+    pretrained_top_layers,
+    train_ssl,
+)
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 
@@ -71,6 +85,95 @@ def test_the_loss_decreases_on_a_tiny_batch():
     assert losses[-1] < 0.5 * losses[0]
     none = model.loss(hidden, mask, [None] * 3, [None] * 3)
     assert float(none.loss) == 0.0
+
+
+def _tiny_examples(encoder, count: int = 6) -> list[TrainExample]:
+    """`count` random utterances of 0.4-1 s as the cache serves them, with labels and transcripts."""
+    rng = np.random.default_rng(0)
+    waves = [(0.1 * rng.standard_normal(6400 + 1920 * i)).astype(np.float32) for i in range(count)]
+    out = encoder(*pad_waveforms(waves))
+    frames = out.frame_mask.sum(dim=1).tolist()
+    return [
+        TrainExample(
+            f"u{i}", out.hidden_states[:, i, :n].clone(), transcript="hi there", emotion=LABELS[i % 4]
+        )
+        for i, n in enumerate(frames)
+    ]
+
+
+def _ssl_system(finetune_layers, epochs: int = 2):
+    overrides = {"ssl": {"epochs": epochs, "hidden_dim": 16, "finetune_layers": finetune_layers, "lr": 1e-2}}
+    return load_system("ssl-wavlm", {**overrides, "training": {"batch_size": 2}})
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("finetune_layers", [1, "all"])
+def test_finetuning_trains_the_copied_top_layers_only(finetune_layers) -> None:
+    """WavLM, so that the relative position bias from the frozen layer 0 is in play for k=1."""
+    encoder = build_encoder("tiny", "wavlm")
+    examples = _tiny_examples(encoder)
+    system = _ssl_system(finetune_layers)
+    frozen = _weights(encoder)
+    template = pretrained_top_layers(system, encoder)
+    pretrained = _weights(template)
+    torch.manual_seed(0)
+    model = build_ssl_baseline(system, encoder.num_layers, encoder.hidden_size, LABELS, top_layers=template)
+    history = train_ssl(model, examples, system, progress=False)
+    assert len(history) == 6 and all("train.encoder_lr" in h for h in history)
+    assert max(h["train.encoder_lr"] for h in history) == pytest.approx(system.ssl.encoder_lr)
+    assert history[-1]["train.encoder_lr"] < system.ssl.encoder_lr  # decaying after the warm-up
+    assert all(torch.equal(frozen[n], t) for n, t in encoder.state_dict().items())  # the encoder
+    assert all(torch.equal(pretrained[n], t) for n, t in template.state_dict().items())  # copied per fold
+    trained = model.top_layers.state_dict()
+    changed = {n for n, t in trained.items() if not torch.equal(pretrained[n], t)}
+    layer_weights = {n for n in trained if n.startswith("layers.") and n.endswith(".weight")}
+    assert layer_weights <= changed
+    assert not any(n.startswith("position_bias.") for n in changed)  # layer 0's, frozen with it
+    records = predict_ssl(model, examples, fold="1", progress=False)
+    assert [r["id"] for r in records] == [ex.id for ex in examples]
+    assert all(r["hyp_emotion"] in LABELS and isinstance(r["hyp_transcript"], str) for r in records)
+
+
+def test_finetune_layers_0_trains_the_heads_on_the_cached_states() -> None:
+    encoder = build_encoder("tiny", "wavlm")
+    examples = _tiny_examples(encoder)
+    system = _ssl_system(0)
+    frozen = _weights(encoder)
+    assert pretrained_top_layers(system, encoder) is None
+    torch.manual_seed(0)
+    model = build_ssl_baseline(system, encoder.num_layers, encoder.hidden_size, LABELS)
+    assert model.top_layers is None
+    names = {n for n, _ in model.named_parameters()}
+    history = train_ssl(model, examples, system, progress=False)
+    assert not any("train.encoder_lr" in h for h in history)
+    assert {n for n, _ in model.named_parameters()} == names
+    assert all(torch.equal(frozen[n], t) for n, t in encoder.state_dict().items())
+    cached = [ex.features.clone() for ex in examples]
+    predict_ssl(model, examples, fold="1", progress=False)
+    assert all(torch.equal(ex.features, c) for ex, c in zip(examples, cached, strict=True))
+
+
+def test_the_top_layers_must_match_finetune_layers() -> None:
+    encoder = build_encoder("tiny", "wavlm")
+    one = pretrained_top_layers(_ssl_system(1), encoder)
+    with pytest.raises(ValueError, match="needs 1 top layers, got 0"):
+        build_ssl_baseline(_ssl_system(1), encoder.num_layers, encoder.hidden_size, LABELS)
+    with pytest.raises(ValueError, match="needs 2 top layers, got 1"):
+        build_ssl_baseline(
+            _ssl_system("all"), encoder.num_layers, encoder.hidden_size, LABELS, top_layers=one
+        )
+    with pytest.raises(ValueError, match="needs 0 top layers, got 1"):
+        build_ssl_baseline(_ssl_system(0), encoder.num_layers, encoder.hidden_size, LABELS, top_layers=one)
+
+
+def test_encoder_lr_warms_up_then_decays() -> None:
+    scales = [encoder_lr_scale(step, 100) for step in range(100)]
+    assert scales[0] == pytest.approx(0.1) and scales[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(scales[9:])) and 0 < scales[-1] < 0.01
+    assert encoder_lr_scale(0, 3) == 1.0  # a one-step warm-up: the peak at once
 
 
 @pytest.mark.slow

@@ -26,10 +26,16 @@ outputs on real frames do not depend on how much padding a batch has. Group-norm
 were trained without an attention mask, so they get zero padding only, as their model cards
 prescribe; group norm over time then mixes padding into the statistics, so such encoders report
 `padding_invariant = False` and the feature cache runs them one utterance at a time.
+
+Where encoder weights do train (the SSL baselines' `ssl.finetune_layers`), they are copies:
+`TopLayers` holds trainable copies of the top k transformer layers that re-run on cached hidden
+state L-k and give new hidden states L-k+1..L, so fine-tuning needs neither the waveforms nor the
+frozen layers below, and the `SpeechEncoder` and its cache key stay as they are.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass
@@ -49,6 +55,7 @@ from transformers import (
     WavLMConfig,
     WavLMModel,
 )
+from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 from benchmark.errors import BenchmarkError
 from benchmark.nn.hub import PAPER_CHECKPOINTS, require_checkpoint
@@ -209,3 +216,147 @@ def build_encoder(backbone: str, family: str = "hubert") -> SpeechEncoder:
     else:
         raise BenchmarkError(f"unknown backbone '{backbone}'", hint="choose one of tiny, demo, paper")
     return SpeechEncoder(model, backbone, family, do_normalize)
+
+
+def top_state_is_normed(model: PreTrainedModel) -> bool:
+    """Whether the model's top hidden state (number L) has gone through the encoder's final norm.
+
+    Only "stable layer norm" encoders (`do_stable_layer_norm`: the large checkpoints and the
+    tiny/demo configs) have a norm after their last layer. transformers 4 returned its output as
+    hidden state L; transformers 5 (`capture_outputs(tie_last_hidden_states=False)`) returns the
+    last layer's raw output there and normalises `last_hidden_state` only. Rather than trust a
+    version number, this runs the model once on a second of noise and compares hidden state L with
+    the last layer's own output, caught by a hook.
+    """
+    if not model.config.do_stable_layer_norm:
+        return False  # the norm is applied before the layers, and is part of hidden state 0
+    caught: list[torch.Tensor] = []
+    last = model.encoder.layers[-1]
+    handle = last.register_forward_hook(
+        lambda _m, _a, out: caught.append(out[0] if isinstance(out, tuple) else out)
+    )
+    try:
+        generator = torch.Generator().manual_seed(0)
+        noise = torch.randn(1, 16000, generator=generator).to(device=model.device, dtype=model.dtype)
+        with torch.no_grad():
+            top = model(noise, output_hidden_states=True).hidden_states[-1]
+            normed = model.encoder.layer_norm(caught[-1])
+    finally:
+        handle.remove()
+    if torch.equal(top, caught[-1]):
+        return False
+    if torch.allclose(top, normed, atol=1e-5, rtol=1e-4):
+        return True
+    raise BenchmarkError(
+        f"{type(model).__name__}: hidden state L is neither the last layer's output nor its final norm",
+        hint="this transformers version computes hidden states in a way TopLayers does not know",
+    )
+
+
+def resolve_finetune_layers(finetune_layers: int | str, num_transformer_layers: int) -> int:
+    """The number k of top transformer layers `finetune_layers` names (`"all"`: every one)."""
+    k = num_transformer_layers if finetune_layers == "all" else int(finetune_layers)
+    if not 0 <= k <= num_transformer_layers:
+        raise BenchmarkError(
+            f"ssl.finetune_layers={finetune_layers} but the encoder has {num_transformer_layers} layers",
+            hint=f"choose 0 (frozen) to {num_transformer_layers}, or 'all'",
+        )
+    return k
+
+
+class RelativePositionBias(nn.Module):
+    """WavLM's relative position bias: made by layer 0's bucket embedding from the frame count only,
+    then passed, ungated, to every later layer (each gates it by its own input). Fine-tuning layers
+    above layer 0 needs it, from a frozen copy of that embedding, as layer 0 itself stays frozen.
+    The bucketing is transformers' own (`WavLMAttention`'s methods, used on this module's fields)."""
+
+    compute_bias = WavLMAttention.compute_bias
+    _relative_positions_bucket = WavLMAttention._relative_positions_bucket
+
+    def __init__(self, attention: WavLMAttention) -> None:
+        super().__init__()
+        self.num_heads, self.num_buckets = attention.num_heads, attention.num_buckets
+        self.max_distance = attention.max_distance
+        self.rel_attn_embed = copy.deepcopy(attention.rel_attn_embed).requires_grad_(False)
+
+    def forward(self, batch: int, frames: int) -> torch.Tensor:
+        """(batch * heads, frames, frames), as layer 0 makes it when given no bias."""
+        bias = self.compute_bias(frames, frames).unsqueeze(0)
+        return bias.repeat(batch, 1, 1, 1).view(batch * self.num_heads, frames, frames)
+
+
+class TopLayers(nn.Module):
+    """Trainable copies of the encoder's top k transformer layers, re-run on cached hidden states.
+
+    Hidden state i is the input of transformer layer i (i < L) in every transformers version and
+    both layer-norm variants, so layers L-k..L-1 map cached hidden state L-k to new states
+    L-k+1..L, and states 0..L-k stay the cached ones. k = L (`finetune_layers: all`) starts from
+    hidden state 0, which is the frozen front end's output: the CNN, the feature projection, the
+    positional convolution and, in non-stable encoders, the layer norm before the layers.
+
+    What the encoder's own forward does around its layers is reproduced, so that the untrained
+    copies give back the encoder's hidden states on real frames (tests/test_encoder.py):
+
+    - padding: padded frames are masked as attention keys, as with the attention mask the
+      layer-norm encoders get (and equivalent to the one-utterance-at-a-time runs of the others);
+      HuBERT and wav2vec2 layers take it as the additive (B, 1, F, F) mask transformers builds for
+      eager and SDPA attention, WavLM layers take the (B, F) mask itself. Padded output frames are
+      zeroed, like the cache's padding;
+    - WavLM: the relative position bias from layer 0 (`RelativePositionBias`);
+    - the final norm of stable-layer-norm encoders, trainable, on the top state only and only
+      where the encoder's hidden state L includes it (`top_state_is_normed`).
+
+    In train mode the layers use the config's dropout; LayerDrop and time masking, which act on
+    the whole model, do not apply. The copies are float32 whatever the checkpoint's dtype; their
+    input carries the float16 rounding of the feature cache.
+    """
+
+    def __init__(self, encoder: SpeechEncoder, finetune_layers: int | str) -> None:
+        super().__init__()
+        model = encoder.model
+        total = model.config.num_hidden_layers
+        k = resolve_finetune_layers(finetune_layers, total)
+        if k == 0:
+            raise ValueError("finetune_layers=0 keeps the encoder frozen: build no TopLayers")
+        self.num_hidden_states, self.start = total + 1, total - k
+        self.relative_bias = isinstance(model, WavLMModel)  # its layers take and return position_bias
+        layers = model.encoder.layers
+        self.layers = copy.deepcopy(layers[self.start :]).float().requires_grad_(True)
+        self.final_norm = (
+            copy.deepcopy(model.encoder.layer_norm).float().requires_grad_(True)
+            if top_state_is_normed(model)
+            else None
+        )
+        self.position_bias = (
+            RelativePositionBias(layers[0].attention).float()
+            if self.relative_bias and self.start > 0
+            else None
+        )
+
+    def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """hidden_states (L+1, B, F, D) with zero padding, mask (B, F) -> (L+1, B, F, D): states
+        0..L-k as given, L-k+1..L recomputed (with gradients when training)."""
+        if hidden_states.shape[0] != self.num_hidden_states:
+            raise ValueError(f"expected {self.num_hidden_states} hidden states, got {hidden_states.shape[0]}")
+        hidden = hidden_states[self.start]
+        batch, frames = mask.shape
+        kwargs: dict = {}
+        if self.relative_bias:
+            kwargs["attention_mask"] = mask
+            if self.position_bias is not None:
+                kwargs["position_bias"] = self.position_bias(batch, frames)
+        else:
+            blocked = torch.zeros(batch, 1, 1, frames, dtype=hidden.dtype, device=hidden.device)
+            blocked = blocked.masked_fill(~mask[:, None, None, :], torch.finfo(hidden.dtype).min)
+            kwargs["attention_mask"] = blocked.expand(batch, 1, frames, frames)
+        new = []
+        for layer in self.layers:
+            out = layer(hidden, **kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+            if self.relative_bias:
+                kwargs["position_bias"] = out[1]  # layer 0's bias, when layer 0 is among the copies
+            new.append(hidden)
+        if self.final_norm is not None:
+            new[-1] = self.final_norm(new[-1])
+        top = torch.stack(new) * mask[None, :, :, None].to(new[-1].dtype)
+        return torch.cat([hidden_states[: self.start + 1], top.to(hidden_states.dtype)])

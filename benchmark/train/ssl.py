@@ -1,34 +1,88 @@
 """Training and prediction of the SSL baselines (`kind: ssl`, `benchmark.nn.ssl_baseline`).
 
-One explicit loop: AdamW at the constant rate `ssl.lr` over every parameter of the heads,
-length-bucketed batches of cached encoder outputs (a new order per epoch, fixed by the seed),
-clipping at `training.max_grad_norm`, one `log(metrics, step)` call per step. There is no
-DeepSpeed engine and no checkpointing here, unlike `benchmark.train.loop`: the trainable part is
-a few hundred thousand parameters over frozen, cached features, so one device holds it and a
-whole run takes minutes.
+One explicit loop: AdamW with two parameter groups, the heads at the constant rate `ssl.lr` and,
+when `ssl.finetune_layers` is not 0, the encoder's top layers (`TopLayers`) at a peak of
+`ssl.encoder_lr` with a linear warm-up over the first `ENCODER_WARMUP` of the steps and a cosine
+decay to zero (`encoder_lr_scale`): pretrained layers take small, slowly starting steps while the
+randomly initialised heads settle, as in the usual SSL fine-tuning recipes. Length-bucketed batches
+of cached encoder outputs (a new order per epoch, fixed by the seed), clipping at
+`training.max_grad_norm` over every trainable parameter, one `log(metrics, step)` call per step.
+
+There is no DeepSpeed engine and no checkpointing here, unlike `benchmark.train.loop`: with a
+frozen encoder the trainable part is a few hundred thousand parameters over cached features, and
+even with every layer of a large encoder fine-tuned (some 300M parameters) one device holds it.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Sequence
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from benchmark.config import SystemConfig
 from benchmark.data.batching import LengthBucketSampler
+from benchmark.nn.encoder import SpeechEncoder, TopLayers, resolve_finetune_layers
 from benchmark.nn.ssl_baseline import SSLBaseline
 from benchmark.train.checkpoint import seed_everything
 from benchmark.train.data import TrainExample, pad_features
 from benchmark.train.engine import training_device
 from benchmark.train.loop import LogFn
+from benchmark.train.schedule import warmup_steps
+
+ENCODER_WARMUP = 0.1  # fraction of the steps over which the encoder layers' rate rises to its peak
+
+
+def pretrained_top_layers(system: SystemConfig, encoder: SpeechEncoder) -> TopLayers | None:
+    """The encoder layers `system.ssl.finetune_layers` fine-tunes, as pretrained; None when it is 0.
+
+    Take them before the encoder is dropped: `build_ssl_baseline` copies them for every fold, so
+    each fold starts from the pretrained weights.
+    """
+    if system.kind != "ssl" or system.ssl.finetune_layers == 0:
+        return None
+    return TopLayers(encoder, system.ssl.finetune_layers)
 
 
 def build_ssl_baseline(
-    system: SystemConfig, num_layers: int, encoder_dim: int, labels: Sequence[str]
+    system: SystemConfig,
+    num_layers: int,
+    encoder_dim: int,
+    labels: Sequence[str],
+    top_layers: TopLayers | None = None,
 ) -> SSLBaseline:
-    """The baseline's heads for an encoder with `num_layers` hidden states (L+1) of `encoder_dim`."""
-    return SSLBaseline(num_layers, encoder_dim, labels, hidden_dim=system.ssl.hidden_dim)
+    """The baseline for an encoder with `num_layers` hidden states (L+1) of `encoder_dim`.
+
+    `top_layers` (`pretrained_top_layers`) is needed exactly when `ssl.finetune_layers` is not 0;
+    the model gets a copy of it.
+    """
+    k = resolve_finetune_layers(system.ssl.finetune_layers, num_layers - 1)
+    given = 0 if top_layers is None else top_layers.num_hidden_states - 1 - top_layers.start
+    if given != k:
+        raise ValueError(
+            f"ssl.finetune_layers={system.ssl.finetune_layers} needs {k} top layers, got {given}"
+        )
+    return SSLBaseline(
+        num_layers,
+        encoder_dim,
+        labels,
+        hidden_dim=system.ssl.hidden_dim,
+        top_layers=copy.deepcopy(top_layers),
+    )
+
+
+def encoder_lr_scale(step: int, total_steps: int) -> float:
+    """The encoder layers' rate at optimizer step `step` (from 0) as a fraction of the peak:
+    linear warm-up over `ENCODER_WARMUP` of the steps (the first step already moves), then
+    cosine decay towards zero."""
+    warmup = warmup_steps(ENCODER_WARMUP, total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train_ssl(
@@ -41,14 +95,27 @@ def train_ssl(
     """Train `model` for `system.ssl.epochs`; return one metrics dict (with `step`) per step.
 
     Batch size, seed, weight decay and clipping come from `system.training`. Seed torch yourself
-    before building the model. The model is left in eval mode on the training device.
+    before building the model. The model is left in eval mode on the training device. With top
+    layers the metrics also hold `train.encoder_lr`, the encoder layers' rate of the step.
     """
     settings, training = system.ssl, system.training
     seed_everything(training.seed)
     device = training_device(0)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=training.weight_decay)
+    encoder_params = (
+        [] if model.top_layers is None else [p for p in model.top_layers.parameters() if p.requires_grad]
+    )
+    in_encoder = {id(p) for p in encoder_params}
+    head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in in_encoder]
+    groups = [{"params": head_params, "lr": settings.lr}]
+    if encoder_params:
+        groups.append({"params": encoder_params, "lr": settings.encoder_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=training.weight_decay)
     sampler = LengthBucketSampler([ex.num_frames for ex in examples], training.batch_size, seed=training.seed)
+    total_steps = settings.epochs * len(sampler)
+    scales = [lambda _: 1.0, lambda step: encoder_lr_scale(step, total_steps)][: len(groups)]
+    scheduler = LambdaLR(optimizer, scales)
+    trainable = head_params + encoder_params
     history: list[dict[str, float]] = []
     for epoch in range(settings.epochs):
         sampler.set_epoch(epoch)
@@ -65,14 +132,18 @@ def train_ssl(
                 )
             optimizer.zero_grad()
             out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trainable, training.max_grad_norm)
+            encoder_lr = optimizer.param_groups[-1]["lr"] if encoder_params else None
             optimizer.step()
+            scheduler.step()
             metrics = {
                 "train.loss": float(out.loss.detach()),
                 "train.ce": float(out.ce.detach()),
                 "train.ctc": float(out.ctc.detach()),
                 "train.lr": settings.lr,
             }
+            if encoder_lr is not None:
+                metrics["train.encoder_lr"] = encoder_lr
             history.append({"step": len(history) + 1, **metrics})
             if log is not None:
                 log(metrics, len(history))
