@@ -229,6 +229,9 @@ class BottleneckConfig(StrictModel):
     hidden_dim: int = 256
     latent_dim: int = 128
     loss_reduction: Literal["paper", "token_mean"] = "token_mean"
+    # `scale_preserving`: He init before the GELUs, unit gain for the mean head (why: the
+    # docstring of benchmark.nn.bottleneck); `pytorch`: PyTorch's default Linear init.
+    init: Literal["scale_preserving", "pytorch"] = "scale_preserving"
 
 
 class AdapterConfig(StrictModel):

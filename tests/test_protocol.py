@@ -75,7 +75,8 @@ def test_every_system_trains_with_speechcraft_on_iemocap(corpora: Path, name: st
     inputs = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
               for d in fold.inputs.dataset_inputs}  # fmt: skip
     assert inputs == {("iemocap", "training"), ("speechcraft", "training"), ("iemocap", "test")}
-    assert "ser.ua" in summary.mean and "asr.wer" in summary.mean
+    assert "ser.ua" in summary.mean
+    assert ("asr.wer" in summary.mean) == ("transcript" in system.targets)
 
 
 @pytest.mark.parametrize("name", ["full", "fd-ser-sed", "ssl-hubert"])
@@ -199,3 +200,19 @@ def test_labels_map_through_the_target_card() -> None:
         "fear",
     ]
     assert not to_meld.outside
+
+
+def test_zero_shot_emosec_evaluation_carries_the_source_setup(corpora: Path) -> None:
+    from benchmark.track.evaluation import evaluate_run
+
+    summary = run_experiment(
+        RunRequest(
+            system="full", dataset="iemocap", backbone="tiny", fold="Session1", epochs=1, progress=False
+        )
+    )
+    result = evaluate_run(summary.run_id, "emosec", progress=False)
+    client = MlflowClient()
+    source, tags = client.get_run(summary.run_id).data.tags, client.get_run(result.run_id).data.tags
+    assert tags["source_setup"] == source["setup"] and tags["setup"] != source["setup"]
+    assert (tags["dataset"], tags["train_with"], tags["folds"]) == ("emosec", "speechcraft", "Session1")
+    assert tags["recipe"] == "custom"  # the source ran with --epochs 1

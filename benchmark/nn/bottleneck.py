@@ -141,7 +141,9 @@ def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor | None
 class VariationalBottleneck(nn.Module):
     """Weighted layer sum -> Linear, GELU, Linear, GELU -> mean head and Softplus std head."""
 
-    def __init__(self, num_layers: int, input_dim: int, hidden_dim: int, latent_dim: int) -> None:
+    def __init__(
+        self, num_layers: int, input_dim: int, hidden_dim: int, latent_dim: int, scale_preserving: bool = True
+    ) -> None:
         super().__init__()
         self.layer_sum = WeightedLayerSum(num_layers)
         self.encoder = nn.Sequential(
@@ -149,7 +151,8 @@ class VariationalBottleneck(nn.Module):
         )
         self.mean = nn.Linear(hidden_dim, latent_dim)
         self.std = nn.Sequential(nn.Linear(hidden_dim, latent_dim), nn.Softplus())
-        self._init_scale_preserving()
+        if scale_preserving:
+            self._init_scale_preserving()
 
     def _init_scale_preserving(self) -> None:
         """He init before the GELUs, unit-gain init for the mean head (see the module docstring)."""

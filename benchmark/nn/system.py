@@ -72,7 +72,11 @@ class SpeechBranch(nn.Module):
         if system.disentangle:
             bottleneck = system.bottleneck
             self.bottleneck: nn.Module = VariationalBottleneck(
-                num_layers, encoder_dim, bottleneck.hidden_dim, bottleneck.latent_dim
+                num_layers,
+                encoder_dim,
+                bottleneck.hidden_dim,
+                bottleneck.latent_dim,
+                scale_preserving=bottleneck.init == "scale_preserving",
             )
             adapter_input = bottleneck.latent_dim
         else:

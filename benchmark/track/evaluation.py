@@ -7,7 +7,9 @@ with the metrics of the tasks that corpus has. Nothing is trained.
 
 The result is an MLflow run of its own (tag `kind=evaluation`, `source_run`, `source_fold`) that
 carries the system's tags with the new dataset, so leaderboards and comparisons find it like any
-other run of that system on that corpus. A source run with several folds holds several models;
+other run of that system on that corpus. Its setup (`benchmark.track.protocol`) is the source
+run's setup and fold on the new corpus, so a table of zero-shot scores never mixes models that
+were trained differently. A source run with several folds holds several models;
 one is chosen with `--fold`, because one evaluation must pair each utterance with one prediction.
 """
 
@@ -30,6 +32,7 @@ from benchmark.eval.predict import predict, score_records
 from benchmark.nn.backbones import get_backbone
 from benchmark.registry import load_dataset_card
 from benchmark.track.experiment import SYSTEM_ARTIFACT, examples_of, log_confusion
+from benchmark.track.protocol import RunProtocol
 from benchmark.track.records import PredictionRecord
 from benchmark.track.tracking import (
     load_mlflow_config,
@@ -133,10 +136,22 @@ def evaluate_run(
     model = build_system(system, *saved["encoder_shape"], backbone=backbone.decoder)
     load_group_weights(model, saved["groups"], f"{SYSTEM_ARTIFACT} of run {run_id}, fold {source_fold}")
 
+    source_tags = source.data.tags
+    train_with = source_tags.get("train_with", "none")
+    protocol = RunProtocol(
+        dataset=card.name,
+        train_with=() if train_with == "none" else tuple(train_with.split(",")),
+        validation=source_tags.get("validation") == "on",
+        backbone=backbone.name,
+        folds=(source_fold,),
+        engine=source_tags.get("engine", "plain"),
+        recipe="registry" if source_tags.get("recipe") == "registry" else "custom",
+        source_setup=source_tags.get("setup", "untagged"),
+    )
     tags = {
-        "system": system.name, "dataset": card.name, "backbone": backbone.name, "beta": system.beta,
-        "schedule": system.schedule, "kind": "evaluation", "source_run": source.info.run_id,
-        "source_dataset": source.data.tags.get("dataset", ""), "source_fold": source_fold,
+        "system": system.name, "beta": system.beta, "schedule": system.schedule, "kind": "evaluation",
+        "source_run": source.info.run_id, "source_dataset": source_tags.get("dataset", ""),
+        "source_fold": source_fold, **protocol.tags(system),
     }  # fmt: skip
     with run_context(f"{system.name} on {card.name} (zero-shot)", tags=tags, params=system) as run:
         log_environment()
