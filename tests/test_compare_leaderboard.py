@@ -2,6 +2,9 @@
 
 Training is the slow part, so one module-scoped pair of runs serves every test; each test works in
 that pair's folder (its mlruns/) and checks the numbers against the logged prediction records.
+The pair is trained with `--epochs 1`, which `run` tags as a custom recipe; the fixture tags the
+two runs as registry-recipe runs of one setup, the runs a table cell is filled with by default
+(which runs are chosen is tested on fabricated runs in test_protocol_tables.py).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from scipy.stats import ttest_rel
 
 from benchmark.cli import main
 from benchmark.eval.metrics import asr_scores, ser_scores
-from benchmark.registry import system_configs
+from benchmark.registry import load_system, system_configs
 from benchmark.track.leaderboard import build_board, load_published, render
+from benchmark.track.protocol import RunProtocol
 from benchmark.track.records import PredictionRecord, load_run_records
 from benchmark.track.tracking import load_mlflow_config
 
@@ -49,6 +53,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
             ).run_id
             for system in SYSTEMS
         }
+        protocol = RunProtocol("demo", (), False, "tiny", ("1",), "plain", "registry")
+        for system, run_id in runs.items():
+            for key, value in protocol.tags(load_system(system)).items():
+                MlflowClient().set_tag(run_id, key, value)
     torch.set_num_threads(threads)
     yield folder, runs
     mlflow.end_run()
@@ -130,6 +138,7 @@ def test_leaderboard_rows_are_recomputed_from_the_records(
     out = capsys.readouterr().out
     assert "| DEMO UA% ↑ | DEMO WER% ↓ |" in out
     assert "Published in the paper" not in out  # the paper has no demo numbers
+    assert "Setup: dataset demo, train_with none, validation off, backbone tiny, folds 1 (setup " in out
     for row, system in (("1", "ssl-hubert"), ("4", "no-fd")):
         numbers = recomputed(runs[system])
         cells = re.search(rf"^\| {row} \| {system} \| measured \| ([^|]+) \| ([^|]+) \|$", out, re.M)

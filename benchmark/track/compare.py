@@ -1,11 +1,30 @@
 """`python -m benchmark compare`: paired one-sided tests of runs against a baseline, logged to MLflow.
 
-Each RUN_OR_SYSTEM is an MLflow run id or a system name; a name means the latest FINISHED top-level
-run of that system on the dataset (`--dataset`, else the baseline run's dataset). With none, every
-system's latest finished runs on that dataset are compared (one per backbone and β). Every number is
-recomputed from the runs' pooled prediction records (`predictions/pooled.jsonl`), never read from
-logged metrics, with the per-utterance scores of `benchmark.eval.stats` (a metric over several
-folds is their mean, as `run` logs it).
+A paired test is only meaningful between runs that saw the same utterances the same way, so every
+comparison stays within one corpus setup (the `setup` tag of `benchmark.track.protocol`: dataset,
+train_with, validation, backbone, folds). The system config may differ between the runs compared;
+the setup may not. Which runs are compared:
+
+- the baseline, named by system, is the latest FINISHED top-level *registry-recipe* run of that
+  system on the dataset (`--dataset`, else the one dataset it has runs on), whatever its setup:
+  the newest real run is what a user means by "the baseline", and its setup then fixes the setup
+  of the whole comparison. When the system also has runs of other setups, a note says so, and
+  `--protocol DIGEST` chooses the setup instead (see below).
+- each RUN_OR_SYSTEM named by system is the latest finished registry-recipe run of that system in
+  the baseline's setup. With none, every system's latest such run in that setup is compared (one
+  per system and β).
+- a quick run (`recipe=custom`: `run --epochs` or `--set`) never stands in for a system's real
+  run; it is compared when named by run id, or with `--protocol` set to its protocol digest.
+- `--protocol DIGEST` takes a `setup` or `protocol` tag value, or a unique prefix of one. A setup
+  restricts every name to that setup; a protocol restricts them to its setup and lets the runs of
+  that protocol (custom ones included) stand for their system.
+- an MLflow run id is always taken as given (a finished top-level run), but two runs of
+  different setups are refused, with the fields in which they differ (`differing_fields`). Runs
+  logged before setups were tagged pair only with such runs of the same dataset and backbone.
+
+Every number is recomputed from the runs' pooled prediction records (`predictions/pooled.jsonl`),
+never read from logged metrics, with the per-utterance scores of `benchmark.eval.stats` (a metric
+over several folds is their mean, as `run` logs it).
 
 All (run, metric) comparisons of one call form one family for Holm's correction, and
 `significant` means Holm p < alpha. A metric that a run's system does not predict (WER of a system
@@ -47,10 +66,10 @@ from benchmark.eval.stats import (
     with_holm,
 )
 from benchmark.registry import load_dataset_card
+from benchmark.track.protocol import describe_setup, differing_fields
 from benchmark.track.records import PredictionRecord, load_run_records
 from benchmark.track.tracking import (
     FINISHED,
-    find_runs,
     load_mlflow_config,
     log_metrics,
     log_text,
@@ -59,6 +78,7 @@ from benchmark.track.tracking import (
 )
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
+LEGACY = "legacy"
 DEFAULT_METRICS = ("ser.ua", "asr.wer")
 
 
@@ -119,33 +139,172 @@ class CompareReport:
     skipped: list[str]
     alpha: float
     logged_run_id: str
+    notes: list[str] = field(default_factory=list)  # how runs were chosen, where that needs saying
 
 
-def _matches(run: Run, backbone: str | None, beta: float | None = None) -> bool:
+# ---------------------------------------------------------------------------------------------
+# Which runs: one setup, the registry recipe unless asked otherwise (see the module docstring)
+# ---------------------------------------------------------------------------------------------
+
+
+def setup_of(run: Run) -> str:
+    """The run's `setup` tag; a run logged before setups were tagged gets `legacy:<dataset>:<backbone>`,
+    so such runs pair only with each other, and never across corpora or backbones."""
     tags = run.data.tags
-    return (backbone is None or tags.get("backbone") == backbone) and (
-        beta is None or math.isclose(float(tags.get("beta", "nan")), beta)
+    return tags.get("setup") or f"{LEGACY}:{tags.get('dataset', '?')}:{tags.get('backbone', '?')}"
+
+
+def is_legacy(run: Run) -> bool:
+    return "setup" not in run.data.tags
+
+
+def is_registry(run: Run) -> bool:
+    """Whether the run used the registry's system config (a legacy run, untagged, counts as one)."""
+    return run.data.tags.get("recipe") != "custom"
+
+
+def describe_run_setup(run: Run) -> str:
+    """The run's setup in words (`protocol.describe_setup`), for headings and refusals."""
+    tags = run.data.tags
+    if is_legacy(run):
+        return (
+            f"dataset {tags.get('dataset', '?')}, backbone {tags.get('backbone', '?')} "
+            "(no setup tag: logged before setups were recorded)"
+        )
+    return describe_setup(tags)
+
+
+def _short(run: Run) -> str:
+    return f"{run.info.run_id[:8]}…"
+
+
+def finished_runs(system: str | None = None, dataset: str | None = None) -> list[Run]:
+    """Every FINISHED top-level run of a system (of `system`, on `dataset`), newest first.
+
+    Unlike `tracking.find_runs`, no run is dropped for a newer one of the same system and β: a
+    newer quick run (or one of another setup) must not hide the real run of a cell.
+    """
+    experiment_id = tracking_setup(load_mlflow_config())
+    clauses = [f"tags.system = '{system}'"] if system else []
+    clauses += [f"tags.dataset = '{dataset}'"] if dataset else []
+    clauses += [f"attributes.status = '{FINISHED}'", "tags.`mlflow.parentRunId` IS NULL"]
+    client = MlflowClient()
+    runs: list[Run] = []
+    page_token = None
+    while True:  # mlflow returns no token with the last page
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=" and ".join(clauses),
+            order_by=["attributes.start_time DESC"],
+            page_token=page_token,
+        )
+        runs += [run for run in page if "system" in run.data.tags]  # not comparison runs
+        page_token = page.token
+        if not page_token:
+            return sorted(runs, key=newest_first)
+
+
+def newest_first(run: Run) -> tuple[int, str]:
+    """Sort key, newest first (the run id breaks ties of one millisecond)."""
+    return (-(run.info.start_time or 0), run.info.run_id)
+
+
+@dataclass(frozen=True)
+class ProtocolChoice:
+    """What `--protocol DIGEST` named: a setup, or a protocol (then `protocol` is set and `setup` is
+    its setup). `example` is a run of that setup, to describe it and to name differing fields."""
+
+    setup: str
+    protocol: str | None
+    example: Run = field(repr=False, compare=False)
+
+    def prefers(self, run: Run) -> bool:
+        return self.protocol is not None and run.data.tags.get("protocol") == self.protocol
+
+
+def choose_protocol(digest: str, runs: Sequence[Run]) -> ProtocolChoice:
+    """The setup or protocol of `runs` whose digest is `digest` or starts with it (unique)."""
+    wanted = digest.strip().lower()
+    found: dict[str, tuple[str, Run]] = {}  # tag value -> (tag, a run carrying it)
+    for run in runs:
+        for tag in ("setup", "protocol"):
+            value = run.data.tags.get(tag, "")
+            if wanted and value.startswith(wanted):
+                found.setdefault(value, (tag, run))
+    if not found:
+        known = list(dict.fromkeys(describe_run_setup(run) for run in runs if not is_legacy(run)))
+        raise BenchmarkError(
+            f"no finished run has a setup or protocol digest starting with '{digest}'",
+            hint=("setups: " + "; ".join(known[:5])) if known else "no run carries a setup tag yet",
+        )
+    if len(found) > 1:
+        listed = ", ".join(f"{tag} {value}" for value, (tag, _) in sorted(found.items()))
+        raise BenchmarkError(f"'{digest}' is the start of several digests: {listed}", hint="give more of it")
+    ((value, (tag, run)),) = found.items()
+    return ProtocolChoice(setup_of(run), value if tag == "protocol" else None, run)
+
+
+def refuse_unpaired(run: Run, other: Run) -> None:
+    """Raise unless the two runs share a setup, naming the fields in which they differ."""
+    if setup_of(run) == setup_of(other):
+        return
+    fields = differing_fields(run.data.tags, other.data.tags)
+    fields = fields or [f"setup ({setup_of(run)} vs {setup_of(other)})"]
+    untagged = [f"run {_short(r)} was logged without setup tags" for r in (run, other) if is_legacy(r)]
+    raise BenchmarkError(
+        f"runs {_short(run)} and {_short(other)} differ in {', '.join(fields)}"
+        + (f" ({'; '.join(untagged)})" if untagged else ""),
+        hint="a paired test needs runs of one setup (`--protocol DIGEST` chooses a setup, by digest)",
     )
 
 
+def _matches(run: Run, backbone: str | None, beta: float | None = None, setup: str | None = None) -> bool:
+    tags = run.data.tags
+    return (
+        (backbone is None or tags.get("backbone") == backbone)
+        and (beta is None or math.isclose(float(tags.get("beta", "nan")), beta))
+        and (setup is None or setup_of(run) == setup)
+    )
+
+
+def pick_latest(runs: Sequence[Run], choice: ProtocolChoice | None = None) -> Run | None:
+    """The newest run of the chosen protocol if any, else the newest registry-recipe run, or None."""
+    preferred = [run for run in runs if choice is not None and choice.prefers(run)]
+    eligible = preferred or [run for run in runs if is_registry(run)]
+    return min(eligible, key=newest_first, default=None)
+
+
 def latest_run(
-    system: str, dataset: str | None = None, backbone: str | None = None, beta: float | None = None
+    system: str,
+    dataset: str | None = None,
+    backbone: str | None = None,
+    beta: float | None = None,
+    setup: str | None = None,
+    choice: ProtocolChoice | None = None,
 ) -> Run | None:
-    """The newest FINISHED top-level run of `system` matching the filters, or None.
+    """The run a system name stands for (`pick_latest`) among its finished top-level runs matching
+    the filters (`setup`, else the choice's setup, else any), or None.
 
     Without a dataset, runs on several datasets are ambiguous (they cannot be paired) and refused.
     """
-    runs = [run for run in find_runs(system=system, dataset=dataset) if _matches(run, backbone, beta)]
+    setup = setup or (choice.setup if choice else None)
+    runs = [run for run in finished_runs(system, dataset) if _matches(run, backbone, beta, setup)]
     datasets = sorted({run.data.tags.get("dataset", "?") for run in runs})
     if dataset is None and len(datasets) > 1:
         raise BenchmarkError(
             f"system '{system}' has runs on several datasets ({', '.join(datasets)})",
             hint="choose one with --dataset",
         )
-    return max(runs, key=lambda run: run.info.start_time, default=None)
+    return pick_latest(runs, choice)
 
 
-def resolve_run(ref: str, dataset: str | None = None, backbone: str | None = None) -> Run:
+def resolve_run(
+    ref: str,
+    dataset: str | None = None,
+    backbone: str | None = None,
+    setup: str | None = None,
+    choice: ProtocolChoice | None = None,
+) -> Run:
     """The run a RUN_OR_SYSTEM argument names (see the module docstring)."""
     if RUN_ID.fullmatch(ref):
         try:
@@ -157,14 +316,82 @@ def resolve_run(ref: str, dataset: str | None = None, backbone: str | None = Non
         if run.info.status != FINISHED:
             raise BenchmarkError(f"run {ref} is {run.info.status}: only finished runs are compared")
         return run
-    run = latest_run(ref, dataset, backbone)
+    run = latest_run(ref, dataset, backbone, setup=setup, choice=choice)
     if run is None:
-        where = f" on '{dataset}'" if dataset else ""
-        raise BenchmarkError(
-            f"no finished run of system '{ref}'{where}",
-            hint=f"train one with `python -m benchmark run --system {ref}`, or pass an MLflow run id",
-        )
+        raise _no_run(ref, dataset, backbone, setup or (choice.setup if choice else None))
     return run
+
+
+def _no_run(system: str, dataset: str | None, backbone: str | None, setup: str | None) -> BenchmarkError:
+    """Why a system name stands for no run: none at all, none of the setup, or only custom ones."""
+    where = f" on '{dataset}'" if dataset else ""
+    runs = [run for run in finished_runs(system, dataset) if _matches(run, backbone)]
+    if not runs:
+        return BenchmarkError(
+            f"no finished run of system '{system}'{where}",
+            hint=f"train one with `python -m benchmark run --system {system}`, or pass an MLflow run id",
+        )
+    in_setup = [run for run in runs if setup is None or setup_of(run) == setup]
+    if not in_setup:
+        others = "; ".join(dict.fromkeys(describe_run_setup(run) for run in runs))
+        return BenchmarkError(
+            f"no finished run of system '{system}'{where} in the setup {setup}",
+            hint=f"its runs are of other setups ({others}); a paired test needs one setup",
+        )
+    custom = in_setup[0]  # all of them are custom: none was picked
+    protocol = custom.data.tags.get("protocol", "?")
+    return BenchmarkError(
+        f"system '{system}' has only custom-recipe runs{where}"
+        + (f" in the setup {setup}" if setup else "")
+        + f" (the latest: run {custom.info.run_id}, protocol {protocol})",
+        hint=f"a quick run stands for a system only when asked for: pass --protocol {protocol} or its run id",
+    )
+
+
+def latest_per_system(
+    runs: Sequence[Run], setup: str, backbone: str | None = None, choice: ProtocolChoice | None = None
+) -> tuple[list[Run], list[str]]:
+    """Every system's (and β's) run in `setup` (`pick_latest`), and a note for each system that has
+    only custom-recipe runs there."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        if _matches(run, backbone, setup=setup):
+            groups.setdefault((run.data.tags["system"], run.data.tags.get("beta", "")), []).append(run)
+    picked, notes = [], []
+    for (system, beta), group in groups.items():
+        if (run := pick_latest(group, choice)) is not None:
+            picked.append(run)
+        else:
+            protocol = min(group, key=newest_first).data.tags.get("protocol", "?")
+            notes.append(
+                f"{system} (β={beta}) has only custom-recipe runs in this setup: not compared "
+                f"(--protocol {protocol} includes its latest)"
+            )
+    return picked, notes
+
+
+def resolve_baseline(
+    ref: str, dataset: str | None, backbone: str | None, choice: ProtocolChoice | None
+) -> tuple[Run, list[str]]:
+    """The baseline run (see the module docstring) and a note when its system has other setups."""
+    run = resolve_run(ref, dataset, backbone, choice=choice)
+    if choice is not None:
+        refuse_unpaired(run, choice.example)  # an explicit run id of another setup
+        return run, []
+    if RUN_ID.fullmatch(ref):
+        return run, []
+    others = {
+        setup_of(other)
+        for other in finished_runs(ref, run.data.tags.get("dataset"))
+        if _matches(other, backbone) and is_registry(other)
+    } - {setup_of(run)}
+    if not others:
+        return run, []
+    return run, [
+        f"baseline {ref}: run {run.info.run_id}, its latest registry-recipe run, of the setup "
+        f"{describe_run_setup(run)}; it also has runs of the setup(s) {', '.join(sorted(others))} "
+        "(--protocol DIGEST chooses one)"
+    ]
 
 
 def load_evaluated(run: Run) -> EvaluatedRun:
@@ -220,8 +447,12 @@ def run_compare(
     alpha: float = 0.05,
     n_resamples: int = 2000,
     seed: int = 0,
+    protocol: str | None = None,
 ) -> CompareReport:
-    """`python -m benchmark compare`: resolve, load, test, log (see the module docstring)."""
+    """`python -m benchmark compare`: resolve, load, test, log (see the module docstring).
+
+    `protocol` is `--protocol DIGEST`: a setup or protocol digest, or a unique prefix of one.
+    """
     if not 0 < alpha < 1:
         raise BenchmarkError(
             f"alpha must be strictly between 0 and 1, got {alpha:g}",
@@ -230,30 +461,41 @@ def run_compare(
     for metric in metrics:
         metric_spec(metric)  # an unknown metric fails before any download
     tracking_setup(load_mlflow_config())
-    base = load_evaluated(resolve_run(baseline, dataset, backbone))
-    dataset = dataset or base.run.data.tags.get("dataset")
+    choice = choose_protocol(protocol, finished_runs(dataset=dataset)) if protocol else None
+    base_run, notes = resolve_baseline(baseline, dataset, backbone, choice)
+    setup = setup_of(base_run)
+    dataset = dataset or base_run.data.tags.get("dataset")
     if refs:
-        chosen = {run.info.run_id: run for run in (resolve_run(ref, dataset, backbone) for ref in refs)}
-    else:  # every system's latest finished run on the dataset
-        chosen = {run.info.run_id: run for run in find_runs(dataset=dataset) if _matches(run, backbone)}
-    chosen.pop(base.run_id, None)
+        resolved = [resolve_run(ref, dataset, backbone, setup=setup, choice=choice) for ref in refs]
+        for run in resolved:
+            refuse_unpaired(run, base_run)  # only a run id can be of another setup
+    else:  # every system's latest run in the baseline's setup
+        resolved, hidden = latest_per_system(finished_runs(dataset=dataset), setup, backbone, choice)
+        notes += hidden
+    chosen = {run.info.run_id: run for run in resolved}
+    chosen.pop(base_run.info.run_id, None)
     if not chosen:
         raise BenchmarkError(
-            f"nothing to compare with the baseline on '{dataset}'", hint="name runs or systems"
+            f"nothing to compare with the baseline on '{dataset}' in its setup "
+            f"({describe_run_setup(base_run)})",
+            hint="; ".join(notes) or "name runs or systems",
         )
+    base = load_evaluated(base_run)
     runs = [load_evaluated(run) for run in chosen.values()]
     comparisons, skipped = compare_runs(runs, base, metrics, n_resamples, seed)
     if not comparisons:
         raise BenchmarkError("no metric applies to both sides: " + "; ".join(skipped))
     settings = {
         "dataset": dataset,
+        "setup": setup,
+        "protocol": choice.protocol if choice else None,
         "metrics": list(metrics),
         "alpha": alpha,
         "n_resamples": n_resamples,
         "seed": seed,
     }
     logged = log_comparison(comparisons, alpha, base, runs, settings)
-    return CompareReport(comparisons, skipped, alpha, logged)
+    return CompareReport(comparisons, skipped, alpha, logged, notes)
 
 
 # ---------------------------------------------------------------------------------------------

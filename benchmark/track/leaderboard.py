@@ -2,14 +2,32 @@
 
 A table has two kinds of rows, never mixed: the paper's *published* rows, transcribed in
 `published/paper_results.yaml` (shipped like the registries), and *measured* rows, one per row of
-the paper's own systems, recomputed from the pooled prediction records of the latest FINISHED run
-of that system and β on each dataset (or of the runs given with `--runs`). The measured numbers
-are the means of `benchmark.eval.stats` per-utterance scores (for captioning metrics, their corpus
-score), so they equal what `compare` computes (and the fold mean that `run` logs). Missing cells
-print "–".
+the paper's own systems, recomputed from the pooled prediction records of one run per row and
+dataset. The measured numbers are the means of `benchmark.eval.stats` per-utterance scores (for
+captioning metrics, their corpus score), so they equal what `compare` computes (and the fold mean
+that `run` logs). Missing cells print "–".
+
+One protocol per table. The rows of a table differ in their system config and nothing else, so
+the runs are grouped by their corpus setup (the `setup` tag of `benchmark.track.protocol`:
+dataset, train_with, validation, backbone, folds) and one table is printed per setup, with a
+heading naming it (`describe_setup`) in every format. A table of several corpora (Table 2 has
+IEMOCAP and MELD) holds one setup per corpus, and those setups agree on train_with, validation and
+backbone. Runs logged before setups were tagged form tables of their own, one per backbone,
+labelled as such. Which run fills a cell, within the table's setup:
+
+- the latest FINISHED top-level run of the row's system and β with `recipe=registry`: a quick
+  `run --epochs 1` or `--set` run (`recipe=custom`) never displaces the real run of a cell, however
+  new. A cell with only custom runs stays "–" with a note naming their protocol, so nothing is
+  hidden silently; a note also lists cells whose newer custom runs are not shown.
+- `--runs RUN_ID...` puts these runs (custom or not) in their cells, in the table of their setup.
+- `--protocol DIGEST` (a `setup` or `protocol` tag value, or a unique prefix of one) restricts the
+  board to one setup: that setup, or the setup of that protocol, whose runs (custom ones
+  included) then fill their cells, the registry runs of the setup filling the others.
+- `--backbone` keeps only the runs of that backbone.
 
 Tables and their significance markers (paired one-sided t-test on per-utterance scores, p < 0.05
-uncorrected, the paper's rule, against the measured run of the row the caption names):
+uncorrected, the paper's rule, against the measured run of the row the caption names, always in
+the same table: runs of two setups are never paired):
 
 - `sed` (Table 1, EMOSEC; BLEU-4, METEOR, ROUGE-L, CIDEr, SPICE): "‡" = better than Sys. 1
   (`no-fd`), on each of the five metrics.
@@ -32,6 +50,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -39,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from mlflow.entities import Run
 from pydantic import Field, model_validator
 
 from benchmark.config import StrictModel, load_yaml, validate
@@ -53,7 +73,22 @@ from benchmark.eval.stats import (
     with_holm,
 )
 from benchmark.registry import load_dataset_card, load_system, registry_roots
-from benchmark.track.compare import EvaluatedRun, latest_run, load_evaluated, markdown_table, resolve_run
+from benchmark.track.compare import (
+    EvaluatedRun,
+    ProtocolChoice,
+    choose_protocol,
+    describe_run_setup,
+    finished_runs,
+    is_legacy,
+    is_registry,
+    load_evaluated,
+    markdown_table,
+    newest_first,
+    pick_latest,
+    refuse_unpaired,
+    resolve_run,
+    setup_of,
+)
 from benchmark.track.tracking import load_mlflow_config, tracking_setup
 
 TableName = Literal["sed", "ser", "ablation"]
@@ -167,6 +202,7 @@ class Board:
     headers: list[str]
     sections: list[Section]
     notes: list[str]
+    setup: str = ""  # the heading naming the table's setup(s)
 
 
 @dataclass(frozen=True)
@@ -206,35 +242,139 @@ def _measured_rows(table: PublishedTable) -> list[MeasuredRow]:
     ]
 
 
-def _pick_runs(
-    rows: Sequence[MeasuredRow], datasets: Sequence[str], run_ids: Sequence[str], backbone: str | None
-) -> dict[RunKey, EvaluatedRun]:
-    """The latest finished run per row and dataset, with `run_ids` put in the cells they match."""
-    picked = {
-        (row.id, dataset): run
-        for row in rows
+@dataclass(frozen=True)
+class TableRuns:
+    """The runs of one table: per corpus a run of its setup (`setups`), the run of each cell, and
+    notes on the runs left out of their cells."""
+
+    heading: str
+    setups: dict[str, Run]
+    cells: dict[RunKey, Run]
+    notes: list[str]
+
+
+def _row_of(rows: Sequence[MeasuredRow], run: Run) -> MeasuredRow | None:
+    tags = run.data.tags
+    beta = float(tags.get("beta", "nan"))
+    return next((r for r in rows if r.system == tags.get("system") and math.isclose(r.beta, beta)), None)
+
+
+def _table_key(run: Run) -> tuple[str, ...]:
+    """What the setups of one table's corpora share (the fields that are not the corpus's own)."""
+    tags = run.data.tags
+    if is_legacy(run):
+        return ("legacy", tags.get("backbone", "?"))
+    return ("setup", *(tags.get(name, "") for name in ("train_with", "validation", "backbone")))
+
+
+def _named_run(run_id: str, rows: Sequence[MeasuredRow], datasets: Sequence[str]) -> Run:
+    """A `--runs` run, which must be of a row of the table and one of its datasets."""
+    run = resolve_run(run_id)
+    tags = run.data.tags
+    if _row_of(rows, run) is None or tags.get("dataset") not in datasets:
+        keys = ", ".join(f"{r.id}: {r.system} β={r.beta:g}" for r in rows)
+        raise BenchmarkError(
+            f"run {run_id} ({tags.get('system')} β={tags.get('beta')} on {tags.get('dataset')}) "
+            "is not a row of this table",
+            hint=f"rows: {keys}; datasets: {', '.join(datasets)} (choose them with --dataset)",
+        )
+    return run
+
+
+def select_tables(
+    rows: Sequence[MeasuredRow],
+    datasets: Sequence[str],
+    run_ids: Sequence[str] = (),
+    backbone: str | None = None,
+    protocol: str | None = None,
+) -> list[TableRuns]:
+    """The tables of one paper table, one per setup (see the module docstring), newest first."""
+    candidates = [
+        run
         for dataset in datasets
-        if (run := latest_run(row.system, dataset, backbone, row.beta)) is not None
-    }
-    for run_id in run_ids:
-        run = resolve_run(run_id)
-        tags = run.data.tags
-        match = [
-            r
-            for r in rows
-            if r.system == tags.get("system") and math.isclose(r.beta, float(tags.get("beta", "nan")))
-        ]
-        if not match or tags.get("dataset") not in datasets:
-            keys = ", ".join(f"{r.id}: {r.system} β={r.beta:g}" for r in rows)
-            raise BenchmarkError(
-                f"run {run_id} ({tags.get('system')} β={tags.get('beta')} on {tags.get('dataset')}) "
-                "is not a row of this table",
-                hint=f"rows: {keys}; datasets: {', '.join(datasets)} (choose them with --dataset)",
-            )
-        picked[(match[0].id, tags["dataset"])] = run
-    unique = {run.info.run_id: run for run in picked.values()}  # a run is downloaded once
+        for run in finished_runs(dataset=dataset)
+        if _row_of(rows, run) is not None and (backbone is None or run.data.tags.get("backbone") == backbone)
+    ]
+    named = [_named_run(run_id, rows, datasets) for run_id in run_ids]
+    choice = None
+    if protocol:
+        choice = choose_protocol(protocol, [*candidates, *named])
+        candidates = [run for run in candidates if setup_of(run) == choice.setup]
+        for run in named:
+            refuse_unpaired(run, choice.example)
+    pool = sorted({run.info.run_id: run for run in [*candidates, *named]}.values(), key=newest_first)
+    groups: dict[tuple[str, ...], dict[str, dict[str, Run]]] = {}  # key -> dataset -> setup -> a run
+    for run in pool:
+        by_dataset = groups.setdefault(_table_key(run), {}).setdefault(run.data.tags["dataset"], {})
+        by_dataset.setdefault(setup_of(run), run)
+    named_ids = [run.info.run_id for run in named]
+    tables = []
+    for by_dataset in groups.values():
+        per_dataset = [list(by_dataset[dataset].values()) for dataset in datasets if dataset in by_dataset]
+        for setups in itertools.product(*per_dataset):  # one setup per corpus; usually one table
+            examples = {run.data.tags["dataset"]: run for run in setups}
+            tables.append(_table_runs(rows, examples, pool, named_ids, choice))
+    if not tables:
+        return [TableRuns("", {}, {}, [])]  # the runs note says that no run was found
+    return tables
+
+
+def _table_runs(
+    rows: Sequence[MeasuredRow],
+    setups: dict[str, Run],
+    pool: Sequence[Run],
+    named_ids: Sequence[str],
+    choice: ProtocolChoice | None,
+) -> TableRuns:
+    """Fill the cells of one table from `pool` (newest first): a `--runs` run, else `pick_latest`."""
+    cells: dict[RunKey, Run] = {}
+    notes: list[str] = []
+    displaced: list[str] = []
+    for row in rows:
+        for dataset, example in setups.items():
+            here = [
+                run
+                for run in pool
+                if run.data.tags.get("dataset") == dataset
+                and setup_of(run) == setup_of(example)
+                and _row_of([row], run) is not None
+            ]
+            mine = [named_ids.index(run.info.run_id) for run in here if run.info.run_id in named_ids]
+            if mine:  # the last of the --runs given for this cell
+                run = next(r for r in here if r.info.run_id == named_ids[max(mine)])
+            else:
+                run = pick_latest(here, choice)
+            custom = [other for other in here if not is_registry(other)]
+            if run is not None:
+                cells[row.id, dataset] = run
+                if newer := [other for other in custom if newest_first(other) < newest_first(run)]:
+                    displaced.append(f"row {row.id} on {dataset} (--protocol {_protocol(newer[0])})")
+            elif custom:
+                latest = custom[0].info.run_id
+                notes.append(
+                    f"row {row.id} on {dataset}: {MISSING} as it has no registry-recipe run, only "
+                    f"{len(custom)} custom-recipe run(s) (--epochs or --set); show the latest, run "
+                    f"{latest}, with --protocol {_protocol(custom[0])} or --runs {latest}"
+                )
+    if displaced:
+        notes.append(
+            "newer custom-recipe runs not shown, as a quick run never replaces the registry run of its "
+            "cell: " + "; ".join(displaced)
+        )
+    if choice is not None and choice.protocol is not None:
+        notes.append(f"--protocol {choice.protocol}: that protocol's runs fill their cells, custom or not")
+    heading = "; ".join(describe_run_setup(example) for example in setups.values())
+    return TableRuns(heading, setups, cells, notes)
+
+
+def _protocol(run: Run) -> str:
+    return run.data.tags.get("protocol", "?")
+
+
+def _evaluated(cells: dict[RunKey, Run]) -> dict[RunKey, EvaluatedRun]:
+    unique = {run.info.run_id: run for run in cells.values()}  # a run is downloaded once
     evaluated = {run_id: load_evaluated(run) for run_id, run in unique.items()}
-    return {key: evaluated[run.info.run_id] for key, run in picked.items()}
+    return {key: evaluated[run.info.run_id] for key, run in cells.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,7 +509,8 @@ def _runs_note(runs: dict[RunKey, EvaluatedRun]) -> str:
     if not runs:
         return "measured: no finished run found for any row (train them with `python -m benchmark run`)"
     listed = "; ".join(
-        f"row {row} on {dataset}: run {run.run_id} (backbone {run.run.data.tags.get('backbone', '?')})"
+        f"row {row} on {dataset}: run {run.run_id} (backbone {run.run.data.tags.get('backbone', '?')}"
+        f"{'' if is_registry(run.run) else ', custom recipe'})"
         for (row, dataset), run in runs.items()
     )
     return (
@@ -383,14 +524,28 @@ def build_board(
     datasets: Sequence[str] = (),
     run_ids: Sequence[str] = (),
     backbone: str | None = None,
+    protocol: str | None = None,
+    selection: TableRuns | None = None,
 ) -> Board:
-    """One of the paper's tables with published and measured rows (see the module docstring)."""
+    """One of the paper's tables with published and measured rows (see the module docstring), for
+    the runs of `selection` (one table of `select_tables`). Without one, the runs must all be of
+    one setup (`build_boards` builds a table per setup)."""
     table = load_published().tables[name]
     marking = MARKING[name]
     columns = _columns(table, datasets)
-    tracking_setup(load_mlflow_config())
     rows = _measured_rows(table)
-    runs = _pick_runs(rows, list(dict.fromkeys(dataset for dataset, _ in columns)), run_ids, backbone)
+    if selection is None:
+        tracking_setup(load_mlflow_config())
+        tables = select_tables(rows, _shown(columns), run_ids, backbone, protocol)
+        if len(tables) > 1:
+            raise BenchmarkError(
+                f"the runs of Table {table.number} are of {len(tables)} setups: "
+                + "; ".join(t.heading for t in tables),
+                hint="build_boards (the `leaderboard` command) prints one table per setup; "
+                "--protocol DIGEST chooses one",
+            )
+        selection = tables[0]
+    runs = _evaluated(selection.cells)
     notes: list[str] = []
     tests = _significance(table, marking, rows, columns, runs, notes)
     marks: dict[tuple[str, Column], str] = {}
@@ -412,8 +567,34 @@ def build_board(
         title=title + (f" (layout of the paper, on {', '.join(datasets)})" if datasets else ""),
         headers=["ID", "System", "source", *(SETUP_HEADERS if setup else ()), *map(_header, columns)],
         sections=[*published, Section("Measured by this suite", measured)],
-        notes=[published_note, _runs_note(runs), _marker_note(table, marking, tests), *notes],
+        notes=[
+            published_note,
+            _runs_note(runs),
+            _marker_note(table, marking, tests),
+            *selection.notes,
+            *notes,
+        ],
+        setup=selection.heading,
     )
+
+
+def build_boards(
+    name: TableName,
+    datasets: Sequence[str] = (),
+    run_ids: Sequence[str] = (),
+    backbone: str | None = None,
+    protocol: str | None = None,
+) -> list[Board]:
+    """`python -m benchmark leaderboard`: the table `name` once per setup of its runs, newest first."""
+    table = load_published().tables[name]
+    columns = _columns(table, datasets)
+    tracking_setup(load_mlflow_config())
+    tables = select_tables(_measured_rows(table), _shown(columns), run_ids, backbone, protocol)
+    return [build_board(name, datasets, run_ids, backbone, protocol, selection=t) for t in tables]
+
+
+def _shown(columns: Sequence[Column]) -> list[str]:
+    return list(dict.fromkeys(dataset for dataset, _ in columns))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,16 +612,18 @@ def to_markdown(board: Board) -> str:
         rows.append([f"**{section.title}**", *[""] * (len(board.headers) - 1)])
         rows += [[_plain(cell) for cell in row] for row in section.rows]
     notes = "\n".join(f"- {note}" for note in board.notes)
-    return f"**{board.title}**\n\n{markdown_table(board.headers, rows)}\n\n{notes}\n"
+    setup = f"Setup: {board.setup}\n\n" if board.setup else ""
+    return f"**{board.title}**\n\n{setup}{markdown_table(board.headers, rows)}\n\n{notes}\n"
 
 
-def to_csv(board: Board) -> str:
-    """Data only: a `section` column and the cells; the notes are in the other formats."""
+def to_csv(board: Board, header: bool = True) -> str:
+    """Data only: `setup` and `section` columns and the cells; the notes are in the other formats."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["section", *board.headers])
+    if header:
+        writer.writerow(["setup", "section", *board.headers])
     for section in board.sections:
-        writer.writerows([section.title, *map(_plain, row)] for row in section.rows)
+        writer.writerows([board.setup, section.title, *map(_plain, row)] for row in section.rows)
     return out.getvalue()
 
 
@@ -461,11 +644,15 @@ def _latex_cell(cell: Cell) -> str:
     return _latex(cell.text) + (f"$^{{{marks}}}$" if marks else "")
 
 
+def _titled(board: Board) -> str:
+    return f"{board.title}. Setup: {board.setup}" if board.setup else board.title
+
+
 def to_latex(board: Board) -> str:
     """A booktabs `table` (needs \\usepackage{booktabs,amssymb}), the notes under it."""
     width = len(board.headers)
     lines = [
-        r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex(board.title)}}}",
+        r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex(_titled(board))}}}",
         rf"\begin{{tabular}}{{ll{'c' * (width - 2)}}}", r"\toprule",
         " & ".join(map(_latex, board.headers)) + r" \\",
     ]  # fmt: skip
@@ -484,7 +671,10 @@ def _html_cell(cell: Cell) -> str:
 
 def to_html(board: Board) -> str:
     lines = [
-        "<table>", f"<caption>{html.escape(board.title)}</caption>",
+        "<table>",
+        f"<caption>{html.escape(board.title)}"
+        + (f"<br>Setup: {html.escape(board.setup)}" if board.setup else "")
+        + "</caption>",
         "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in board.headers) + "</tr></thead>",
         "<tbody>",
     ]  # fmt: skip
@@ -509,5 +699,9 @@ FORMATTERS: dict[str, Callable[[Board], str]] = {
 }
 
 
-def render(board: Board, fmt: Format) -> str:
-    return FORMATTERS[fmt](board)
+def render(boards: Board | Sequence[Board], fmt: Format) -> str:
+    """One board, or several (one per setup) one after the other; a CSV has one header row."""
+    boards = [boards] if isinstance(boards, Board) else list(boards)
+    if fmt == "csv":
+        return "".join(to_csv(board, header=i == 0) for i, board in enumerate(boards))
+    return "\n".join(FORMATTERS[fmt](board) for board in boards)
