@@ -216,3 +216,16 @@ def test_zero_shot_emosec_evaluation_carries_the_source_setup(corpora: Path) -> 
     assert tags["source_setup"] == source["setup"] and tags["setup"] != source["setup"]
     assert (tags["dataset"], tags["train_with"], tags["folds"]) == ("emosec", "speechcraft", "Session1")
     assert tags["recipe"] == "custom"  # the source ran with --epochs 1
+
+
+def test_an_ssl_baseline_fine_tunes_its_top_layer_through_run(corpora: Path) -> None:
+    summary = run_experiment(
+        RunRequest(
+            system="ssl-hubert", dataset="iemocap", backbone="tiny", fold="Session3", epochs=1,
+            overrides={"ssl": {"finetune_layers": 1}}, progress=False,
+        )
+    )  # fmt: skip
+    parent, fold = fold_run(summary.run_id)
+    assert parent.data.params["ssl.finetune_layers"] == "1"
+    assert MlflowClient().get_metric_history(fold.info.run_id, "train.encoder_lr")
+    assert "ser.ua" in summary.mean and "asr.wer" in summary.mean

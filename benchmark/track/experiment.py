@@ -61,6 +61,7 @@ from benchmark.track.tracking import (
 )
 
 if TYPE_CHECKING:
+    from benchmark.nn.encoder import TopLayers
     from benchmark.nn.system import SpeechEmotionCaptioner
     from benchmark.train.data import TrainExample
 
@@ -267,6 +268,7 @@ class RunPlan:
     features: dict[str, torch.Tensor]
     encoder_shape: tuple[int, int]
     digest: str  # config_digest: checkpoints and --resume
+    top_layers: TopLayers | None = None  # pretrained encoder layers a `kind: ssl` system fine-tunes
 
     def examples(self, rows: list[Utterance]) -> list[TrainExample]:
         return examples_of(rows, self.features)
@@ -283,7 +285,8 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
     """Train from scratch on the fold's training rows (mixture included), then predict and score
     its test rows, and its validation rows first when it has them.
 
-    `kind: ssl` systems train the SSL baseline's heads (`benchmark.train.ssl`), without checkpoints;
+    `kind: ssl` systems train the SSL baseline's heads and, with `ssl.finetune_layers`, the
+    encoder's top layers (`benchmark.train.ssl`), without checkpoints;
     `kind: llm` systems train every stage of their schedule (`benchmark.train.loop`).
     """
     system, request, card = plan.system, plan.request, plan.mixture.card
@@ -292,7 +295,7 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
         from benchmark.train.ssl import build_ssl_baseline, predict_ssl, train_ssl
 
         torch.manual_seed(system.training.seed)
-        model = build_ssl_baseline(system, *plan.encoder_shape, card.labels)
+        model = build_ssl_baseline(system, *plan.encoder_shape, card.labels, top_layers=plan.top_layers)
         train_ssl(model, training, system, log=log_metrics, progress=request.progress)
 
         def predict_rows(rows: list[Utterance]) -> list[dict]:
@@ -349,6 +352,7 @@ def run_experiment(request: RunRequest) -> RunSummary:
     """Train and evaluate `request.system` on the requested folds; see the module docstring."""
     from benchmark.data.features import FeatureCache
     from benchmark.nn.encoder import build_encoder
+    from benchmark.train.ssl import pretrained_top_layers
 
     backbone = get_backbone(request.backbone)
     system = resolve_system(request, backbone)
@@ -366,11 +370,12 @@ def run_experiment(request: RunRequest) -> RunSummary:
     cache = FeatureCache(None, encoder, enabled=request.cache_features, progress=request.progress)
     features = dict(zip(rows, cache.get(list(rows.values())), strict=True))
     encoder_shape = (encoder.num_layers, encoder.hidden_size)
-    del encoder  # frozen and cached: training needs only its outputs
+    top_layers = pretrained_top_layers(system, encoder)  # None unless an SSL baseline fine-tunes
+    del encoder  # frozen and cached: training needs only its outputs (and top_layers' copies)
 
     train_with = [other.name for other in others]
     digest = config_digest(system, request, train_with)
-    plan = RunPlan(system, request, backbone, mixture, features, encoder_shape, digest)
+    plan = RunPlan(system, request, backbone, mixture, features, encoder_shape, digest, top_layers)
     protocol = RunProtocol(
         dataset=card.name,
         train_with=tuple(train_with),
