@@ -34,8 +34,18 @@ def test_roundtrip(tmp_path: Path):
         "gender",
         "group",
         "dataset",
+        "language",
     ]
     assert set(json.loads(path.read_text().splitlines()[0])) == set(fields)
+
+
+def test_manifest_written_before_languages_still_reads(tmp_path: Path):
+    path = tmp_path / "all.jsonl"
+    old = {k: v for k, v in utt(0).model_dump().items() if k != "language"}
+    path.write_text(json.dumps(old) + "\n" + utt(1, language="zh").model_dump_json() + "\n")
+    first, second = read_manifest(path)
+    assert first.language is None and first.language_of("en") == "en"  # null: the card's language
+    assert second.language == "zh" and second.language_of("en") == "zh"
 
 
 def test_failed_write_keeps_the_previous_manifest(tmp_path: Path):
@@ -60,6 +70,7 @@ def test_failed_write_keeps_the_previous_manifest(tmp_path: Path):
         (json.dumps({**utt(5).model_dump(), "duration": -1}), r"all\.jsonl:2: field 'duration'"),
         (json.dumps({**utt(5).model_dump(), "duration": float("inf")}), r"all\.jsonl:2: field 'duration'"),
         (json.dumps({**utt(5).model_dump(), "gender": "f"}), r"all\.jsonl:2: field 'gender'"),
+        (json.dumps({**utt(5).model_dump(), "language": "fr"}), r"all\.jsonl:2: field 'language'"),
         (
             json.dumps({k: v for k, v in utt(5).model_dump().items() if k != "speaker"}),
             r":2: field 'speaker'",

@@ -39,6 +39,8 @@ def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "SECap" / "dataset"
     write_wav(root / "wav" / "tx_emotion_00201000015.wav")
     write_wav(root / "wav" / "tx_emulate_00_060_0001_000030.wav", rate=24000)
+    write_wav(root / "wav" / "tx_xiao_0200103000100.wav")
+    write_wav(root / "wav" / "tx_xiao_0200103000101.wav")
     (root / "wav" / "tx_emotion_00201000220.wav").write_bytes(b"RIFF\x00\x00not a wav")
     (root / "wav" / "._tx_emotion_00201000015.wav").write_bytes(b"\x00\x05\x16\x07junk")
     (root / "wav" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
@@ -53,6 +55,9 @@ def corpus(tmp_path: Path) -> Path:
             ("tx_emotion_00201000148", "伤心难过，又无能为力"),
             ("tx_emotion_00201000209", ["a", "list"]),
             ("tx_emotion_00201000220", "悲痛到无法自拔"),
+            # The paper's EMOSEC has English captions too; a Mandarin one may hold a Latin word.
+            ("tx_xiao_0200103000100", "A woman speaks slowly in a low, sad voice."),
+            ("tx_xiao_0200103000101", "语气轻松，有点 OK 的感觉"),
         ],
     )
     (root / "wav.scp").write_text(
@@ -64,7 +69,9 @@ def corpus(tmp_path: Path) -> Path:
         "tx_emotion_00201000999 dataset/wav/tx_emotion_00201000999.wav\n"
         "tx_broken_line\n"
         "tx_emotion_00201000220 dataset/wav/tx_emotion_00201000220.wav\n"
-        "tx_emotion_00201000015 dataset/wav/other.wav\n",
+        "tx_emotion_00201000015 dataset/wav/other.wav\n"
+        "tx_xiao_0200103000100 dataset/wav/tx_xiao_0200103000100.wav\n"
+        "tx_xiao_0200103000101 dataset/wav/tx_xiao_0200103000101.wav\n",
         encoding="utf-8",
     )
     (root / "text.txt").write_text(
@@ -91,6 +98,7 @@ def expected_rows(root: Path) -> list[Utterance]:
             gender="female",
             group="tx_emotion",
             dataset="emosec",
+            language="zh",
         ),
         Utterance(
             id="emosec_tx_emulate_00_060_0001_000030",
@@ -103,6 +111,33 @@ def expected_rows(root: Path) -> list[Utterance]:
             gender=None,
             group="tx_emulate",
             dataset="emosec",
+            language="zh",
+        ),
+        Utterance(
+            id="emosec_tx_xiao_0200103000100",
+            audio=str(wav / "tx_xiao_0200103000100.wav"),
+            duration=0.5,
+            transcript=None,
+            emotion=None,
+            descriptor="A woman speaks slowly in a low, sad voice.",
+            speaker="unknown",
+            gender=None,
+            group="tx_xiao",
+            dataset="emosec",
+            language="en",  # detected from the caption, not the card's zh
+        ),
+        Utterance(
+            id="emosec_tx_xiao_0200103000101",
+            audio=str(wav / "tx_xiao_0200103000101.wav"),
+            duration=0.5,
+            transcript=None,
+            emotion=None,
+            descriptor="语气轻松，有点 OK 的感觉",
+            speaker="unknown",
+            gender=None,
+            group="tx_xiao",
+            dataset="emosec",
+            language="zh",  # 9 ideographs against 2 Latin letters
         ),
     ]
 
@@ -167,4 +202,24 @@ def test_prepare_writes_valid_manifest(corpus: Path, tmp_path: Path) -> None:
     assert [(s.split, s.group, s.utterances) for s in report.summaries] == [
         ("test", "tx_emotion", 1),
         ("test", "tx_emulate", 1),
+        ("test", "tx_xiao", 2),
     ]
+
+
+def test_rows_record_the_language_of_their_caption(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    prepare_corpus(load_dataset_card("emosec"), corpus, out)
+    rows = read_manifest(out / "test.jsonl")
+    assert {row.id.removeprefix("emosec_"): row.language for row in rows} == {
+        "tx_emotion_00201000015": "zh",
+        "tx_emulate_00_060_0001_000030": "zh",
+        "tx_xiao_0200103000100": "en",
+        "tx_xiao_0200103000101": "zh",
+    }
+
+
+def test_caption_without_either_script_takes_the_card_language(corpus: Path, tmp_path: Path) -> None:
+    write_json_lines(corpus / "fid2captions.json", [("tx_emotion_00201000015", "……？！")])
+    (corpus / "wav.scp").unlink()
+    result = read(corpus, load_dataset_card("emosec"), tmp_path / "out")
+    assert [(row.descriptor, row.language) for row in result.splits["test"]] == [("……？！", "zh")]

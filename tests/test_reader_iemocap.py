@@ -135,6 +135,7 @@ def test_reader_keeps_good_rows_and_locates_every_bad_one(tmp_path: Path, card):
     assert excited.duration == pytest.approx(0.30)
     assert Path(excited.audio).is_absolute() and Path(excited.audio).is_file()
     assert excited.dataset == "iemocap" and excited.descriptor is None
+    assert {r.language for r in rows} == {"en"}  # the card's language
     sad = by_id["Ses01M_script01_1_F000"]
     assert (sad.emotion, sad.speaker, sad.gender) == ("sad", "Ses01F", "female")
     assert {r.group for r in rows} <= set(card.protocol.folds)

@@ -132,6 +132,7 @@ def test_reader_repairs_text_decodes_clips_and_locates_bad_rows(tmp_path: Path, 
     first = rows["meld_train_dia0_utt0"]
     assert (first.emotion, first.speaker, first.gender, first.group) == ("sadness", "Phoebe", None, "train")
     assert first.dataset == "meld" and first.descriptor is None
+    assert {r.language for r in rows.values()} == {"en"}  # the card's language
     assert {r.emotion for r in rows.values()} == set(card.labels) and len(card.labels) == 7
 
     wav = out / "train" / "dia0_utt0.wav"

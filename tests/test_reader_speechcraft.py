@@ -85,7 +85,7 @@ def corpus(tmp_path: Path) -> Path:
 
 def expected_rows(root: Path) -> list[Utterance]:
     chunk = (root / "gigaspeech/data/audio/m_files_additional/m_chunks_0000").resolve()
-    common = {"duration": 0.5, "dataset": "speechcraft"}
+    common = {"duration": 0.5, "dataset": "speechcraft", "language": "en"}
     return [
         Utterance(
             id="speechcraft_POD0000000004_S0000016",

@@ -343,6 +343,7 @@ def _synthesise_corpus(
             gender=plan.speaker.gender,
             group=plan.speaker.group,
             dataset=pool.dataset,
+            language="en",  # English sentences and descriptors (eSpeak's English voices)
         )
         for i, plan in enumerate(plans)
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -19,7 +20,16 @@ from benchmark.errors import BenchmarkError
 
 
 class Utterance(BaseModel):
-    """One row of a manifest (an infinite duration is as wrong as a negative one)."""
+    """One row of a manifest (an infinite duration is as wrong as a negative one).
+
+    `language` is the language of the utterance's reference texts ("en" or "zh"): that of its
+    descriptor where it has one, since the captioning metrics tokenise by it (PTB tokens for
+    English, characters for Mandarin). Every reader writes it: the dataset card's `language`,
+    unless the corpus says otherwise per utterance (EMOSEC, whose captions are Mandarin or English,
+    is detected caption by caption). It may be null, and is absent from manifests written before
+    the field existed: null means "the dataset card's language" (`language_of`), which is how
+    those manifests were always scored.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -33,6 +43,11 @@ class Utterance(BaseModel):
     gender: str | None
     group: str
     dataset: str
+    language: Literal["en", "zh"] | None = None
+
+    def language_of(self, default: Literal["en", "zh"]) -> Literal["en", "zh"]:
+        """The utterance's language; `default` (its dataset card's) where the row has none."""
+        return self.language or default
 
     @field_validator("id", "audio", "speaker", "group", "dataset")
     @classmethod

@@ -8,15 +8,38 @@ in input order, for the paired significance tests.
 A hypothesis that is None (the model gave no descriptor) is scored as an empty caption, never
 dropped: dropping it would flatter a model that falls silent when unsure.
 
-Tokenisation: English captions go through pycocoevalcap's PTB tokenizer (lower case, punctuation
-removed), as in COCO evaluation. Mandarin captions (EMOSEC) are segmented into characters instead
-(`segment_characters`); see there why. On Mandarin, METEOR's English stemmer, synonyms and
-paraphrases find nothing, so it reduces to exact character matches with its fragmentation penalty,
-and SPICE parses with an English model: both are still reported, but they mean
-less than on English.
+Tokenisation follows the language of each utterance's reference: English captions go through
+pycocoevalcap's PTB tokenizer (lower case, punctuation removed), as in COCO evaluation; Mandarin
+captions (EMOSEC) are segmented into characters instead (`segment_characters`); see there why. On
+Mandarin, METEOR's English stemmer, synonyms and paraphrases find nothing, so it reduces to exact
+character matches with its fragmentation penalty, and SPICE parses with an English model: both are
+still reported, but they mean less than on English.
+
+Languages (`caption_scores` takes one language, or one per utterance):
+
+- each language's corpus scores are computed over its own utterances only (CIDEr's document
+  frequencies and BLEU's n-gram counts never mix Chinese characters with English words). With one
+  language they are `sed.<metric>`; with several they are `sed.<lang>.<metric>` (e.g.
+  `sed.zh.cider`), and `sed.<metric>` is the utterance-weighted mean of the per-language scores.
+  That mean is what scoring the whole test set means for ROUGE-L, CIDEr and SPICE, whose corpus
+  score is the mean of the utterance scores (the paired tests then test the reported number, as
+  with one language); BLEU-4 and METEOR have no language-free pooled form (their n-gram and
+  alignment counts would add characters to words), so the same weighting is used for them. The
+  per-language numbers are always reported next to it.
+- a hypothesis is in a language (`detect_language`: Han ideographs against Latin letters). One in
+  another language than its reference (an English caption of a Mandarin utterance) is a language
+  mismatch: it is scored as an empty caption, 0 on every metric, exactly like a missing one, and
+  never as characters or PTB tokens of the reference's language (that would count the Latin
+  letters an English sentence shares with a Mandarin caption, or nothing at all, as chance makes
+  it). It stays in the corpus, because a caption the reader cannot read is a failed caption and
+  because leaving it out would give each system its own test set, which paired tests refuse.
+  `sed.language_mismatch` is the share of scored utterances with a mismatched hypothesis
+  (`sed.<lang>.language_mismatch` per language with several), so a zero is never mistaken for a
+  bad caption in the right language.
 
 The PTB tokenizer, METEOR and SPICE are Java programs. Each is started once per `caption_scores`
-call (all captions of a call go through one process), because a start costs seconds. SPICE also
+call (all captions of a call go through one process, whatever their languages), because a start
+costs seconds. SPICE also
 needs Stanford CoreNLP 3.6.0 jars that pycocoevalcap downloads on first use; this suite never
 downloads anything, so without them SPICE is reported in `CaptionScores.unavailable` with the
 reason and the fix, never as 0. The PTB tokenizer and SPICE write their temporary files inside
@@ -44,6 +67,8 @@ from benchmark.errors import BenchmarkError
 Language = Literal["en", "zh"]
 LANGUAGES = ("en", "zh")
 
+# The share of hypotheses in another language than their reference (module docstring).
+LANGUAGE_MISMATCH = "sed.language_mismatch"
 # MLflow key -> the name papers print.
 CAPTION_METRICS = {
     "sed.bleu4": "BLEU-4", "sed.meteor": "METEOR", "sed.rouge_l": "ROUGE-L", "sed.cider": "CIDEr",
@@ -64,8 +89,12 @@ Res = dict[int, list[str]]  # utterance index -> [its tokenised hypothesis]
 class CaptionScores:
     """Corpus and per-utterance scores of the metrics that could run, and why the others could not.
 
-    `corpus` and `per_utterance` share their keys (MLflow metric names); `per_utterance[m][i]` is
-    utterance i's score in input order. `unavailable` maps each metric that was not computed to
+    `per_utterance[m][i]` is utterance i's score in input order, for every computed metric and
+    `sed.language_mismatch` (1.0 for a mismatched hypothesis, else 0.0). `corpus` has the same
+    keys and, when `languages` holds several languages, the per-language keys
+    `sed.<lang>.<metric>` (`language_metric`); their utterance scores are those of
+    `per_utterance[m]` at the positions of that language. `languages[i]` is the reference language
+    utterance i was scored in. `unavailable` maps each metric that was not computed to
     "reason; fix". `seconds` is the wall-clock cost of `tokenize` and of each computed metric
     (a Java scorer's start included), to see where evaluation time goes.
     """
@@ -74,6 +103,7 @@ class CaptionScores:
     per_utterance: dict[str, list[float]]
     unavailable: dict[str, str]
     seconds: dict[str, float]
+    languages: tuple[Language, ...] = ()
 
 
 def _package_dir() -> Path | None:
@@ -111,6 +141,42 @@ def available_caption_metrics(language: Language = "en") -> dict[str, str | None
 def _check_language(language: str) -> None:
     if language not in LANGUAGES:
         raise BenchmarkError(f"unknown caption language '{language}'", hint=f"choose one of {LANGUAGES}")
+
+
+def language_metric(metric: str, language: Language) -> str:
+    """The per-language name of a captioning metric: `sed.cider`, "zh" -> `sed.zh.cider`."""
+    return f"sed.{language}.{metric.removeprefix('sed.')}"
+
+
+def _is_ideograph(ch: str) -> bool:
+    return unicodedata.name(ch, "").startswith(("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH"))
+
+
+def _is_latin(ch: str) -> bool:
+    return ch.isalpha() and unicodedata.name(ch, "").startswith("LATIN")
+
+
+def detect_language(text: str | None) -> Language | None:
+    """The language a caption is written in, by script: "zh" if it has more Han ideographs than
+    Latin letters, "en" if it has more Latin letters, None if neither (no letters of either
+    script, or as many of each).
+
+    After NFKC, so full-width letters count as Latin. Each ideograph counts one and each Latin
+    letter one, so a Mandarin caption with a short English word in it ("语气很平静，OK") stays
+    Mandarin, while an English sentence with a Chinese name in it stays English. Other scripts
+    (digits, punctuation, kana) are not counted. No vocabulary or model is involved, so the
+    result never depends on a library version; the corpus readers use the same rule.
+    """
+    if not text:
+        return None
+    text = unicodedata.normalize("NFKC", text)
+    han = sum(map(_is_ideograph, text))
+    latin = sum(map(_is_latin, text))
+    if han > latin:
+        return "zh"
+    if latin > han:
+        return "en"
+    return None
 
 
 def segment_characters(text: str) -> str:
@@ -162,15 +228,26 @@ def _references(refs: Sequence[str | Sequence[str]]) -> list[list[str]]:
     return out
 
 
-def _bleu4(gts: Gts, res: Res) -> tuple[float, list[float]]:
+# One scorer call scores every language group of a `caption_scores` call: group k is
+# (gts, res) of the utterances of one reference language, and gets its own (corpus, per-utterance)
+# result, computed over that group alone.
+Group = tuple[Gts, Res]
+Result = tuple[float, list[float]]
+
+
+def _bleu4(groups: Sequence[Group]) -> list[Result]:
     from pycocoevalcap.bleu.bleu import Bleu
 
-    score, scores = Bleu(4).compute_score(gts, res, verbose=0)
-    return float(score[3]), [float(s) for s in scores[3]]
+    results = []
+    for gts, res in groups:
+        score, scores = Bleu(4).compute_score(gts, res, verbose=0)
+        results.append((float(score[3]), [float(s) for s in scores[3]]))
+    return results
 
 
-def _meteor(gts: Gts, res: Res) -> tuple[float, list[float]]:
-    """METEOR through pycocoevalcap's Java scorer.
+def _meteor(groups: Sequence[Group]) -> list[Result]:
+    """METEOR through pycocoevalcap's Java scorer, one process for every group (each group is
+    one `EVAL` of its own segments, so its corpus score aggregates only them).
 
     An exception (Ctrl-C, SIGTERM) in the middle of `compute_score` leaves the scorer's lock held,
     and its `__del__` then waits for that lock for ever, so the process would hang as it exits:
@@ -179,38 +256,63 @@ def _meteor(gts: Gts, res: Res) -> tuple[float, list[float]]:
     from pycocoevalcap.meteor.meteor import Meteor
 
     meteor = Meteor()
+    results = []
     try:
-        score, scores = meteor.compute_score(gts, res)
+        for gts, res in groups:
+            score, scores = meteor.compute_score(gts, res)
+            results.append((float(score), [float(s) for s in scores]))
     except BaseException:
         if meteor.lock.locked():
             meteor.lock.release()
         meteor.meteor_p.kill()
         raise
-    return float(score), [float(s) for s in scores]
+    return results
 
 
-def _rouge_l(gts: Gts, res: Res) -> tuple[float, list[float]]:
+def _rouge_l(groups: Sequence[Group]) -> list[Result]:
     from pycocoevalcap.rouge.rouge import Rouge
 
-    score, scores = Rouge().compute_score(gts, res)
-    return float(score), [float(s) for s in scores]
+    results = []
+    for gts, res in groups:
+        score, scores = Rouge().compute_score(gts, res)
+        results.append((float(score), [float(s) for s in scores]))
+    return results
 
 
-def _cider(gts: Gts, res: Res) -> tuple[float, list[float]]:
+def _cider(groups: Sequence[Group]) -> list[Result]:
     from pycocoevalcap.cider.cider import Cider
 
-    score, scores = Cider().compute_score(gts, res)
-    return float(score), [float(s) for s in scores]
+    results = []
+    for gts, res in groups:
+        score, scores = Cider().compute_score(gts, res)
+        results.append((float(score), [float(s) for s in scores]))
+    return results
 
 
-def _spice(gts: Gts, res: Res) -> tuple[float, list[float]]:
+def _spice(groups: Sequence[Group]) -> list[Result]:
     """SPICE F-scores. An empty hypothesis has no semantic tuples, so its precision is 0/0 and the
-    jar writes NaN; it is scored 0 (it matches nothing) rather than turning the mean into NaN."""
+    jar writes NaN; it is scored 0 (it matches nothing) rather than turning the mean into NaN.
+
+    An utterance's SPICE depends on its own captions only and the corpus score is the mean, so
+    every group goes through one run of the jar (renumbered) and is split afterwards.
+    """
     from pycocoevalcap.spice.spice import Spice
 
-    _, items = Spice().compute_score(gts, res)
+    gts_all: Gts = {}
+    res_all: Res = {}
+    for gts, res in groups:
+        offset = len(gts_all)
+        gts_all |= {offset + k: gts[k] for k in range(len(gts))}
+        res_all |= {offset + k: res[k] for k in range(len(res))}
+    _, items = Spice().compute_score(gts_all, res_all)
     scores = [0.0 if math.isnan(f := item["All"]["f"]) else float(f) for item in items]
-    return sum(scores) / len(scores), scores
+    results = []
+    start = 0
+    for gts, _ in groups:
+        mine = scores[start : start + len(gts)]
+        results.append((sum(mine) / len(mine), mine))
+        start += len(gts)
+    return results
 
 
 _SCORERS = {
@@ -222,39 +324,83 @@ _SCORERS = {
 }
 
 
+def _reference_languages(language: Language | Sequence[Language], count: int) -> list[Language]:
+    languages = [language] * count if isinstance(language, str) else list(language)
+    if len(languages) != count:
+        raise BenchmarkError(f"{len(languages)} reference languages for {count} reference captions")
+    for name in dict.fromkeys(languages):
+        _check_language(name)
+    return languages
+
+
+def _availability(languages: Sequence[Language]) -> dict[str, str | None]:
+    """`available_caption_metrics` of every language present: a metric runs only if it runs for all
+    of them, since `sed.<metric>` covers every utterance."""
+    status: dict[str, str | None] = dict.fromkeys(CAPTION_METRICS)
+    for language in languages:
+        for metric, reason in available_caption_metrics(language).items():
+            if reason is not None and status[metric] is None:
+                where = "" if len(languages) == 1 else f" (needed for the '{language}' captions)"
+                status[metric] = reason + where
+    return status
+
+
+def mismatched(hyps: Sequence[str | None], languages: Sequence[Language]) -> list[bool]:
+    """Whether each hypothesis is written in another language than its reference (`detect_language`;
+    a missing or script-less hypothesis is no mismatch)."""
+    return [
+        (found := detect_language(hyp)) is not None and found != language
+        for hyp, language in zip(hyps, languages, strict=True)
+    ]
+
+
 def caption_scores(
-    refs: Sequence[str | Sequence[str]], hyps: Sequence[str | None], language: Language = "en"
+    refs: Sequence[str | Sequence[str]],
+    hyps: Sequence[str | None],
+    language: Language | Sequence[Language] = "en",
 ) -> CaptionScores:
     """Score generated descriptors `hyps` against `refs` (one caption or a list per utterance).
 
+    `language` is the language of every reference, or a sequence with one per utterance; the
+    module docstring says how several languages and mismatched hypotheses are scored.
+
     Pass a whole test set in one call: CIDEr weights n-grams by their document frequency over the
-    call's references, so its scores (corpus and per utterance) depend on what is scored together.
+    call's references (of the same language), so its scores (corpus and per utterance) depend on
+    what is scored together.
     """
     references = _references(refs)
     if len(references) != len(hyps):
         raise BenchmarkError(f"{len(references)} reference captions but {len(hyps)} hypotheses")
     if not references:
         raise BenchmarkError("no captions to score")
-    status = available_caption_metrics(language)
+    languages = _reference_languages(language, len(references))
+    present = [name for name in LANGUAGES if name in languages]
+    status = _availability(present)
     if all(reason is not None for reason in status.values()):
         raise BenchmarkError(f"no captioning metric can run here: {status['sed.bleu4']}")
 
+    wrong = mismatched(hyps, languages)
+    scored = ["" if bad or hyp is None else hyp for hyp, bad in zip(hyps, wrong, strict=True)]
+    members = {name: [i for i, lang in enumerate(languages) if lang == name] for name in present}
     start = time.perf_counter()
-    flat = [*(r for group in references for r in group), *(h or "" for h in hyps)]
-    tokens = iter(tokenize_captions(flat, language))
+    groups: list[Group] = []
+    for name in present:
+        flat = [*(r for i in members[name] for r in references[i]), *(scored[i] for i in members[name])]
+        tokens = iter(tokenize_captions(flat, name))
+        gts = {k: [next(tokens) for _ in references[i]] for k, i in enumerate(members[name])}
+        groups.append((gts, {k: [next(tokens)] for k in range(len(members[name]))}))
     seconds = {"tokenize": time.perf_counter() - start}
-    gts = {i: [next(tokens) for _ in group] for i, group in enumerate(references)}
-    res = {i: [next(tokens)] for i in range(len(hyps))}
 
     corpus: dict[str, float] = {}
     per_utterance: dict[str, list[float]] = {}
     unavailable = {metric: reason for metric, reason in status.items() if reason is not None}
+    computed: dict[str, list[Result]] = {}
     for metric, scorer in _SCORERS.items():
         if metric in unavailable:
             continue
         start = time.perf_counter()
         try:
-            corpus[metric], per_utterance[metric] = scorer(gts, res)
+            computed[metric] = scorer(groups)
             seconds[metric] = time.perf_counter() - start
         except subprocess.CalledProcessError as err:  # the SPICE jar; its own error went to stderr
             unavailable[metric] = (
@@ -262,4 +408,22 @@ def caption_scores(
                 "above; SPICE 1.0 was built for Java 8 and is reported to fail on Java 17+); "
                 "run with Java 8 or 11 on PATH"
             )
-    return CaptionScores(corpus, per_utterance, unavailable, seconds)
+    shares = [float(bad) for bad in wrong]
+    computed[LANGUAGE_MISMATCH] = [
+        (sum(mine) / len(mine), mine) for mine in ([shares[i] for i in members[name]] for name in present)
+    ]
+    for metric, results in computed.items():
+        values = [0.0] * len(references)
+        for name, (_, items) in zip(present, results, strict=True):
+            for i, value in zip(members[name], items, strict=True):
+                values[i] = value
+        per_utterance[metric] = values
+        if len(present) == 1:
+            corpus[metric] = results[0][0]
+            continue
+        total = 0.0
+        for name, (score, _) in zip(present, results, strict=True):
+            corpus[language_metric(metric, name)] = score
+            total += len(members[name]) * score
+        corpus[metric] = total / len(references)
+    return CaptionScores(corpus, per_utterance, unavailable, seconds, tuple(languages))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -25,6 +26,11 @@ class PredictionRecord(BaseModel):
     Fields a system or corpus does not have are null rather than absent (MELD has no descriptor,
     an SSL baseline writes no free text, so its `raw_output` is null); `fold` names the held-out
     group of cross-validation (IEMOCAP session) and is null for corpora with official splits.
+
+    `language` is the language of the references (the manifest row's, `Utterance.language`), which
+    decides how the descriptor is tokenised and which hypothesis language counts as a mismatch.
+    It is optional so that records written before it existed still read: null means the language
+    of the run's corpus (its dataset card), which is how those records were scored.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -38,6 +44,7 @@ class PredictionRecord(BaseModel):
     hyp_descriptor: str | None
     raw_output: str | None
     fold: str | None
+    language: Literal["en", "zh"] | None = None
 
     @field_validator("id")
     @classmethod

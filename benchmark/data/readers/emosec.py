@@ -11,6 +11,13 @@ SECap repository (github.com/thuhcsi/SECap, folder `dataset/`), in Kaldi style:
   written relative to the repository root (`dataset/wav/<id>.wav`), i.e. to the parent of the
   folder that holds `wav.scp`.
 
+Captions may be Mandarin or English (the paper calls EMOSEC a Mandarin and English caption set;
+SECap's public release is Mandarin throughout), so each row's `language` is that of its caption,
+by the script rule the captioning metrics apply to hypotheses
+(`benchmark.eval.captioning.detect_language`: more Latin letters than Han ideographs is English);
+a caption with neither script takes the card's language (zh). The transcript's language is not
+recorded separately: SECap's transcripts are Mandarin.
+
 Ids look like `tx_emotion_00201000015`, `tx_emulate_00_060_0001_000030`, `tx_xiao_0200103000095`;
 their letter prefix names the sub-corpus and becomes the group. The release has no speaker or
 gender files, so the paper's 30 speakers cannot be recovered from it; where a fuller copy carries
@@ -34,6 +41,7 @@ from benchmark.data.audio import AudioError, probe_audio
 from benchmark.data.manifest import RowIssue, Utterance
 from benchmark.data.readers import ReadResult
 from benchmark.data.readers.common import json_members, normalise_gender
+from benchmark.eval.captioning import detect_language
 
 CAPTIONS = "fid2captions.json"
 TRANSCRIPTS = "text.txt"
@@ -176,6 +184,7 @@ def read(root: Path, card: DatasetCard, audio_dir: Path) -> ReadResult:
                 gender=normalise_gender(genders[speaker].value) if speaker in genders else None,
                 group=group.group(1) if group else SPLIT,
                 dataset=card.name,
+                language=detect_language(entry.caption) or card.language,
             )
         )
     return result

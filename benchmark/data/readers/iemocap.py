@@ -92,6 +92,7 @@ def _utterance(
         gender=_GENDERS[letter],
         group=session_dir.name,
         dataset=card.name,
+        language=card.language,
     )
 
 

@@ -265,6 +265,7 @@ def read(root: Path, card: DatasetCard, audio_dir: Path) -> ReadResult:
                 gender=None,
                 group=clip.split,
                 dataset=card.name,
+                language=card.language,
             )
         )
     result.issues.sort(key=lambda issue: (issue.source, issue.line or 0))

@@ -173,6 +173,7 @@ def read(root: Path, card: DatasetCard, audio_dir: Path) -> ReadResult:
                 gender=entry.gender,
                 group=SOURCES[entry.segment[:3]],
                 dataset=card.name,
+                language=card.language,
             )
         )
     return result
