@@ -18,6 +18,7 @@ from benchmark.eval.stats import (
     bootstrap_ci,
     caption_utterance_scores,
     holm,
+    metric_spec,
     paired_t_test,
     paired_test,
     per_utterance_scores,
@@ -150,3 +151,34 @@ def test_captioning_scores_come_from_one_captioning_call():
         assert utterance_scores.values.tolist() == pytest.approx(direct.per_utterance[name])
         assert utterance_scores.value == pytest.approx(direct.corpus[name])  # tables show corpus scores
     assert scores["sed.cider"].mean == pytest.approx(direct.corpus["sed.cider"])
+
+
+def test_captioning_scores_per_reference_language():
+    # records without a language (written before the field existed) are in the corpus language
+    rows = [
+        ("z0", "语气平静，语速正常", "语气平静", None),
+        ("e0", "a calm voice at a normal pace", "a calm voice", "en"),
+        ("z1", "声音响亮，情绪激动", "A loud and excited voice.", "zh"),  # English for Mandarin: mismatch
+        ("e1", "a low and sad voice", "a low sad voice", "en"),
+    ]
+    records = [
+        record(utt, ref_descriptor=ref, hyp_descriptor=hyp, language=lang) for utt, ref, hyp, lang in rows
+    ]
+    scores = caption_utterance_scores(records, "zh")
+    direct = caption_scores([r[1] for r in rows], [r[2] for r in rows], ["zh", "en", "zh", "en"])
+    assert scores["sed.language_mismatch"].values.tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert scores["sed.language_mismatch"].value == pytest.approx(0.25)
+    assert scores["sed.zh.language_mismatch"].ids == ("z0", "z1")
+    for name in ("sed.bleu4", "sed.rouge_l", "sed.cider"):
+        assert scores[name].values.tolist() == pytest.approx(direct.per_utterance[name])
+        assert scores[name].value == pytest.approx(direct.corpus[name])
+        for lang, ids, members in (("zh", ("z0", "z1"), [0, 2]), ("en", ("e0", "e1"), [1, 3])):
+            mine = scores[f"sed.{lang}.{name.removeprefix('sed.')}"]
+            assert mine.ids == ids
+            assert mine.values.tolist() == pytest.approx([direct.per_utterance[name][i] for i in members])
+            assert mine.value == pytest.approx(direct.corpus[f"sed.{lang}.{name.removeprefix('sed.')}"])
+    # ... and each language's scores are those of scoring its utterances alone
+    alone = caption_scores([rows[1][1], rows[3][1]], [rows[1][2], rows[3][2]], "en")
+    assert scores["sed.en.cider"].values.tolist() == pytest.approx(alone.per_utterance["sed.cider"])
+    assert metric_spec("sed.language_mismatch").higher_is_better is False
+    assert metric_spec("sed.zh.cider").higher_is_better is True

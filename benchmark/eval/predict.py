@@ -4,11 +4,18 @@ The prompt is the same for every task, so each output the system was trained to 
 for by its own forced response prefix (`Transcript:` for ASR, `Descriptor:` for SER-SED,
 `Emotion:` for SER): a system with transcript and descriptor targets is run twice per utterance.
 Every number downstream is computed from the records returned here (ARCHITECTURE section 3).
+
+A record's `language` is that of its reference (the manifest row's). `predict` sees only the
+examples, which do not carry it, so its records leave it null and `score_records`, which every
+caller runs on the records and their manifest rows before logging them, fills it in
+(`fill_languages`). Captioning metrics are then computed per reference language
+(`benchmark.eval.captioning`): a hypothesis in another language than its reference is counted in
+`sed.language_mismatch` and scored as an empty caption.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 import torch
 from tqdm import tqdm
@@ -27,7 +34,7 @@ TASK_TARGET = {"ser": "emotion", "asr": "transcript", "sed": "descriptor"}
 
 RECORD_FIELDS = (
     "id", "ref_emotion", "hyp_emotion", "ref_transcript", "hyp_transcript",
-    "ref_descriptor", "hyp_descriptor", "raw_output", "fold",
+    "ref_descriptor", "hyp_descriptor", "raw_output", "fold", "language",
 )  # fmt: skip
 
 
@@ -52,7 +59,8 @@ def predict(
     batch_size: int = 8,
     progress: bool = True,
 ) -> list[dict[str, str | None]]:
-    """Prediction records (as dicts with `RECORD_FIELDS`) for `examples`, in their order."""
+    """Prediction records (as dicts with `RECORD_FIELDS`) for `examples`, in their order; `language`
+    is None until `score_records` fills it from the manifest rows."""
     model.eval()
     device = next(model.parameters()).device
     tasks = generation_tasks(model.config)
@@ -87,9 +95,23 @@ def predict(
                 "hyp_descriptor": ser.descriptor if ser else None,
                 "raw_output": "\n".join(f"[{task}] {text}" for task, text in raw[ex.id].items()),
                 "fold": fold,
+                "language": None,
             }
         )
     return records
+
+
+def fill_languages(
+    records: Sequence[MutableMapping[str, str | None]], card: DatasetCard, utterances: Sequence[Utterance]
+) -> None:
+    """Set each record's `language` (in place) to its manifest row's, or the card's where the row
+    has none (a manifest written before rows had a language) or the record has no row here. A
+    record that already has a language keeps it."""
+    by_id = {u.id: u for u in utterances}
+    for record in records:
+        if record.get("language") is None:
+            row = by_id.get(str(record["id"]))
+            record["language"] = row.language_of(card.language) if row else card.language
 
 
 def score_records(
@@ -102,8 +124,10 @@ def score_records(
 
     A missing hypothesis counts as wrong: an unparseable emotion is invalid, a missing transcript
     all deletions. `utterances` are the scored rows of the manifest, for the metrics that need
-    more than the records hold.
+    more than the records hold; the records' `language` is filled in from them first
+    (`fill_languages`, in place: the records are the ones that get logged).
     """
+    fill_languages(records, card, utterances)
     scores: dict[str, float] = {}
     wanted = {target for task, target in TASK_TARGET.items() if task in card.tasks} & set(system.targets)
     if "emotion" in wanted and (rows := [r for r in records if r["ref_emotion"] is not None]):
@@ -120,12 +144,16 @@ def sed_scores(
 ) -> dict[str, float]:
     """The captioning metrics of the descriptors (paper Table 1) and `sed.faithfulness`.
 
-    A metric that cannot run here (SPICE without its jars) is left out of the scores; `doctor`
-    and the captioning module say why. Faithfulness is measured only when some descriptor makes
-    a checkable claim, since measuring the cues of a new corpus takes a while.
+    Each record is scored in its reference's language (its `language`, else the card's):
+    `sed.<metric>` and `sed.language_mismatch`, plus `sed.<lang>.<metric>` per language when the
+    references have several (`benchmark.eval.captioning`). A metric that cannot run here (SPICE
+    without its jars) is left out of the scores; `doctor` and the captioning module say why.
+    Faithfulness is measured only when some descriptor makes a checkable claim, since measuring
+    the cues of a new corpus takes a while.
     """
     hyps = [r["hyp_descriptor"] for r in records]
-    scores = caption_scores([r["ref_descriptor"] for r in records], hyps, card.language).corpus
+    languages = [r.get("language") or card.language for r in records]
+    scores = caption_scores([r["ref_descriptor"] for r in records], hyps, languages).corpus
     if any(descriptor_claims(hyp) for hyp in hyps):
         by_id = {u.id: u for u in utterances}
         if missing := [r["id"] for r in records if r["id"] not in by_id]:

@@ -18,7 +18,11 @@ an official test split this is the formula above.
 Captioning metrics (`sed.*`) are scored together, in one call of the captioning module per run
 (`caption_utterance_scores`: the Java scorers start once). Their per-utterance scores are sentence
 scores, whose mean for BLEU-4 and METEOR is not the corpus score: the test then compares mean
-sentence scores, while tables show the corpus score (`UtteranceScores.value`).
+sentence scores, while tables show the corpus score (`UtteranceScores.value`). Each utterance is
+scored in its reference's language (`PredictionRecord.language`, null meaning the corpus
+language); a run whose references have several languages also gets `sed.<lang>.<metric>` over the
+utterances of each language, and `sed.language_mismatch` (per utterance 1 for a hypothesis in
+another language than its reference, else 0; lower is better) is tested like the other metrics.
 
 On top of the paper's test: a paired bootstrap confidence interval of the mean difference, and
 Holm's correction across the comparisons of one table (`holm`).
@@ -37,7 +41,7 @@ from scipy.stats import ttest_rel
 from statsmodels.stats.multitest import multipletests
 
 from benchmark.errors import BenchmarkError
-from benchmark.eval.captioning import Language, caption_scores
+from benchmark.eval.captioning import LANGUAGE_MISMATCH, LANGUAGES, Language, caption_scores, language_metric
 from benchmark.eval.metrics import asr_errors, normalize_transcript, ser_correct
 
 if TYPE_CHECKING:  # records are only read here; the model lives with the tracking code
@@ -45,6 +49,13 @@ if TYPE_CHECKING:  # records are only read here; the model lives with the tracki
 
 Target = Literal["emotion", "transcript", "descriptor"]
 SED_METRICS = ("sed.bleu4", "sed.meteor", "sed.rouge_l", "sed.cider", "sed.spice")
+# Everything `caption_utterance_scores` can return: the metrics and the language-mismatch share,
+# over all utterances and per reference language (the latter only for runs with several).
+CAPTION_SCORE_NAMES = (
+    *SED_METRICS,
+    LANGUAGE_MISMATCH,
+    *(language_metric(name, lang) for lang in LANGUAGES for name in (*SED_METRICS, LANGUAGE_MISMATCH)),
+)
 
 
 class MetricUnavailable(BenchmarkError):
@@ -134,30 +145,52 @@ def _has_transcript(record: Record) -> bool:
     return bool(normalize_transcript(record.ref_transcript))
 
 
-# Metric name -> how to score it; captioning metrics come from `caption_utterance_scores`.
+# Metric name -> how to score it; captioning metrics come from `caption_utterance_scores` (a lower
+# language-mismatch share is better).
 METRICS: dict[str, MetricSpec] = {
     "ser.ua": MetricSpec(True, "emotion", _fold_mean(_has_emotion, _ua, "ser.ua")),
     "ser.wa": MetricSpec(True, "emotion", _fold_mean(_has_emotion, _wa, "ser.wa")),
     "asr.wer": MetricSpec(False, "transcript", _fold_mean(_has_transcript, _wer, "asr.wer")),
-    **{name: MetricSpec(True, "descriptor") for name in SED_METRICS},
+    **{name: MetricSpec(not name.endswith("mismatch"), "descriptor") for name in CAPTION_SCORE_NAMES},
 }
+
+
+def reference_languages(records: Sequence[Record], language: Language) -> list[Language]:
+    """Each record's reference language; `language` (the corpus's) where a record has none."""
+    return [r.language or language for r in records]
 
 
 def caption_utterance_scores(records: Sequence[Record], language: Language) -> dict[str, UtteranceScores]:
     """Every captioning metric that can run here, for the records with a reference descriptor.
 
-    A metric that cannot run (SPICE without its jars) is absent; `unavailable_caption_metrics`
-    says why. Single-fold scores: captioning is evaluated on one test set (EMOSEC, zero-shot).
+    `language` is the corpus language, which records written without a `language` were scored in.
+    The result has `sed.<metric>` and `sed.language_mismatch` over all those records and, when
+    their references have several languages, `sed.<lang>.<metric>` over each language's records
+    (`benchmark.eval.captioning` says how). A metric that cannot run (SPICE without its jars) is
+    absent; `available_caption_metrics` says why. Single-fold scores: captioning is evaluated on
+    one test set (EMOSEC, zero-shot).
     """
     rows = [r for r in records if r.ref_descriptor]
     if not rows:
         raise MetricUnavailable("no utterance has a reference descriptor for the sed.* metrics")
-    result = caption_scores([r.ref_descriptor for r in rows], [r.hyp_descriptor for r in rows], language)
+    languages = reference_languages(rows, language)
+    result = caption_scores([r.ref_descriptor for r in rows], [r.hyp_descriptor for r in rows], languages)
     ids = tuple(r.id for r in rows)
-    return {
+    scores = {
         name: UtteranceScores(name, ids, np.asarray(values, dtype=float), corpus=result.corpus[name])
         for name, values in result.per_utterance.items()
     }
+    present = [lang for lang in LANGUAGES if lang in languages]
+    overall = list(scores.items())
+    if len(present) > 1:
+        for lang in present:
+            members = [i for i, found in enumerate(languages) if found == lang]
+            for name, utterance in overall:
+                key = language_metric(name, lang)
+                scores[key] = UtteranceScores(
+                    key, tuple(ids[i] for i in members), utterance.values[members], corpus=result.corpus[key]
+                )
+    return scores
 
 
 def metric_spec(metric: str) -> MetricSpec:

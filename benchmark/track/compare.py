@@ -53,8 +53,9 @@ from mlflow.exceptions import MlflowException
 from rich.table import Table
 
 from benchmark.errors import BenchmarkError
-from benchmark.eval.captioning import Language, available_caption_metrics
+from benchmark.eval.captioning import LANGUAGE_MISMATCH, LANGUAGES, Language, available_caption_metrics
 from benchmark.eval.stats import (
+    CAPTION_SCORE_NAMES,
     SED_METRICS,
     MetricUnavailable,
     PairedTest,
@@ -63,6 +64,7 @@ from benchmark.eval.stats import (
     metric_spec,
     paired_test,
     per_utterance_scores,
+    reference_languages,
     with_holm,
 )
 from benchmark.registry import load_dataset_card
@@ -89,6 +91,8 @@ class EvaluatedRun:
     run: Run
     records: list[PredictionRecord]
     _scores: dict[str, UtteranceScores] = field(default_factory=dict, repr=False, compare=False)
+    # Captioning scores that cannot be had for this run, with the reason (asked once).
+    _unavailable: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -106,20 +110,60 @@ class EvaluatedRun:
         return metric_spec(metric).target in json.loads(targets)
 
     def scores(self, metric: str) -> UtteranceScores:
-        """Per-utterance scores, computed once per metric (a leaderboard reuses them per baseline)."""
-        if metric in SED_METRICS and metric not in self._scores:
+        """Per-utterance scores, computed once per metric (a leaderboard reuses them per baseline).
+
+        Captioning scores (`sed.*`, `sed.language_mismatch`, `sed.<lang>.*`) come from one
+        scoring pass over all the run's descriptors, each in its reference's language.
+        """
+        if metric in self._unavailable:
+            raise MetricUnavailable(self._unavailable[metric])
+        if metric in CAPTION_SCORE_NAMES and metric not in self._scores:
             # asked before scoring: an unavailable metric must not re-run the other scorers
-            if reason := available_caption_metrics(self.language)[metric]:
-                raise MetricUnavailable(f"{metric} cannot be computed here: {reason}")
+            if reason := self._caption_unavailable(metric):
+                self._unavailable[metric] = reason
+                raise MetricUnavailable(reason)
             self._scores.update(caption_utterance_scores(self.records, self.language))
+            for name in CAPTION_SCORE_NAMES:
+                if name not in self._scores:  # not applicable here, or its scorer failed (e.g. SPICE)
+                    self._unavailable[name] = self._caption_unavailable(name) or (
+                        f"{name} could not be computed for run {self.run_id} (see the scorer's error above)"
+                    )
+            if metric in self._unavailable:
+                raise MetricUnavailable(self._unavailable[metric])
         if metric not in self._scores:
             self._scores[metric] = per_utterance_scores(metric, self.records)
         return self._scores[metric]
 
+    def _caption_unavailable(self, metric: str) -> str | None:
+        """Why the captioning score `metric` cannot be had for this run, judged without scoring
+        (a per-language name on a run with one language, a scorer missing here); None if it can."""
+        languages = self.languages
+        if metric not in (*SED_METRICS, LANGUAGE_MISMATCH):  # a per-language name, sed.<lang>.<metric>
+            _, language, name = metric.split(".", 2)
+            if len(languages) < 2:
+                which = f"all in '{languages[0]}'" if languages else "none (no reference descriptor)"
+                return (
+                    f"{metric} cannot be computed for run {self.run_id}: per-language scores exist only "
+                    f"when the references have several languages, and its are {which}; use sed.{name}"
+                )
+            if language not in languages:
+                return f"{metric} cannot be computed for run {self.run_id}: no reference is in '{language}'"
+            metric, languages = f"sed.{name}", [language]
+        for language in languages if metric in SED_METRICS else ():
+            if reason := available_caption_metrics(language)[metric]:
+                return f"{metric} cannot be computed here: {reason}"
+        return None
+
     @property
     def language(self) -> Language:
-        """The language of the run's corpus, which decides how captions are tokenised."""
+        """The language of the run's corpus: that of records written without a `language`."""
         return load_dataset_card(self.run.data.tags.get("dataset", "demo")).language
+
+    @property
+    def languages(self) -> list[Language]:
+        """The reference languages of the records with a reference descriptor, in `LANGUAGES` order."""
+        found = set(reference_languages([r for r in self.records if r.ref_descriptor], self.language))
+        return [language for language in LANGUAGES if language in found]
 
 
 @dataclass(frozen=True)
