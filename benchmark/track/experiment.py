@@ -296,7 +296,8 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
 
         torch.manual_seed(system.training.seed)
         model = build_ssl_baseline(system, *plan.encoder_shape, card.labels, top_layers=plan.top_layers)
-        train_ssl(model, training, system, log=log_metrics, progress=request.progress)
+        validation = plan.examples(fold.validation)
+        train_ssl(model, training, system, log=log_metrics, progress=request.progress, validation=validation)
 
         def predict_rows(rows: list[Utterance]) -> list[dict]:
             return predict_ssl(model, plan.examples(rows), fold.name, progress=request.progress)

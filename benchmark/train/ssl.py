@@ -91,12 +91,15 @@ def train_ssl(
     system: SystemConfig,
     log: LogFn | None = None,
     progress: bool = True,
+    validation: Sequence[TrainExample] = (),
 ) -> list[dict[str, float]]:
     """Train `model` for `system.ssl.epochs`; return one metrics dict (with `step`) per step.
 
     Batch size, seed, weight decay and clipping come from `system.training`. Seed torch yourself
     before building the model. The model is left in eval mode on the training device. With top
-    layers the metrics also hold `train.encoder_lr`, the encoder layers' rate of the step.
+    layers the metrics also hold `train.encoder_lr`, the encoder layers' rate of the step. With
+    `validation` examples each epoch ends with their loss (`val.loss`, `val.ce`, `val.ctc`: the
+    mean over utterances), logged at the epoch's last step, as the LLM loop does.
     """
     settings, training = system.ssl, system.training
     seed_everything(training.seed)
@@ -117,6 +120,7 @@ def train_ssl(
     scheduler = LambdaLR(optimizer, scales)
     trainable = head_params + encoder_params
     history: list[dict[str, float]] = []
+    step = 0
     for epoch in range(settings.epochs):
         sampler.set_epoch(epoch)
         bar = tqdm(sampler, desc=f"ssl epoch {epoch + 1}/{settings.epochs}", disable=not progress)
@@ -144,12 +148,41 @@ def train_ssl(
             }
             if encoder_lr is not None:
                 metrics["train.encoder_lr"] = encoder_lr
-            history.append({"step": len(history) + 1, **metrics})
+            step += 1
+            history.append({"step": step, **metrics})
             if log is not None:
-                log(metrics, len(history))
+                log(metrics, step)
             bar.set_postfix(ce=f"{metrics['train.ce']:.3f}", ctc=f"{metrics['train.ctc']:.3f}")
+        if validation:
+            metrics = validation_loss(model, validation, training.batch_size, device)
+            history.append({"step": step, **metrics})
+            if log is not None:
+                log(metrics, step)
+            model.train()
     model.eval()
     return history
+
+
+@torch.no_grad()
+def validation_loss(
+    model: SSLBaseline, examples: Sequence[TrainExample], batch_size: int, device: torch.device
+) -> dict[str, float]:
+    """The heads' losses on `examples` in eval mode, each batch weighted by its utterances."""
+    model.eval()
+    sums = {"val.loss": 0.0, "val.ce": 0.0, "val.ctc": 0.0}
+    for start in range(0, len(examples), batch_size):
+        chosen = list(examples[start : start + batch_size])
+        hidden, mask = pad_features([ex.load() for ex in chosen])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model.loss(
+                hidden.to(device),
+                mask.to(device),
+                [ex.emotion for ex in chosen],
+                [ex.transcript for ex in chosen],
+            )
+        for key, value in zip(sums, (out.loss, out.ce, out.ctc), strict=True):
+            sums[key] += float(value) * len(chosen)
+    return {key: value / len(examples) for key, value in sums.items()}
 
 
 @torch.no_grad()
