@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import transformers
 from torch import nn
 from transformers import (
     HubertConfig,
@@ -161,10 +162,14 @@ class SpeechEncoder(nn.Module):
     def key(self) -> str:
         """`<backbone>-<family>-<hash>`: the hash covers the config and every weight, so features
         cached for one set of weights are never served for another. Raw (unnormalised) input is
-        hashed too; normalised input adds nothing, so keys of normalising encoders are unchanged."""
+        hashed too; normalised input adds nothing, so keys of normalising encoders are unchanged.
+        For stable-layer-norm encoders the transformers major version is hashed as well: 4.x puts
+        the final layer norm into the top hidden state, 5.x does not (`top_state_is_normed`)."""
         digest = hashlib.sha256(json.dumps(self.model.config.to_dict(), sort_keys=True).encode())
         if not self.do_normalize:
             digest.update(b"do_normalize=False")
+        if getattr(self.model.config, "do_stable_layer_norm", False):
+            digest.update(f"transformers={transformers.__version__.split('.')[0]}".encode())
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
