@@ -6,10 +6,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from corpus_trees import SPEECHCRAFT_EMOTIONS, prepare_all
+from corpus_trees import SPEECHCRAFT_EMOTIONS, iemocap_tree, prepare_all
 from mlflow import MlflowClient
 
 from benchmark.data.manifest import Utterance
+from benchmark.data.prepare import prepare_corpus
 from benchmark.data.splits import folds, relabel, shared_speakers
 from benchmark.errors import BenchmarkError
 from benchmark.registry import load_dataset_card, system_configs
@@ -112,10 +113,14 @@ def test_train_with_none_trains_on_the_target_alone(corpora: Path) -> None:
     assert parent.data.tags["train_with"] == "none"
 
 
-def test_unprepared_train_with_corpus_is_one_line_before_any_work(tmp_path: Path, monkeypatch) -> None:
+def test_unprepared_corpora_are_one_line_before_any_work(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    request = RunRequest(system="full", dataset="iemocap", backbone="tiny", progress=False)
+    with pytest.raises(BenchmarkError, match="iemocap is not prepared"):
+        run_experiment(request)
+    prepare_corpus(load_dataset_card("iemocap"), iemocap_tree(tmp_path / "IEMOCAP_full_release"))
     with pytest.raises(BenchmarkError, match=r"speechcraft is not prepared; datasets/iemocap\.yaml trains"):
-        run_experiment(RunRequest(system="full", dataset="iemocap", backbone="tiny", progress=False))
+        run_experiment(request)
     tracking_setup(load_mlflow_config())
     assert mlflow.search_runs(search_all_experiments=True).empty
 

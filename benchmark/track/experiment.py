@@ -131,7 +131,12 @@ def load_corpus(dataset: str) -> dict[str, list[Utterance]]:
 
 
 def training_corpora(request: RunRequest, card: DatasetCard) -> list[DatasetCard]:
-    """The cards of the corpora that train with `card`, checked before any data is read."""
+    """The cards of the corpora that train with `card`, checked (like `card`) before any data is read."""
+    if card.reader != "demo" and not is_prepared(card):
+        raise BenchmarkError(
+            f"{card.name} is not prepared",
+            hint=f"run `python -m benchmark data prepare {card.name} --root PATH` (see `data list`)",
+        )
     names = card.protocol.train_with if request.train_with is None else list(request.train_with)
     cards = []
     for name in dict.fromkeys(names):
