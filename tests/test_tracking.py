@@ -248,3 +248,29 @@ def test_ui_server_serves_logged_runs(tracked: MlflowConfig, tmp_path: Path) -> 
     assert [r["info"]["run_id"] for r in runs] == [run.info.run_id]
     assert runs[0]["info"]["status"] == "FINISHED"
     assert not (tmp_path / "mlartifacts").exists()
+
+
+def _open_store(barrier, uri: str, results) -> None:
+    """One process of the race below: wait for the others, then open the store."""
+    config = load_mlflow_config().model_copy(update={"tracking_uri": uri})
+    barrier.wait()
+    try:
+        tracking.tracking_setup(config)
+        results.put("ok")
+    except Exception as err:  # the failure is the observation
+        results.put(f"{type(err).__name__}: {err}")
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Without the first-open lock, three of four such processes died in MLflow's migration."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.Queue()
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    workers = [context.Process(target=_open_store, args=(barrier, uri, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [results.get(timeout=5) for _ in workers] == ["ok"] * 4

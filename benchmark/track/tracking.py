@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -148,6 +149,22 @@ def load_mlflow_config(path: Path | None = None) -> MlflowConfig:
     return _resolve(validate(MlflowConfig, data, source), Path.cwd())
 
 
+@contextmanager
+def _first_open_lock(db: Path | None) -> Iterator[None]:
+    """Opening a new SQLite store runs MLflow's schema migration; two processes that do it at once
+    (two `run`s started together) crash all but one with `OperationalError`. The first open of a
+    store is therefore taken one process at a time, under an exclusive lock on a file beside it."""
+    if db is None:
+        yield
+        return
+    with (db.parent / f".{db.name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def tracking_setup(config: MlflowConfig) -> str:
     """Point mlflow at the store, create folders and the experiment if absent; returns its id.
 
@@ -159,8 +176,9 @@ def tracking_setup(config: MlflowConfig) -> str:
     if config.artifact_location and not _is_uri(config.artifact_location):
         Path(config.artifact_location).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(config.tracking_uri)
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(config.experiment)
+    with _first_open_lock(db):
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(config.experiment)
     if experiment is None:
         try:
             experiment_id = tracking_write(
