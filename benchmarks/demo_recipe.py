@@ -7,7 +7,7 @@ paper's epochs (`benchmark.nn.backbones`), and the IB-VAE starts from a scale-pr
 recipe and its neighbours, and prints the validation metrics side by side. Test metrics are
 logged by each run as usual but not shown: nothing here may be chosen on them.
 
-    python benchmarks/demo_recipe.py [--variants current,lr1e-3,lr3e-3,scale4,pytorch-init] [--fold 1]
+    python benchmarks/demo_recipe.py [--variants current,lr2e-3,scale4,pytorch-init] [--fold 1]
 
 Each variant is an MLflow run of its own (backbone `demo-<variant>`), so the table can be
 rebuilt from the tracking store; one variant takes about as long as the README's main command.
@@ -25,7 +25,8 @@ from benchmark.track.experiment import RunRequest, run_experiment
 VARIANTS: dict[str, tuple[dict, dict]] = {
     # name: (changes to the demo backbone, --set overrides of the system)
     "current": ({}, {}),
-    "lr1e-3": ({"stage_lr": 1e-3}, {}),
+    "lr5e-4": ({"stage_lr": 5e-4}, {}),
+    "lr2e-3": ({"stage_lr": 2e-3}, {}),
     "lr3e-3": ({"stage_lr": 3e-3}, {}),
     "scale4": ({"epoch_scale": 4}, {}),
     "pytorch-init": ({}, {"bottleneck": {"init": "pytorch"}}),

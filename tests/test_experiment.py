@@ -81,7 +81,7 @@ def test_backbone_sets_the_decoder_regime_and_demo_scale_training():
     assert [(s.lr, s.epochs) for s in paper.stages] == [(2e-4, 4), (2e-5, 4)]
     demo = resolve_system(RunRequest(system="full", beta=1e-2), get_backbone("demo"))
     assert demo.decoder.regime == "full" and demo.beta == 1e-2
-    assert [(s.lr, s.epochs) for s in demo.stages] == [(2e-3, 24), (2e-3, 24)]
+    assert [(s.lr, s.epochs) for s in demo.stages] == [(1e-3, 24), (1e-3, 24)]
     quick = resolve_system(RunRequest(system="full", epochs=1), get_backbone("demo"))
     assert [s.epochs for s in quick.stages] == [1, 1]
     # a user's --set of one decoder field keeps the backbone's decoder regime (a deep merge)
