@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from benchmark.config import SystemConfig
 from benchmark.data.batching import LengthBucketSampler
 from benchmark.nn.encoder import SpeechEncoder, TopLayers, resolve_finetune_layers
-from benchmark.nn.ssl_baseline import SSLBaseline
+from benchmark.nn.ssl_baseline import SSLBaseline, SSLOutput
 from benchmark.train.checkpoint import seed_everything
 from benchmark.train.data import TrainExample, pad_features
 from benchmark.train.engine import training_device
@@ -125,15 +125,7 @@ def train_ssl(
         sampler.set_epoch(epoch)
         bar = tqdm(sampler, desc=f"ssl epoch {epoch + 1}/{settings.epochs}", disable=not progress)
         for indices in bar:
-            chosen = [examples[i] for i in indices]
-            hidden, mask = pad_features([ex.load() for ex in chosen])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                out = model.loss(
-                    hidden.to(device),
-                    mask.to(device),
-                    [ex.emotion for ex in chosen],
-                    [ex.transcript for ex in chosen],
-                )
+            out = batch_loss(model, [examples[i] for i in indices], device)
             optimizer.zero_grad()
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, training.max_grad_norm)
@@ -163,6 +155,18 @@ def train_ssl(
     return history
 
 
+def batch_loss(model: SSLBaseline, chosen: Sequence[TrainExample], device: torch.device) -> SSLOutput:
+    """The heads' losses on one batch of examples (bf16 autocast on CUDA)."""
+    hidden, mask = pad_features([ex.load() for ex in chosen])
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return model.loss(
+            hidden.to(device),
+            mask.to(device),
+            [ex.emotion for ex in chosen],
+            [ex.transcript for ex in chosen],
+        )
+
+
 @torch.no_grad()
 def validation_loss(
     model: SSLBaseline, examples: Sequence[TrainExample], batch_size: int, device: torch.device
@@ -172,14 +176,7 @@ def validation_loss(
     sums = {"val.loss": 0.0, "val.ce": 0.0, "val.ctc": 0.0}
     for start in range(0, len(examples), batch_size):
         chosen = list(examples[start : start + batch_size])
-        hidden, mask = pad_features([ex.load() for ex in chosen])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model.loss(
-                hidden.to(device),
-                mask.to(device),
-                [ex.emotion for ex in chosen],
-                [ex.transcript for ex in chosen],
-            )
+        out = batch_loss(model, chosen, device)
         for key, value in zip(sums, (out.loss, out.ce, out.ctc), strict=True):
             sums[key] += float(value) * len(chosen)
     return {key: value / len(examples) for key, value in sums.items()}
