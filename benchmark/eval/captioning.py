@@ -57,7 +57,7 @@ import shutil
 import subprocess
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -269,24 +269,19 @@ def _meteor(groups: Sequence[Group]) -> list[Result]:
     return results
 
 
-def _rouge_l(groups: Sequence[Group]) -> list[Result]:
-    from pycocoevalcap.rouge.rouge import Rouge
+def _in_process(scorer: str) -> Callable[[Sequence[Group]], list[Result]]:
+    """A pure-Python pycocoevalcap scorer (`module.Class`), one fresh instance per language group."""
 
-    results = []
-    for gts, res in groups:
-        score, scores = Rouge().compute_score(gts, res)
-        results.append((float(score), [float(s) for s in scores]))
-    return results
+    def score_groups(groups: Sequence[Group]) -> list[Result]:
+        module, name = scorer.rsplit(".", 1)
+        cls = getattr(importlib.import_module(f"pycocoevalcap.{module}"), name)
+        results = []
+        for gts, res in groups:
+            score, scores = cls().compute_score(gts, res)
+            results.append((float(score), [float(s) for s in scores]))
+        return results
 
-
-def _cider(groups: Sequence[Group]) -> list[Result]:
-    from pycocoevalcap.cider.cider import Cider
-
-    results = []
-    for gts, res in groups:
-        score, scores = Cider().compute_score(gts, res)
-        results.append((float(score), [float(s) for s in scores]))
-    return results
+    return score_groups
 
 
 def _spice(groups: Sequence[Group]) -> list[Result]:
@@ -318,8 +313,8 @@ def _spice(groups: Sequence[Group]) -> list[Result]:
 _SCORERS = {
     "sed.bleu4": _bleu4,
     "sed.meteor": _meteor,
-    "sed.rouge_l": _rouge_l,
-    "sed.cider": _cider,
+    "sed.rouge_l": _in_process("rouge.rouge.Rouge"),
+    "sed.cider": _in_process("cider.cider.Cider"),
     "sed.spice": _spice,
 }
 
