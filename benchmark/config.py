@@ -190,7 +190,7 @@ class DatasetCard(StrictModel):
 # ---------------------------------------------------------------------------------------------
 
 Module = Literal["content", "descriptor", "llm"]
-# What one batch asks the LLM to write (benchmark.eval.parsing.format_response):
+# What one batch asks the LLM to write (benchmark.data.tasks.format_response):
 #   asr -> transcript; ser -> emotion; ser_sed -> descriptor + emotion; full -> all three.
 Task = Literal["asr", "ser", "ser_sed", "full"]
 

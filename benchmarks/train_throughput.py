@@ -23,9 +23,9 @@ import torch
 
 
 def measure(engine: str, utterances: int, frames: int, batch_size: int, threads: int) -> dict:
+    from benchmark.data.examples import Example
     from benchmark.nn.system import build_system
     from benchmark.registry import load_system
-    from benchmark.train.data import TrainExample
     from benchmark.train.loop import train
 
     torch.set_num_threads(threads)
@@ -37,7 +37,7 @@ def measure(engine: str, utterances: int, frames: int, batch_size: int, threads:
     layers, dim = 5, 64  # the tiny HuBERT's hidden states: 4 layers + embeddings, width 64
     torch.manual_seed(0)
     examples = [
-        TrainExample(
+        Example(
             f"u{i}",
             torch.randn(layers, frames, dim),
             transcript="the driver cleaned the blue van at nine o'clock",

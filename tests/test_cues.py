@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from benchmark.config import benchmark_home
+from benchmark.data import cues
 from benchmark.data.audio import AudioError, write_wav
-from benchmark.explain import cues
-from benchmark.explain.cues import (
+from benchmark.data.cues import (
     UtteranceCues,
     batch_cues,
     count_words,

@@ -25,8 +25,9 @@ def run_stage(engine: str) -> dict[str, float]:
     import torch
 
     from benchmark.config import AdapterConfig, BottleneckConfig, StageConfig, SystemConfig, TrainingSettings
+    from benchmark.data.examples import Example
     from benchmark.nn.system import build_system
-    from benchmark.train.data import TrainExample, collate
+    from benchmark.train.data import collate
     from benchmark.train.loop import train
 
     torch.set_num_threads(1)
@@ -51,9 +52,7 @@ def run_stage(engine: str) -> dict[str, float]:
     )
     generator = torch.Generator().manual_seed(0)
     data = [
-        TrainExample(
-            f"u{i}", torch.randn(3, 4 + i, 12, generator=generator), "hello there", "a calm voice", "sad"
-        )
+        Example(f"u{i}", torch.randn(3, 4 + i, 12, generator=generator), "hello there", "a calm voice", "sad")
         for i in range(2)
     ]
     batch = collate(data, "full")

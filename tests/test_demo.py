@@ -14,6 +14,7 @@ import soundfile as sf
 from benchmark.cli import main
 from benchmark.data import demo, espeak
 from benchmark.data.audio import resample, write_wav
+from benchmark.data.cues import DESCRIPTOR_CUES, batch_cues, level, speaker_zscores, utterance_cues
 from benchmark.data.demo import (
     ENERGY_PHRASES,
     PITCH_PHRASES,
@@ -24,7 +25,6 @@ from benchmark.data.demo import (
 from benchmark.data.espeak import Prosody, synthesise
 from benchmark.data.manifest import read_manifest
 from benchmark.errors import BenchmarkError
-from benchmark.explain.cues import DESCRIPTOR_CUES, batch_cues, level, speaker_zscores, utterance_cues
 
 SIZE = 48
 TEXT = "My sister painted the old fence after lunch on Tuesday."

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from benchmark.data.batching import pad_waveforms
+from benchmark.data.examples import pad_features
 from benchmark.errors import BenchmarkError
 from benchmark.nn import demo_backbone
 from benchmark.nn.encoder import (
@@ -23,7 +24,6 @@ from benchmark.nn.encoder import (
     read_do_normalize,
     tiny_config,
 )
-from benchmark.train.data import pad_features
 
 LENGTHS = (16000, 9000, 23456)  # samples: 1 s, a short and a long utterance
 

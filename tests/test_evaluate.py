@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
 from benchmark.config import benchmark_home
+from benchmark.data.examples import Example
 from benchmark.data.manifest import read_manifest
 from benchmark.data.prepare import prepare_corpus
 from benchmark.errors import BenchmarkError
@@ -23,7 +24,6 @@ from benchmark.track.evaluation import evaluate_run
 from benchmark.track.experiment import RunRequest, resolve_system, run_experiment
 from benchmark.track.records import load_run_records
 from benchmark.train.checkpoint import export_trained_system, load_group_weights
-from benchmark.train.data import TrainExample
 from benchmark.train.loop import train
 
 CAPTIONS = ["语气平静，语速正常", "声音响亮，情绪激动", "语调低沉，显得伤心"]
@@ -54,7 +54,7 @@ def test_exported_weights_rebuild_the_same_model(tmp_path: Path):
     system = resolve_system(RunRequest(system="full", epochs=1), get_backbone("tiny"))
     torch.manual_seed(0)
     examples = [
-        TrainExample(f"u{k}", torch.randn(3, 20 + 5 * k, 16), transcript="a b", descriptor="d", emotion="sad")
+        Example(f"u{k}", torch.randn(3, 20 + 5 * k, 16), transcript="a b", descriptor="d", emotion="sad")
         for k in range(4)
     ]
     torch.manual_seed(system.training.seed)

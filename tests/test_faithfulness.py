@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.data.cues import UtteranceCues
 from benchmark.data.demo import EMOTIONS, TEMPLATES, build_demo_corpus, describe
 from benchmark.data.manifest import read_manifest
 from benchmark.errors import BenchmarkError
-from benchmark.eval.faithfulness import (
+from benchmark.explain.faithfulness import (
     descriptor_claims,
     faithfulness,
     measured_levels,
     measured_levels_from_cues,
 )
-from benchmark.explain.cues import UtteranceCues
 
 LEVELS = ("low", "normal", "high")
 

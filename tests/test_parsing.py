@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.eval.parsing import ParsedResponse, format_response, parse_response
+from benchmark.data.tasks import (
+    ParsedResponse,
+    format_response,
+    parse_response,
+    response_prefix,
+    task_response,
+)
 
 IEMOCAP = ["angry", "happy", "neutral", "sad"]
 MELD = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
@@ -116,3 +122,25 @@ def test_unicode_text_survives():
     parsed = parse_response("Transcript: ¿Qué tal? 你好\nEmotion: Happy", IEMOCAP)
     assert parsed.transcript == "¿Qué tal? 你好"
     assert parsed.emotion == "happy"
+
+
+@pytest.mark.parametrize(
+    ("task", "prefix"),
+    [("asr", "Transcript:"), ("ser", "Emotion:"), ("ser_sed", "Descriptor:"), ("full", "Transcript:")],
+)
+def test_a_generation_is_forced_to_start_with_its_task_s_first_field(task, prefix):
+    assert response_prefix(task) == prefix
+    response = task_response(
+        task, {"transcript": "hello there", "descriptor": "a calm voice", "emotion": "sad"}
+    )
+    assert response.startswith(prefix)
+    assert parse_response(response, ["sad"]) == parse_response(response.replace("\n", " "), ["sad"])
+
+
+def test_a_task_response_needs_every_required_field_and_leaves_out_a_missing_descriptor():
+    assert task_response("asr", {"emotion": "sad"}) is None
+    assert task_response("full", {"descriptor": "a calm voice", "emotion": "sad"}) is None
+    assert task_response("ser_sed", {"emotion": "sad"}) == "Emotion: sad"
+    assert task_response("full", {"transcript": "hi", "emotion": "sad", "descriptor": None}) == (
+        "Transcript: hi\nEmotion: sad"
+    )

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from benchmark.config import SystemConfig, merge_configs
 from benchmark.data.manifest import Utterance, read_manifest
+from benchmark.data.tasks import parse_response
 from benchmark.errors import BenchmarkError
-from benchmark.eval.parsing import parse_response
 from benchmark.registry import entries, load_system
 
 DEMO_LABELS = ["neutral", "happy", "angry", "sad"]

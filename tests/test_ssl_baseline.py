@@ -12,13 +12,13 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from benchmark.data.batching import pad_waveforms
+from benchmark.data.examples import Example
 from benchmark.nn.demo_backbone import BLANK, VOCAB
 from benchmark.nn.encoder import build_encoder
 from benchmark.nn.ssl_baseline import SSLBaseline
 from benchmark.registry import load_system
 from benchmark.track.experiment import RunRequest, run_experiment
 from benchmark.track.records import load_run_records
-from benchmark.train.data import TrainExample
 from benchmark.train.ssl import (
     build_ssl_baseline,
     encoder_lr_scale,
@@ -87,16 +87,14 @@ def test_the_loss_decreases_on_a_tiny_batch():
     assert float(none.loss) == 0.0
 
 
-def _tiny_examples(encoder, count: int = 6) -> list[TrainExample]:
+def _tiny_examples(encoder, count: int = 6) -> list[Example]:
     """`count` random utterances of 0.4-1 s as the cache serves them, with labels and transcripts."""
     rng = np.random.default_rng(0)
     waves = [(0.1 * rng.standard_normal(6400 + 1920 * i)).astype(np.float32) for i in range(count)]
     out = encoder(*pad_waveforms(waves))
     frames = out.frame_mask.sum(dim=1).tolist()
     return [
-        TrainExample(
-            f"u{i}", out.hidden_states[:, i, :n].clone(), transcript="hi there", emotion=LABELS[i % 4]
-        )
+        Example(f"u{i}", out.hidden_states[:, i, :n].clone(), transcript="hi there", emotion=LABELS[i % 4])
         for i, n in enumerate(frames)
     ]
 

@@ -13,8 +13,9 @@ from benchmark.config import (
     SystemConfig,
     TinyLLMSettings,
 )
+from benchmark.data.tasks import response_prefix
 from benchmark.nn.decoder import response_token_cross_entropy
-from benchmark.nn.system import TASK_PREFIX, SpeechEmotionCaptioner, build_system
+from benchmark.nn.system import SpeechEmotionCaptioner, build_system
 
 LAYERS, DIM, STACK = 3, 12, 2
 TARGETS = ["Transcript: hello there\nDescriptor: a calm voice\nEmotion: neutral", "Emotion: angry"]
@@ -112,15 +113,15 @@ def test_module_groups_by_regime():
 def test_generate_starts_with_the_task_field(task):
     model = make(seed=2).eval()
     hidden, mask = encoder_outputs([6, 3], seed=3)
-    texts = model.generate(hidden, mask, task, max_new_tokens=5)
-    assert len(texts) == 2 and all(text.startswith(TASK_PREFIX[task]) for text in texts)
+    texts = model.generate(hidden, mask, response_prefix(task), max_new_tokens=5)
+    assert len(texts) == 2 and all(text.startswith(response_prefix(task)) for text in texts)
 
 
 def test_generate_prefix_continues_like_a_forced_response():
     """Greedy decoding after a forced prefix equals the argmax continuation of prompt + prefix."""
     model = make(seed=4, regime="full").eval()
     hidden, mask = encoder_outputs([5], seed=5)
-    text = model.generate(hidden, mask, "ser", max_new_tokens=1)[0]
+    text = model.generate(hidden, mask, "Emotion:", max_new_tokens=1)[0]
     content, content_mask, descriptor, descriptor_mask, _, _ = model.embed(hidden, mask)
     out = model.decoder(content, content_mask, descriptor, descriptor_mask, ["Emotion:"])
     prefix_end = int(out.batch.attention_mask.sum()) - 2  # last prefix position (before <|eot_id|>)

@@ -14,10 +14,11 @@ from benchmark.config import (
     SystemConfig,
     TrainingSettings,
 )
+from benchmark.data.examples import Example, target_for
 from benchmark.errors import BenchmarkError
 from benchmark.nn.decoder import IGNORE_INDEX
 from benchmark.nn.system import SpeechEmotionCaptioner, build_system
-from benchmark.train.data import TrainExample, collate, epoch_plan, target_for
+from benchmark.train.data import collate, epoch_plan
 from benchmark.train.loop import train
 from benchmark.train.schedule import build_scheduler
 
@@ -66,7 +67,7 @@ def make(system: SystemConfig, seed: int = 0) -> SpeechEmotionCaptioner:
     return build_system(system, LAYERS, DIM, "tiny")
 
 
-def examples(count: int = 6, seed: int = 0) -> list[TrainExample]:
+def examples(count: int = 6, seed: int = 0) -> list[Example]:
     """Random encoder outputs; every third utterance has no descriptor (an emotion-only ser_sed response)."""
     generator = torch.Generator().manual_seed(seed)
     out = []
@@ -75,7 +76,7 @@ def examples(count: int = 6, seed: int = 0) -> list[TrainExample]:
         features = torch.randn(LAYERS, frames, DIM, generator=generator)
         transcript = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(2))
         descriptor = None if i % 3 == 2 else f"a {'high' if i % 2 else 'low'} pitched voice"
-        out.append(TrainExample(f"u{i}", features, transcript, descriptor, EMOTIONS[i % 4]))
+        out.append(Example(f"u{i}", features, transcript, descriptor, EMOTIONS[i % 4]))
     return out
 
 
@@ -91,7 +92,7 @@ def test_targets_and_task_interleaving():
     assert target_for(data[2], "ser_sed") == f"Emotion: {data[2].emotion}"  # no descriptor: left out
     assert target_for(data[2], "full") == f"Transcript: {data[2].transcript}\nEmotion: {data[2].emotion}"
     assert target_for(data[0], "full").splitlines()[0].startswith("Transcript:")
-    no_emotion = TrainExample("x", data[0].features, "a transcript", "a descriptor", None)
+    no_emotion = Example("x", data[0].features, "a transcript", "a descriptor", None)
     assert target_for(no_emotion, "ser_sed") is None and target_for(no_emotion, "asr") is not None
 
     plan = epoch_plan(data[:5], ["ser_sed", "asr"], batch_size=2, seed=0, epoch=0)
@@ -238,7 +239,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
 
 def test_a_task_without_rows_fails_before_anything_trains(tmp_path):
     """Rows with transcripts only: stage 1 (asr) could train, but stage 2's ser_sed has no row."""
-    data = [TrainExample(e.id, e.features, e.transcript, None, None, dataset="asr-only") for e in examples(4)]
+    data = [Example(e.id, e.features, e.transcript, None, None, dataset="asr-only") for e in examples(4)]
     logged = []
     model = make(alternating())
     before = params(model)

@@ -22,7 +22,7 @@ How an utterance is made:
   classes overlap, and mild white noise at a random SNR is added. Loudness differences are kept:
   files are not normalised, only scaled down when they would clip;
 - the descriptor (SpeechCraft style) is written from the utterance's *measured* cues
-  (`benchmark.explain.cues`, z-scored within speaker), not from the prosody that was asked for,
+  (`benchmark.data.cues.descriptor_levels`, z-scored within speaker), not from the prosody that was asked for,
   so it is as faithful as a cue-based annotation of real speech.
 
 A build is deterministic per (size, seed, pool), cached (`build.json` records them with
@@ -30,9 +30,6 @@ A build is deterministic per (size, seed, pool), cached (`build.json` records th
 place at the end, so an interrupted build never leaves a half corpus. A cached build is validated
 before it is reused; a damaged one (a truncated manifest line, a deleted wav) fails with the hint
 to rebuild it (`data demo --rebuild`).
-
-Layering note: this module uses `benchmark.explain.cues` (data -> explain), because the
-descriptors must come from the same cue definitions that descriptor faithfulness checks later.
 """
 
 from __future__ import annotations
@@ -50,11 +47,11 @@ from tqdm import tqdm
 from benchmark.config import benchmark_home
 from benchmark.data.audio import SAMPLE_RATE, resample, write_wav
 from benchmark.data.builds import BUILD_INFO, atomic_build, check_replaceable, read_build_info
+from benchmark.data.cues import DESCRIPTOR_CUES, batch_cues, descriptor_levels
 from benchmark.data.espeak import Prosody, synthesise
 from benchmark.data.manifest import Utterance, read_manifest, write_manifest
 from benchmark.data.prepare import DEMO_REBUILD_HINT
 from benchmark.errors import BenchmarkError
-from benchmark.explain.cues import DESCRIPTOR_CUES, batch_cues, level, speaker_zscores
 
 DEFAULT_SIZE = 420  # 105 per emotion, 42 or so per speaker
 BUILD_VERSION = 1  # bump when anything below changes the audio or the manifest
@@ -326,10 +323,10 @@ def _synthesise_corpus(
     if pool.labelled:
         workers = min(CUE_WORKERS, os.cpu_count() or 1)
         cues = batch_cues(paths, [plan.sentence for plan in plans], workers=workers, progress=progress)
-        zscores = speaker_zscores(cues, [plan.speaker.id for plan in plans])
-        for i, (plan, z) in enumerate(zip(plans, zscores, strict=True)):
+        measured = descriptor_levels(cues, [plan.speaker.id for plan in plans])
+        for i, (plan, levels) in enumerate(zip(plans, measured, strict=True)):
             # A cue that could not be measured (no voiced frame) is described as normal.
-            levels = {dim: level(z[cue]) or "normal" for dim, cue in DESCRIPTOR_CUES.items()}
+            levels = {dim: levels.get(dim, "normal") for dim in DESCRIPTOR_CUES}
             descriptors[i] = describe(plan.speaker.gender, levels, plan.emotion, plan.template)
     return [
         Utterance(

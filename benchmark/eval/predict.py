@@ -21,16 +21,13 @@ import torch
 from tqdm import tqdm
 
 from benchmark.config import DatasetCard, SystemConfig, Task
+from benchmark.data.examples import Example, pad_features
 from benchmark.data.manifest import Utterance
+from benchmark.data.tasks import SCORED_FIELD, parse_response, response_prefix
 from benchmark.eval.captioning import caption_scores
-from benchmark.eval.faithfulness import descriptor_claims, faithfulness, measured_levels
 from benchmark.eval.metrics import asr_scores, ser_scores
-from benchmark.eval.parsing import parse_response
+from benchmark.explain.faithfulness import descriptor_claims, faithfulness, measured_levels
 from benchmark.nn.system import SpeechEmotionCaptioner
-from benchmark.train.data import TrainExample, pad_features
-
-# The record field each corpus task is scored on.
-TASK_TARGET = {"ser": "emotion", "asr": "transcript", "sed": "descriptor"}
 
 RECORD_FIELDS = (
     "id", "ref_emotion", "hyp_emotion", "ref_transcript", "hyp_transcript",
@@ -53,7 +50,7 @@ def generation_tasks(system: SystemConfig) -> list[Task]:
 @torch.no_grad()
 def predict(
     model: SpeechEmotionCaptioner,
-    examples: Sequence[TrainExample],
+    examples: Sequence[Example],
     labels: Sequence[str],
     fold: str | None,
     batch_size: int = 8,
@@ -73,7 +70,10 @@ def predict(
             chosen = [examples[i] for i in batch]
             hidden, mask = pad_features([ex.load() for ex in chosen])
             outputs = model.generate(
-                hidden.to(device), mask.to(device), task, max_new_tokens=model.config.decoder.max_new_tokens
+                hidden.to(device),
+                mask.to(device),
+                response_prefix(task),
+                max_new_tokens=model.config.decoder.max_new_tokens,
             )
             for ex, text in zip(chosen, outputs, strict=True):
                 raw[ex.id][task] = text
@@ -129,7 +129,7 @@ def score_records(
     """
     fill_languages(records, card, utterances)
     scores: dict[str, float] = {}
-    wanted = {target for task, target in TASK_TARGET.items() if task in card.tasks} & set(system.targets)
+    wanted = {target for task, target in SCORED_FIELD.items() if task in card.tasks} & set(system.targets)
     if "emotion" in wanted and (rows := [r for r in records if r["ref_emotion"] is not None]):
         scores |= ser_scores([r["ref_emotion"] for r in rows], [r["hyp_emotion"] for r in rows], card.labels)
     if "transcript" in wanted and (rows := [r for r in records if r["ref_transcript"]]):

@@ -2,7 +2,7 @@
 
 The prompt is the authors' template (paper Fig. 1) in the model's own chat template. The content
 and descriptor embeddings of the adapters take the places of `<Content>` and `<Speech
-descriptor>`; the response (`benchmark.eval.parsing.format_response`) follows the assistant
+descriptor>`; the response (`benchmark.data.tasks.format_response`) follows the assistant
 header and ends with `<|eot_id|>`, and the loss is its cross-entropy only (paper eq. 4), so the LM
 is never trained to predict the prompt or the speech.
 

@@ -38,21 +38,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from benchmark.config import Module, SystemConfig, Task
+from benchmark.config import Module, SystemConfig
 from benchmark.nn.adapter import FeatureAdapter
 from benchmark.nn.bottleneck import LossReduction, VariationalBottleneck, VIBTerm, WeightedLayerSum, vib_loss
 from benchmark.nn.decoder import DecoderConfig, SpeechLLMDecoder, build_decoder, response_token_cross_entropy
 
 MODULE_GROUPS: tuple[Module, ...] = ("content", "descriptor", "llm")
-
-# The prompt is the same for every task; generation is steered by forcing the first field name
-# of the task's response format (benchmark.eval.parsing.format_response writes fields in this order).
-TASK_PREFIX: dict[str, str] = {
-    "asr": "Transcript:",
-    "ser": "Emotion:",
-    "ser_sed": "Descriptor:",
-    "full": "Transcript:",
-}
 
 
 @dataclass
@@ -216,9 +207,14 @@ class SpeechEmotionCaptioner(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, hidden_states: torch.Tensor, frame_mask: torch.Tensor, task: Task, max_new_tokens: int = 96
+        self,
+        hidden_states: torch.Tensor,
+        frame_mask: torch.Tensor,
+        response_prefix: str,
+        max_new_tokens: int = 96,
     ) -> list[str]:
-        """Greedy responses for `task`, each starting with the task's first field name.
+        """Greedy responses, each forced to start with `response_prefix`: the prompt is the same for
+        every task, so the prefix (a task's first field name, `benchmark.data.tasks`) picks the task.
 
         Call `.eval()` first (z = mu, no LoRA dropout); both branches are active.
         """
@@ -229,7 +225,7 @@ class SpeechEmotionCaptioner(nn.Module):
             descriptor,
             descriptor_mask,
             max_new_tokens,
-            response_prefix=TASK_PREFIX[task],
+            response_prefix=response_prefix,
         )
 
 

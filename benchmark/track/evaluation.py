@@ -25,13 +25,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import SystemConfig
+from benchmark.data.examples import examples_of
 from benchmark.data.features import FeatureCache
 from benchmark.data.prepare import is_prepared, load_split
 from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict, score_records
 from benchmark.nn.backbones import get_backbone
 from benchmark.registry import load_dataset_card
-from benchmark.track.experiment import SYSTEM_ARTIFACT, examples_of, log_confusion
+from benchmark.track.experiment import SYSTEM_ARTIFACT, log_confusion
 from benchmark.track.protocol import RunProtocol
 from benchmark.track.records import PredictionRecord
 from benchmark.track.tracking import (

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from benchmark.config import DatasetCard, SystemConfig, benchmark_home, merge_configs
+from benchmark.data.examples import Example, examples_of
 from benchmark.data.manifest import Utterance
 from benchmark.data.prepare import is_prepared, load_split, manifest_digest, prepared_dir
 from benchmark.data.splits import Fold, check_validation, fold_names, folds, relabel, training_part
@@ -63,7 +64,6 @@ from benchmark.track.tracking import (
 if TYPE_CHECKING:
     from benchmark.nn.encoder import TopLayers
     from benchmark.nn.system import SpeechEmotionCaptioner
-    from benchmark.train.data import TrainExample
 
 SYSTEM_ARTIFACT = Path("model/system.pt")  # in each fold run of an LLM system
 
@@ -172,23 +172,6 @@ def checkpoint_folder(digest: str, system: SystemConfig, fold: str) -> Path:
     return benchmark_home() / "checkpoints" / f"{system.name}-{digest}" / f"fold-{fold}"
 
 
-def examples_of(rows: list[Utterance], features: dict[str, torch.Tensor]) -> list[TrainExample]:
-    """Manifest rows with their cached encoder outputs, as the training loop and `predict` take them."""
-    from benchmark.train.data import TrainExample
-
-    return [
-        TrainExample(
-            r.id,
-            features[r.id],
-            transcript=r.transcript,
-            descriptor=r.descriptor,
-            emotion=r.emotion,
-            dataset=r.dataset,
-        )
-        for r in rows
-    ]
-
-
 @dataclass(frozen=True)
 class Mixture:
     """The target corpus's folds and the rows every fold trains with from the `train_with` corpora."""
@@ -275,7 +258,7 @@ class RunPlan:
     digest: str  # config_digest: checkpoints and --resume
     top_layers: TopLayers | None = None  # pretrained encoder layers a `kind: ssl` system fine-tunes
 
-    def examples(self, rows: list[Utterance]) -> list[TrainExample]:
+    def examples(self, rows: list[Utterance]) -> list[Example]:
         return examples_of(rows, self.features)
 
 

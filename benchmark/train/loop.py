@@ -27,9 +27,10 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.config import StageConfig, Task
+from benchmark.data.examples import Example
 from benchmark.nn.system import SpeechEmotionCaptioner, SystemOutput
 from benchmark.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
-from benchmark.train.data import TrainExample, check_stage_rows, collate, epoch_plan
+from benchmark.train.data import check_stage_rows, collate, epoch_plan
 from benchmark.train.engine import build_engine, init_distributed, training_device
 from benchmark.train.schedule import build_scheduler
 
@@ -62,14 +63,14 @@ class _Window:
 
 def train(
     model: SpeechEmotionCaptioner,
-    examples: Sequence[TrainExample],
+    examples: Sequence[Example],
     *,
     engine: str = "plain",
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     log: LogFn | None = None,
     progress: bool = True,
-    validation: Sequence[TrainExample] = (),
+    validation: Sequence[Example] = (),
 ) -> list[dict[str, float]]:
     """Train `model` through all stages of `model.config`; return one metrics dict per optimizer step.
 
@@ -163,7 +164,7 @@ def train(
 @torch.no_grad()
 def validation_loss(
     runner: Callable,
-    examples: Sequence[TrainExample],
+    examples: Sequence[Example],
     tasks: Sequence[Task],
     batch_size: int,
     stage: StageConfig,

@@ -25,10 +25,10 @@ from tqdm.auto import tqdm
 
 from benchmark.config import SystemConfig
 from benchmark.data.batching import LengthBucketSampler
+from benchmark.data.examples import Example, pad_features
 from benchmark.nn.encoder import SpeechEncoder, TopLayers, resolve_finetune_layers
 from benchmark.nn.ssl_baseline import SSLBaseline, SSLOutput
 from benchmark.train.checkpoint import seed_everything
-from benchmark.train.data import TrainExample, pad_features
 from benchmark.train.engine import training_device
 from benchmark.train.loop import LogFn
 from benchmark.train.schedule import warmup_steps
@@ -87,11 +87,11 @@ def encoder_lr_scale(step: int, total_steps: int) -> float:
 
 def train_ssl(
     model: SSLBaseline,
-    examples: Sequence[TrainExample],
+    examples: Sequence[Example],
     system: SystemConfig,
     log: LogFn | None = None,
     progress: bool = True,
-    validation: Sequence[TrainExample] = (),
+    validation: Sequence[Example] = (),
 ) -> list[dict[str, float]]:
     """Train `model` for `system.ssl.epochs`; return one metrics dict (with `step`) per step.
 
@@ -155,7 +155,7 @@ def train_ssl(
     return history
 
 
-def batch_loss(model: SSLBaseline, chosen: Sequence[TrainExample], device: torch.device) -> SSLOutput:
+def batch_loss(model: SSLBaseline, chosen: Sequence[Example], device: torch.device) -> SSLOutput:
     """The heads' losses on one batch of examples (bf16 autocast on CUDA)."""
     hidden, mask = pad_features([ex.load() for ex in chosen])
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -169,7 +169,7 @@ def batch_loss(model: SSLBaseline, chosen: Sequence[TrainExample], device: torch
 
 @torch.no_grad()
 def validation_loss(
-    model: SSLBaseline, examples: Sequence[TrainExample], batch_size: int, device: torch.device
+    model: SSLBaseline, examples: Sequence[Example], batch_size: int, device: torch.device
 ) -> dict[str, float]:
     """The heads' losses on `examples` in eval mode, each batch weighted by its utterances."""
     model.eval()
@@ -185,7 +185,7 @@ def validation_loss(
 @torch.no_grad()
 def predict_ssl(
     model: SSLBaseline,
-    examples: Sequence[TrainExample],
+    examples: Sequence[Example],
     fold: str | None,
     batch_size: int = 8,
     progress: bool = True,

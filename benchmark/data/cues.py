@@ -14,7 +14,9 @@ key; speaking rate is computed from the cached voiced time at each call.
 
 Absolute cue values mean little across speakers (a low female voice is a high male one), so
 `speaker_zscores` standardises each cue within speaker and `level` turns a z-score into the
-`low` / `normal` / `high` words that descriptors use.
+`low` / `normal` / `high` words that descriptors use; `descriptor_levels` chains the two for the
+descriptor dimensions. The demo corpus writes its descriptors with it and descriptor faithfulness
+checks generated ones with it, so both sides speak one rule.
 """
 
 from __future__ import annotations
@@ -259,3 +261,13 @@ def level(z: float | None, threshold: float = LEVEL_THRESHOLD) -> Level | None:
     if z < -threshold:
         return "low"
     return "normal"
+
+
+def descriptor_levels(cues: Sequence[UtteranceCues], speakers: Sequence[str]) -> list[dict[str, Level]]:
+    """Per utterance, the level word of each descriptor dimension (`DESCRIPTOR_CUES`): its cue's
+    speaker z-score through `level`. A dimension whose cue could not be measured (no voiced frame,
+    no transcript for the speaking rate) is absent, so that each caller decides what it means."""
+    return [
+        {dim: value for dim, cue in DESCRIPTOR_CUES.items() if (value := level(z[cue])) is not None}
+        for z in speaker_zscores(cues, speakers)
+    ]

@@ -1,16 +1,27 @@
-"""The structured response of the LLM decoder, and the one parser that reads any output back.
+"""Tasks and their response format: what each task asks the LLM to write, and the one parser
+that reads any output back. The one home of this contract: training targets, the forced prefix
+of a generation and the scoring of a record all read the tables below.
 
-Every task mixture trains the decoder on the same line format (ARCHITECTURE section 4), with the
-fields its task has, in a fixed order:
+Every task trains the decoder on the same line format (ARCHITECTURE section 4), with the fields
+its task has, in a fixed order:
 
     Transcript: i told you not to touch it
     Descriptor: a male speaker with high pitch, loud energy and fast speed
     Emotion: angry
 
 ASR targets hold the transcript only, SER-SED targets the descriptor and emotion, the full system
-all three. A generated response is free text, so `parse_response` must turn *anything* into fields
-without raising: a half-trained or truncated model still has to be scored, and an unparseable
-emotion is scored as a wrong answer (`valid_emotion=False`), never as a crash or a silent guess.
+all three. The prompt is the same for every task, so a generation is steered by forcing the first
+field name of its task's response (`response_prefix`).
+
+A generated response is free text, so `parse_response` must turn *anything* into fields without
+raising: a half-trained or truncated model still has to be scored, and an unparseable emotion is
+scored as a wrong answer (`valid_emotion=False`), never as a crash or a silent guess.
+
+The descriptor is the one optional field: IEMOCAP and MELD have transcripts and emotions but no
+descriptors, and the paper trains SER on them next to SpeechCraft (section 4.1), so a row without
+a descriptor still gets a `ser_sed` (or `full`) response, without the `Descriptor:` line. The
+alternative, descriptors written from measured cues, would teach the LLM the suite's own cue
+vocabulary as if it were SpeechCraft's annotation.
 """
 
 from __future__ import annotations
@@ -20,7 +31,22 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from benchmark.config import Task
+
 FIELDS = ("transcript", "descriptor", "emotion")
+
+# The fields each task asks the LLM to write, in FIELDS order (the order format_response writes).
+TASK_FIELDS: dict[Task, tuple[str, ...]] = {
+    "asr": ("transcript",),
+    "ser": ("emotion",),
+    "ser_sed": ("descriptor", "emotion"),
+    "full": ("transcript", "descriptor", "emotion"),
+}
+# Left out of a response when an utterance lacks it (see the module docstring).
+OPTIONAL_FIELDS = frozenset({"descriptor"})
+
+# The record field each corpus task (a dataset card's `tasks`) is scored on.
+SCORED_FIELD = {"ser": "emotion", "asr": "transcript", "sed": "descriptor"}
 
 # A field name anywhere in the text (not inside a longer word), optionally in markdown bold,
 # followed by a colon: "Emotion:", "emotion :", "**Emotion**:", "Speech descriptor:".
@@ -78,6 +104,20 @@ def format_response(transcript: str | None, descriptor: str | None, emotion: str
     if not lines:
         raise ValueError("a response needs at least one of transcript, descriptor, emotion")
     return "\n".join(lines)
+
+
+def response_prefix(task: Task) -> str:
+    """What a generation for `task` is forced to start with: its response's first field name."""
+    return f"{TASK_FIELDS[task][0].capitalize()}:"
+
+
+def task_response(task: Task, values: dict[str, str | None]) -> str | None:
+    """The response `task` trains on for an utterance's field `values`, or None when a required
+    (not optional) field of the task is missing."""
+    wanted = {name: values.get(name) for name in TASK_FIELDS[task]}
+    if any(value is None for name, value in wanted.items() if name not in OPTIONAL_FIELDS):
+        return None
+    return format_response(wanted.get("transcript"), wanted.get("descriptor"), wanted.get("emotion"))
 
 
 def _fields(text: str) -> dict[str, str]:

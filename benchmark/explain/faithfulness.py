@@ -6,7 +6,7 @@ speed (pace) and gender claims parsed from a descriptor are checked against the 
 measured cues, and the metric is the share of claims that agree.
 
 One vocabulary on both sides: pitch, energy and speed take the levels `low` / `normal` / `high`
-of `benchmark.explain.cues.level`, gender takes the manifest's `female` / `male`. The extractor
+of `benchmark.data.cues.level`, gender takes the manifest's `female` / `male`. The extractor
 maps every phrasing onto it: "loud", "loudly", "high volume" -> energy `high`; "quiet", "soft",
 "low energy" -> energy `low`; "quickly", "fast-paced", "rapid speech" -> speed `high`; "slowly"
 -> speed `low`; "low-pitched", "a deep voice" -> pitch `low`; "at a normal pace", "medium pitch",
@@ -28,9 +28,9 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from benchmark.data.cues import UtteranceCues, batch_cues, descriptor_levels
 from benchmark.data.manifest import Utterance
 from benchmark.errors import BenchmarkError
-from benchmark.explain.cues import DESCRIPTOR_CUES, UtteranceCues, batch_cues, level, speaker_zscores
 
 ATTRIBUTES = ("pitch", "energy", "speed", "gender")
 
@@ -181,11 +181,10 @@ def measured_levels_from_cues(
     """
     if not len(cues) == len(speakers) == len(genders):
         raise BenchmarkError(f"{len(cues)} cue sets, {len(speakers)} speakers and {len(genders)} genders")
-    measured = []
-    for z, gender in zip(speaker_zscores(cues, speakers), genders, strict=True):
-        levels = {dim: value for dim, cue in DESCRIPTOR_CUES.items() if (value := level(z[cue])) is not None}
-        measured.append(levels | ({"gender": gender} if gender else {}))
-    return measured
+    return [
+        levels | ({"gender": gender} if gender else {})
+        for levels, gender in zip(descriptor_levels(cues, speakers), genders, strict=True)
+    ]
 
 
 def measured_levels(
