@@ -27,8 +27,8 @@ from benchmark.data.audio import load_audio
 from benchmark.data.demo import build_demo_corpus
 from benchmark.data.features import FeatureCache
 from benchmark.data.manifest import Utterance, read_manifest
-from benchmark.nn.demo_backbone import ctc_wer, demo_config, ensure_demo_backbone
 from benchmark.nn.encoder import SpeechEncoder, build_encoder
+from benchmark.train.demo_backbone import ctc_wer, demo_config, ensure_demo_backbone
 
 
 def pooled(features: list[torch.Tensor]) -> np.ndarray:
@@ -82,7 +82,7 @@ def main() -> None:
     encoders = {
         "random (demo arch)": random,
         "tiny (random)": build_encoder("tiny"),
-        "demo": build_encoder("demo"),
+        "demo": build_encoder("demo", weights=folder),
     }
     report("log-mel", log_mel_stats(rows), y, train)
     for name, encoder in encoders.items():

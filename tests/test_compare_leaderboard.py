@@ -22,11 +22,12 @@ from mlflow_server import search_runs, serving
 from scipy.stats import ttest_rel
 
 from benchmark.cli import main
+from benchmark.data.records import PredictionRecord
 from benchmark.eval.metrics import asr_scores, ser_scores
 from benchmark.registry import load_system, system_configs
 from benchmark.track.leaderboard import build_board, load_published, render
 from benchmark.track.protocol import RunProtocol
-from benchmark.track.records import PredictionRecord, load_run_records
+from benchmark.track.records import load_run_records
 from benchmark.track.tracking import load_mlflow_config
 
 LABELS = ["neutral", "happy", "angry", "sad"]  # datasets/demo.yaml

@@ -13,7 +13,7 @@ from torch import nn
 from benchmark.data.batching import pad_waveforms
 from benchmark.data.examples import pad_features
 from benchmark.errors import BenchmarkError
-from benchmark.nn import demo_backbone
+from benchmark.nn import ctc
 from benchmark.nn.encoder import (
     FAMILIES,
     SpeechEncoder,
@@ -24,6 +24,7 @@ from benchmark.nn.encoder import (
     read_do_normalize,
     tiny_config,
 )
+from benchmark.train import demo_backbone
 
 LENGTHS = (16000, 9000, 23456)  # samples: 1 s, a short and a long utterance
 
@@ -137,12 +138,14 @@ def test_unknown_backbone_and_family_are_user_errors() -> None:
         build_encoder("tiny", "whisper")
     with pytest.raises(BenchmarkError, match="demo backbone is a HuBERT"):
         build_encoder("demo", "wavlm")
+    with pytest.raises(BenchmarkError, match="needs its weights folder"):
+        build_encoder("demo")
 
 
 def test_ctc_text_round_trip() -> None:
-    ids = demo_backbone.encode_text("The old man fixed the radio at nine o'clock.")
-    logits = torch.nn.functional.one_hot(torch.tensor(ids), len(demo_backbone.VOCAB)).float()
-    assert demo_backbone.greedy_decode(logits, len(ids)) == "the old man fixed the radio at nine o'clock"
+    ids = ctc.encode_text("The old man fixed the radio at nine o'clock.")
+    logits = torch.nn.functional.one_hot(torch.tensor(ids), len(ctc.VOCAB)).float()
+    assert ctc.greedy_decode(logits, len(ids)) == "the old man fixed the radio at nine o'clock"
 
 
 @pytest.mark.timeout(120)
@@ -165,7 +168,9 @@ def test_small_demo_backbone_is_built_once_and_loads_as_the_demo_encoder(
     assert demo_backbone.ensure_demo_backbone() == folder
     assert (folder / "config.json").stat().st_mtime_ns == stamp
 
-    encoder = build_encoder("demo")
+    assert demo_backbone.encoder_weights("demo") == folder
+    assert demo_backbone.encoder_weights("tiny") is None
+    encoder = build_encoder("demo", weights=folder)
     assert encoder.num_layers == demo_backbone.demo_config().num_hidden_layers + 1
     assert encoder.model.config.layerdrop == 0.0 and encoder.model.config.mask_time_prob == 0.0
     assert encoder.do_normalize == demo_backbone.DO_NORMALIZE

@@ -29,8 +29,8 @@ from benchmark.data.audio import (
 from benchmark.data.manifest import read_manifest
 from benchmark.data.prepare import prepare_corpus
 from benchmark.errors import BenchmarkError
-from benchmark.nn.demo_backbone import demo_config
 from benchmark.registry import load_dataset_card
+from benchmark.train.demo_backbone import demo_config
 
 
 @pytest.fixture(autouse=True)

@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import pytest
 
 from benchmark.data.manifest import Utterance
+from benchmark.data.records import PredictionRecord, read_records, write_records
 from benchmark.errors import BenchmarkError
 from benchmark.eval.captioning import caption_scores
 from benchmark.eval.predict import RECORD_FIELDS, score_records
 from benchmark.eval.stats import MetricUnavailable
 from benchmark.registry import load_dataset_card
 from benchmark.track.compare import EvaluatedRun
-from benchmark.track.records import PredictionRecord, read_records, write_records
 
 # id, reference caption, hypothesis, the manifest row's language (None: a manifest written before)
 ROWS = [

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.data.batching import pad_waveforms
 from benchmark.data.examples import Example
-from benchmark.nn.demo_backbone import BLANK, VOCAB
+from benchmark.nn.ctc import BLANK, VOCAB
 from benchmark.nn.encoder import build_encoder
 from benchmark.nn.ssl_baseline import SSLBaseline
 from benchmark.registry import load_system

@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import ttest_rel
 from statsmodels.stats.multitest import multipletests
 
+from benchmark.data.records import PredictionRecord
 from benchmark.errors import BenchmarkError
 from benchmark.eval.captioning import caption_scores
 from benchmark.eval.metrics import asr_scores, ser_scores
@@ -24,7 +25,6 @@ from benchmark.eval.stats import (
     per_utterance_scores,
     with_holm,
 )
-from benchmark.track.records import PredictionRecord
 
 
 def record(utt: str, ref: str | None = None, hyp: str | None = None, **fields) -> PredictionRecord:

@@ -17,9 +17,10 @@ from mlflow import MlflowClient
 from mlflow_server import search_runs, serving
 
 from benchmark.config import load_yaml, validate
+from benchmark.data.records import PredictionRecord, read_records, write_records
 from benchmark.errors import BenchmarkError
 from benchmark.track import tracking
-from benchmark.track.records import PredictionRecord, load_run_records, read_records, write_records
+from benchmark.track.records import load_run_records
 from benchmark.track.tracking import (
     MlflowConfig,
     find_runs,

@@ -14,12 +14,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from benchmark.data.builds import atomic_file
 from benchmark.errors import BenchmarkError
 
 SAMPLE_RATE = 16000
 # The convolutional front ends of the suite's encoders: (kernel sizes, strides), layer by layer.
 SSL_FRONT_END = ((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))  # HuBERT, wav2vec 2.0, WavLM
-DEMO_FRONT_END = ((400, 2), (160, 2))  # the demo backbone (benchmark.nn.demo_backbone)
+DEMO_FRONT_END = ((400, 2), (160, 2))  # the demo backbone (benchmark.train.demo_backbone)
 # Peak amplitude below which a file counts as silent: -80 dBFS, about three steps of 16-bit PCM.
 # Speech, even quiet and far from the microphone, peaks tens of dB higher; below this is digital
 # silence or dither, from which no encoder can recover anything.
@@ -122,11 +123,10 @@ def decode_media(path: Path) -> tuple[np.ndarray, int]:
 
 
 def write_wav(path: Path, wave: np.ndarray, rate: int = SAMPLE_RATE) -> None:
-    """Write a 16-bit PCM wav, creating parent folders (atomic: temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), np.clip(wave, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    """Write a 16-bit PCM wav, creating parent folders (atomic; not fsynced, like a cache entry:
+    a synthesised or decoded clip lost to a crash is made again)."""
+    with atomic_file(path, "wb", durable=False) as handle:
+        sf.write(handle, np.clip(wave, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
 
 
 def probe_audio(path: Path | str) -> float:

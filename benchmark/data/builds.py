@@ -49,11 +49,15 @@ def fsync_folder(folder: Path) -> None:
 
 
 @contextmanager
-def atomic_file(path: Path, mode: Literal["w", "wb"] = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path` to write; on success it is fsynced and renamed over
-    `path` (and the folder fsynced), on any failure (Ctrl-C too) it is removed and `path` is
-    left as it was. A folder that cannot be created or written to is a `BenchmarkError`, raised
-    before the caller writes anything."""
+def atomic_file(path: Path, mode: Literal["w", "wb"] = "w", durable: bool = True) -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path` to write; on success it is renamed over `path`, on any
+    failure (Ctrl-C too) it is removed and `path` is left as it was. A folder that cannot be
+    created or written to is a `BenchmarkError`, raised before the caller writes anything.
+
+    `durable` also fsyncs the file before the rename and the folder after it, so the new content
+    survives a power cut: right for manifests, checkpoints and records. Cache entries (features,
+    cues, synthesised wavs) pass False: there are thousands of them, and one lost to a crash is
+    only computed again, while a sync per file would dominate the time to write them."""
     if path.is_dir():
         raise BenchmarkError(f"{path}: is a folder, not a file", hint="name a file to write")
     try:
@@ -66,8 +70,9 @@ def atomic_file(path: Path, mode: Literal["w", "wb"] = "w") -> Iterator[IO[Any]]
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         try:
             os.replace(tmp, path)
         except OSError as err:
@@ -75,7 +80,8 @@ def atomic_file(path: Path, mode: Literal["w", "wb"] = "w") -> Iterator[IO[Any]]
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_folder(path.parent)
+    if durable:
+        fsync_folder(path.parent)
 
 
 def read_build_info(folder: Path) -> dict[str, object] | None:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
-import tempfile
 import threading
 import zipfile
 from collections.abc import Sequence
@@ -41,6 +39,7 @@ from tqdm import tqdm
 
 from benchmark.config import benchmark_home
 from benchmark.data.audio import SAMPLE_RATE, AudioError, load_audio
+from benchmark.data.builds import atomic_file
 
 CUE_VERSION = 1  # bump when a cue's definition changes, so that stale cache entries are ignored
 HOP_SECONDS = 0.01  # eGeMAPS low-level descriptors come every 10 ms
@@ -148,15 +147,8 @@ def _load_cached(cache: Path) -> dict[str, np.ndarray] | None:
 
 
 def _save_cached(cache: Path, measurement: dict[str, np.ndarray]) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{cache.stem}.", suffix=".tmp", dir=cache.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **measurement)
-        os.replace(tmp, cache)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(cache, "wb", durable=False) as handle:
+        np.savez(handle, **measurement)
 
 
 def _measurement(path: Path | str) -> dict[str, np.ndarray]:

@@ -4,7 +4,8 @@ The encoder never trains (paper section 3.1), so its hidden states for an uttera
 in every epoch, fold, stage and system: computing them once turns most of a demo run's encoder
 time into file reads. A cache entry is keyed by
 
-- the encoder's identity (`SpeechEncoder.key`: backbone, family and a hash of config and weights),
+- the encoder's identity (its `key`; for `benchmark.nn.encoder.SpeechEncoder` the backbone, family
+  and a hash of config and weights),
   which names the folder `<root>/<encoder_key>/`, and
 - the content of the audio file (sha256 of its bytes), not its path or id, so a re-synthesised
   or edited file is never served stale features, and the same audio under two ids is stored once.
@@ -22,10 +23,9 @@ float16) storing is not worth it: `enabled=False` computes the same features on 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
@@ -33,10 +33,30 @@ from tqdm import tqdm
 from benchmark.config import benchmark_home
 from benchmark.data.audio import load_audio
 from benchmark.data.batching import LengthBucketSampler, pad_waveforms
+from benchmark.data.builds import atomic_file
 from benchmark.data.manifest import Utterance
-from benchmark.nn.encoder import SpeechEncoder
 
 FEATURES_VERSION = 1  # bump when the way features are computed from an encoder changes
+
+
+class EncodedBatch(Protocol):
+    hidden_states: torch.Tensor  # (L+1, B, F, D)
+    frame_mask: torch.Tensor  # (B, F), True on real frames
+
+
+class FrameEncoder(Protocol):
+    """What the cache needs of an encoder (`benchmark.nn.encoder.SpeechEncoder` is one): a key that
+    changes whenever its outputs would, whether padding leaves a batch's outputs unchanged, and a
+    batch call on (B, T) waveforms with their sample mask. The data layer thus caches any encoder
+    without importing the torch modules."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def padding_invariant(self) -> bool: ...
+
+    def __call__(self, waves: torch.Tensor, mask: torch.Tensor) -> EncodedBatch: ...
 
 
 def audio_hash(path: Path | str) -> str:
@@ -59,7 +79,7 @@ class FeatureCache:
     def __init__(
         self,
         root: Path | None,
-        encoder: SpeechEncoder,
+        encoder: FrameEncoder,
         encoder_key: str | None = None,
         enabled: bool = True,
         batch_size: int = 8,
@@ -100,7 +120,8 @@ class FeatureCache:
                 for i, feature in zip(indices, self._encode([utterances[i] for i in indices]), strict=True):
                     if paths[i] is not None:
                         feature = feature.half()
-                        _save_atomic(feature, paths[i])
+                        with atomic_file(paths[i], "wb", durable=False) as handle:
+                            torch.save(feature, handle)
                     features[i] = feature.float()
                 bar.update(len(batch))
         return features  # type: ignore[return-value]
@@ -110,15 +131,3 @@ class FeatureCache:
         out = self.encoder(waves, mask)
         lengths = out.frame_mask.sum(dim=1).tolist()
         return [out.hidden_states[:, row, :n].cpu().clone() for row, n in enumerate(lengths)]
-
-
-def _save_atomic(tensor: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(tensor, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

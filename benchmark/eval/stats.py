@@ -45,7 +45,7 @@ from benchmark.eval.captioning import LANGUAGE_MISMATCH, LANGUAGES, Language, ca
 from benchmark.eval.metrics import asr_errors, normalize_transcript, ser_correct
 
 if TYPE_CHECKING:  # records are only read here; the model lives with the tracking code
-    from benchmark.track.records import PredictionRecord as Record
+    from benchmark.data.records import PredictionRecord as Record
 
 Target = Literal["emotion", "transcript", "descriptor"]
 SED_METRICS = ("sed.bleu4", "sed.meteor", "sed.rouge_l", "sed.cider", "sed.spice")

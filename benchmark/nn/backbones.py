@@ -2,7 +2,7 @@
 
 - `paper`: HuBERT-large (or WavLM / wav2vec2 for the SSL baselines) and Llama-3.1-8B-Instruct
   from local weights, trained as the system's YAML says (LoRA).
-- `demo` (the embedded default): the suite's own tiny HuBERT (`benchmark.nn.demo_backbone`) and a
+- `demo` (the embedded default): the suite's own tiny HuBERT (`benchmark.train.demo_backbone`) and a
   tiny random Llama. A random LLM has nothing to preserve and LoRA alone barely moves it, so its
   weights all train (`regime: full`). The paper's learning rates and epochs are tuned for LoRA on a
   pretrained 8B model; a random LLM that must learn to read speech from a few hundred utterances

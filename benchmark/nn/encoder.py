@@ -4,8 +4,8 @@
 `Wav2Vec2Model`) in a `SpeechEncoder`:
 
 - `paper`: the paper's checkpoints, found offline only (`benchmark.nn.hub`);
-- `demo`: the suite's own tiny HuBERT, fine-tuned with CTC on the synthesised backbone pool
-  (`benchmark.nn.demo_backbone`), built on first use;
+- `demo`: the suite's own tiny HuBERT, trained with CTC on the synthesised backbone pool by the
+  recipe `benchmark.train.demo_backbone`, whose folder the caller passes (`weights`);
 - `tiny`: small random-initialised configs of the same classes, seeded, for tests.
 
 The encoder is never trained: its parameters do not require grad, it stays in eval mode whatever
@@ -61,7 +61,6 @@ from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 from benchmark.errors import BenchmarkError
 from benchmark.nn.hub import PAPER_CHECKPOINTS, require_checkpoint
 
-Backbone = Literal["tiny", "demo", "paper"]
 Family = Literal["hubert", "wavlm", "wav2vec2"]
 
 FAMILIES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel], str]] = {
@@ -193,8 +192,11 @@ class SpeechEncoder(nn.Module):
         return EncoderOutput(hidden_states, frames[None, :] < lengths[:, None])
 
 
-def build_encoder(backbone: str, family: str = "hubert") -> SpeechEncoder:
-    """The frozen encoder of `backbone` (`tiny`, `demo` or `paper`) and `family`."""
+def build_encoder(backbone: str, family: str = "hubert", weights: Path | None = None) -> SpeechEncoder:
+    """The frozen encoder of `backbone` (`tiny`, `demo` or `paper`) and `family`.
+
+    `weights` is the folder of a `demo` backbone (`benchmark.train.demo_backbone.encoder_weights`
+    builds it); `paper` weights are looked up offline when it is not given."""
     if family not in FAMILIES:
         raise BenchmarkError(f"unknown encoder family '{family}'", hint=f"choose one of {sorted(FAMILIES)}")
     _, model_class, checkpoint_name = FAMILIES[family]
@@ -209,13 +211,15 @@ def build_encoder(backbone: str, family: str = "hubert") -> SpeechEncoder:
                 f"the demo backbone is a HuBERT; there is no demo {family}",
                 hint="use --backbone tiny or paper for the wavlm and wav2vec2 baselines",
             )
-        from benchmark.nn.demo_backbone import ensure_demo_backbone
-
-        path = ensure_demo_backbone()
-        model = HubertModel.from_pretrained(path, **FROZEN_OVERRIDES)
-        do_normalize = read_do_normalize(path)
+        if weights is None:
+            raise BenchmarkError(
+                "the demo backbone needs its weights folder",
+                hint="pass benchmark.train.demo_backbone.encoder_weights('demo'), which builds it",
+            )
+        model = HubertModel.from_pretrained(weights, **FROZEN_OVERRIDES)
+        do_normalize = read_do_normalize(weights)
     elif backbone == "paper":
-        path = require_checkpoint(PAPER_CHECKPOINTS[checkpoint_name])
+        path = weights or require_checkpoint(PAPER_CHECKPOINTS[checkpoint_name])
         model = model_class.from_pretrained(path, **FROZEN_OVERRIDES)
         do_normalize = read_do_normalize(path)
     else:

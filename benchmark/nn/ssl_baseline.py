@@ -20,7 +20,7 @@ the encoder trains here:
 Each task has its own `WeightedLayerSum`, because emotion and characters are best read from
 different layers. SER: masked mean pooling over frames, then a small MLP classifier. ASR: a small
 per-frame projection and a Linear CTC head over the demo backbone's character vocabulary
-(`benchmark.nn.demo_backbone.VOCAB`, blank first), decoded greedily.
+(`benchmark.nn.ctc.VOCAB`, blank first), decoded greedily.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmark.nn.bottleneck import WeightedLayerSum
-from benchmark.nn.demo_backbone import BLANK, VOCAB, encode_text, greedy_decode
+from benchmark.nn.ctc import BLANK, VOCAB, encode_text, greedy_decode
 from benchmark.nn.encoder import TopLayers
 
 

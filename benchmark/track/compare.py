@@ -52,6 +52,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from rich.table import Table
 
+from benchmark.data.records import PredictionRecord
 from benchmark.errors import BenchmarkError
 from benchmark.eval.captioning import LANGUAGE_MISMATCH, LANGUAGES, Language, available_caption_metrics
 from benchmark.eval.stats import (
@@ -69,7 +70,7 @@ from benchmark.eval.stats import (
 )
 from benchmark.registry import load_dataset_card
 from benchmark.track.protocol import describe_setup, differing_fields
-from benchmark.track.records import PredictionRecord, load_run_records
+from benchmark.track.records import load_run_records
 from benchmark.track.tracking import (
     FINISHED,
     load_mlflow_config,

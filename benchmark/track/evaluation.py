@@ -28,13 +28,13 @@ from benchmark.config import SystemConfig
 from benchmark.data.examples import examples_of
 from benchmark.data.features import FeatureCache
 from benchmark.data.prepare import is_prepared, load_split
+from benchmark.data.records import PredictionRecord
 from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict, score_records
 from benchmark.nn.backbones import get_backbone
 from benchmark.registry import load_dataset_card
 from benchmark.track.experiment import SYSTEM_ARTIFACT, log_confusion
 from benchmark.track.protocol import RunProtocol
-from benchmark.track.records import PredictionRecord
 from benchmark.track.tracking import (
     load_mlflow_config,
     log_environment,
@@ -106,6 +106,7 @@ def evaluate_run(
     from benchmark.nn.encoder import build_encoder
     from benchmark.nn.system import build_system
     from benchmark.train.checkpoint import load_group_weights
+    from benchmark.train.demo_backbone import encoder_weights
 
     card = load_dataset_card(dataset)
     if card.protocol.test is None:
@@ -124,7 +125,7 @@ def evaluate_run(
     backbone = get_backbone(saved["backbone"])
     rows = load_split(card, card.protocol.test)
 
-    encoder = build_encoder(backbone.encoder, system.encoder_family)
+    encoder = build_encoder(backbone.encoder, system.encoder_family, encoder_weights(backbone.encoder))
     if [encoder.num_layers, encoder.hidden_size] != saved["encoder_shape"]:
         raise BenchmarkError(
             f"run {run_id}: encoder shape {saved['encoder_shape']} is not the {backbone.name} backbone's"

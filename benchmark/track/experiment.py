@@ -38,6 +38,7 @@ from benchmark.config import DatasetCard, SystemConfig, benchmark_home, merge_co
 from benchmark.data.examples import Example, examples_of
 from benchmark.data.manifest import Utterance
 from benchmark.data.prepare import is_prepared, load_split, manifest_digest, prepared_dir
+from benchmark.data.records import PredictionRecord
 from benchmark.data.splits import Fold, check_validation, fold_names, folds, relabel, training_part
 from benchmark.errors import BenchmarkError
 from benchmark.eval.metrics import confusion_matrix, plot_confusion_matrix
@@ -45,7 +46,6 @@ from benchmark.eval.predict import predict, score_records
 from benchmark.nn.backbones import Backbone, get_backbone
 from benchmark.registry import load_dataset_card, load_system
 from benchmark.track.protocol import RunProtocol
-from benchmark.track.records import PredictionRecord
 from benchmark.track.tracking import (
     DatasetContext,
     interrupted_run,
@@ -341,6 +341,7 @@ def run_experiment(request: RunRequest) -> RunSummary:
     """Train and evaluate `request.system` on the requested folds; see the module docstring."""
     from benchmark.data.features import FeatureCache
     from benchmark.nn.encoder import build_encoder
+    from benchmark.train.demo_backbone import encoder_weights
     from benchmark.train.ssl import pretrained_top_layers
 
     backbone = get_backbone(request.backbone)
@@ -354,7 +355,7 @@ def run_experiment(request: RunRequest) -> RunSummary:
     mixture = build_mixture(request, card, others)
     labels = list(card.labels)
 
-    encoder = build_encoder(backbone.encoder, system.encoder_family)
+    encoder = build_encoder(backbone.encoder, system.encoder_family, encoder_weights(backbone.encoder))
     rows = mixture.all_rows()
     cache = FeatureCache(None, encoder, enabled=request.cache_features, progress=request.progress)
     features = dict(zip(rows, cache.get(list(rows.values())), strict=True))

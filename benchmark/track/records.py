@@ -1,70 +1,15 @@
-"""Prediction records: one JSONL artifact per evaluated split of a run (ARCHITECTURE section 3).
-
-Every statistic and leaderboard cell is recomputed from these records, never from a number copied
-by hand, so they are validated on the way in and on the way out: a record with a misspelt or
-missing field is an error naming the file and line, not a silently skewed metric.
-"""
+"""Finding a run's prediction records in MLflow (the record contract is `benchmark.data.records`)."""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, ConfigDict, field_validator
 
-from benchmark.data.jsonl import read_jsonl, write_jsonl
+from benchmark.data.records import PredictionRecord, read_records
 from benchmark.errors import BenchmarkError
-
-
-class PredictionRecord(BaseModel):
-    """What the system said about one utterance next to the reference.
-
-    Fields a system or corpus does not have are null rather than absent (MELD has no descriptor,
-    an SSL baseline writes no free text, so its `raw_output` is null); `fold` names the held-out
-    group of cross-validation (IEMOCAP session) and is null for corpora with official splits.
-
-    `language` is the language of the references (the manifest row's, `Utterance.language`), which
-    decides how the descriptor is tokenised and which hypothesis language counts as a mismatch.
-    It is optional so that records written before it existed still read: null means the language
-    of the run's corpus (its dataset card), which is how those records were scored.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str
-    ref_emotion: str | None
-    hyp_emotion: str | None
-    ref_transcript: str | None
-    hyp_transcript: str | None
-    ref_descriptor: str | None
-    hyp_descriptor: str | None
-    raw_output: str | None
-    fold: str | None
-    language: Literal["en", "zh"] | None = None
-
-    @field_validator("id")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
-
-
-def write_records(path: Path, records: Iterable[PredictionRecord]) -> int:
-    """Write `records` to `path` atomically (a killed evaluation never leaves a truncated file
-    that would later be read as a complete, smaller test set); returns how many were written."""
-    return write_jsonl(path, records)
-
-
-def read_records(path: Path) -> list[PredictionRecord]:
-    """Read and validate a records file; a bad line or a repeated id raises naming file and line."""
-    if not path.is_file():
-        raise BenchmarkError(f"{path}: prediction records not found")
-    return [record for _, record in read_jsonl(path, PredictionRecord)]
 
 
 def load_run_records(run_id: str, split: str, tracking_uri: str | None = None) -> list[PredictionRecord]:

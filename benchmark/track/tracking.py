@@ -45,9 +45,9 @@ from pydantic import BaseModel, Field, model_validator
 
 from benchmark.config import StrictModel, load_yaml, validate
 from benchmark.data.manifest import Utterance
+from benchmark.data.records import PredictionRecord, write_records
 from benchmark.errors import BenchmarkError
 from benchmark.track.lifecycle import StaleRun, heartbeat, mark_stale_runs, owner_tags, tracking_write
-from benchmark.track.records import PredictionRecord, write_records
 from benchmark.track.signals import killed_runs, signals_held
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""The `demo` backbone: a tiny HuBERT whose weights the suite makes itself, offline.
+"""The recipe of the `demo` backbone: a tiny HuBERT whose weights the suite makes itself, offline.
 
 The paper's encoder is HuBERT-large fine-tuned with CTC for ASR on LibriSpeech
 (`facebook/hubert-large-ls960-ft`). A random tiny HuBERT is a poor stand-in: its hidden states are
@@ -18,18 +18,14 @@ pre-layer-norm transformer, clipping at 1.0), there is no dropout, and a log-mel
 term on layer 2 keeps the prosody that CTC alone would discard. The input is the raw waveform
 (`DO_NORMALIZE = False`), so absolute loudness reaches the features.
 
-Measured on two CPU cores with the defaults (1000 utterances, 1200 steps of 8): the build takes
-287 s (synthesis about 25 s, training 264 s). Greedy CTC WER on the 80 group-5 utterances of the demo
-evaluation corpus (unseen speakers and sentences): 0.375. Emotion probe
-(`benchmarks/demo_backbone_probe.py`, trained on groups 1-4, tested on group 5): UA 0.675 on all
-layers, 0.70-0.78 per layer (log-mel statistics 0.85; the same architecture with random weights
-0.53). For comparison, with random weights training from raw waveforms at 2e-3 with dropout, CTC was
-still on its blank plateau after 400 steps (WER 1.00) and the probe gave 0.61; CTC alone with the
-filterbank start reached WER 0.79 in 600 steps but the probe fell to 0.51.
+The build time, the backbone's own CTC WER and its emotion probe, and the alternatives that were
+tried, are measured by `benchmarks/demo_backbone_probe.py` and reported in the README.
 
 The build is deterministic per (seed, size, steps) and cached under
 `benchmark_home()/backbones/demo/`. It is written to a hidden temporary folder renamed into place at
-the end, so an interrupted build never leaves half a model.
+the end, so an interrupted build never leaves half a model. `encoder_weights` resolves the folder a
+backbone's encoder loads from (building this one on first use), so that `nn.encoder.build_encoder`
+only ever loads weights that exist.
 """
 
 from __future__ import annotations
@@ -50,11 +46,12 @@ from benchmark.data.batching import LengthBucketSampler, pad_waveforms
 from benchmark.data.builds import atomic_build, read_build_info
 from benchmark.data.demo import build_demo_corpus
 from benchmark.data.manifest import Utterance, read_manifest
+from benchmark.nn.ctc import BLANK, VOCAB, encode_text, greedy_decode
 from benchmark.nn.encoder import prepare_waveforms
 
 BUILD_VERSION = 2  # bump when anything below changes the weights
 DEFAULT_SIZE = 1000  # utterances of the backbone pool (about 43 minutes of speech)
-DEFAULT_STEPS = 1200  # about 3.5 minutes on two CPU cores (5.6 steps a second, about 10 epochs)
+DEFAULT_STEPS = 1200  # about 10 epochs of the pool
 BATCH_SIZE = 8
 PEAK_LR = 3e-3
 # Raw waveforms in (saved as `preprocessor_config.json`, which the encoder reads): per-utterance
@@ -63,10 +60,6 @@ PEAK_LR = 3e-3
 DO_NORMALIZE = False
 AUX_LAYER, AUX_WEIGHT = 2, 1.0  # the hidden layer that reconstructs log-mel bands (`train_ctc`)
 WARMUP = 0.1  # fraction of steps with a linear warm-up; then cosine decay to zero
-
-# CTC vocabulary: blank (also the padding id), the word delimiter, apostrophe and letters.
-BLANK, DELIMITER = "<pad>", "|"
-VOCAB = (BLANK, DELIMITER, "'", *"abcdefghijklmnopqrstuvwxyz")
 
 
 def demo_config() -> HubertConfig:
@@ -110,19 +103,6 @@ def demo_backbone_dir() -> Path:
     return benchmark_home() / "backbones" / "demo"
 
 
-def encode_text(text: str) -> list[int]:
-    """Characters -> CTC label ids: lower case, words joined by the delimiter, other symbols dropped."""
-    words = re.sub(r"[^a-z' ]", " ", text.lower()).split()
-    return [VOCAB.index(c) for c in DELIMITER.join(words)]
-
-
-def greedy_decode(logits: torch.Tensor, length: int) -> str:
-    """Best path of one utterance's (F, vocab) logits: collapse repeats, drop blanks."""
-    best = torch.unique_consecutive(logits[:length].argmax(dim=-1)).tolist()
-    text = "".join(VOCAB[i] for i in best if i != VOCAB.index(BLANK))
-    return " ".join(text.replace(DELIMITER, " ").split())
-
-
 def _build_info(size: int, steps: int, seed: int) -> dict[str, object]:
     return {"version": BUILD_VERSION, "seed": seed, "size": size, "steps": steps}
 
@@ -149,6 +129,13 @@ def ensure_demo_backbone(
         Wav2Vec2FeatureExtractor(do_normalize=DO_NORMALIZE, return_attention_mask=True).save_pretrained(tmp)
         torch.save(model.lm_head.state_dict(), tmp / "ctc_head.pt")
     return out_dir
+
+
+def encoder_weights(backbone: str, progress: bool = True) -> Path | None:
+    """The weights folder `benchmark.nn.encoder.build_encoder` loads for `backbone`: the demo
+    backbone's, built first if it is not there; None for the others (`tiny` is random, `paper`
+    is found by `benchmark.nn.hub`)."""
+    return ensure_demo_backbone(progress=progress) if backbone == "demo" else None
 
 
 def _matches(found: dict[str, object] | None, wanted: dict[str, object]) -> bool:
