@@ -19,6 +19,11 @@ from benchmark.errors import BenchmarkError
 T = TypeVar("T", bound=BaseModel)
 
 
+# The languages of transcripts and descriptors; captioning metrics tokenise Mandarin by character.
+Language = Literal["en", "zh"]
+LANGUAGES: tuple[Language, ...] = ("en", "zh")
+
+
 def benchmark_home() -> Path:
     """Where prepared corpora, the demo corpus, cue caches and self-made backbones live.
 
@@ -147,8 +152,7 @@ class DatasetCard(StrictModel):
     reader: Literal["demo", "iemocap", "meld", "speechcraft", "emosec"]
     tasks: list[Literal["ser", "asr", "sed"]]
     sample_rate: int = 16000
-    # The language of transcripts and descriptors: captioning metrics tokenise Mandarin by character.
-    language: Literal["en", "zh"] = "en"
+    language: Language = "en"
     labels: list[str] = Field(default_factory=list)
     # Raw corpus label -> task label; a null value drops utterances with that raw label on purpose
     # (e.g. IEMOCAP's frustration), which is reported, not treated as a bad row.

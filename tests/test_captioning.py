@@ -11,13 +11,13 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+from benchmark.data.languages import detect_language
 from benchmark.errors import BenchmarkError
 from benchmark.eval.captioning import (
     CORENLP_JARS,
     LANGUAGE_MISMATCH,
     CaptionScores,
     caption_scores,
-    detect_language,
     language_metric,
     segment_characters,
     tokenize_captions,

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from benchmark.config import Language
 from benchmark.data.jsonl import read_jsonl, write_jsonl
 from benchmark.errors import BenchmarkError
 
@@ -43,9 +43,9 @@ class Utterance(BaseModel):
     gender: str | None
     group: str
     dataset: str
-    language: Literal["en", "zh"] | None = None
+    language: Language | None = None
 
-    def language_of(self, default: Literal["en", "zh"]) -> Literal["en", "zh"]:
+    def language_of(self, default: Language) -> Language:
         """The utterance's language; `default` (its dataset card's) where the row has none."""
         return self.language or default
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from benchmark.config import Language
 from benchmark.data.jsonl import read_jsonl, write_jsonl
 from benchmark.errors import BenchmarkError
 
@@ -41,7 +41,7 @@ class PredictionRecord(BaseModel):
     hyp_descriptor: str | None
     raw_output: str | None
     fold: str | None
-    language: Literal["en", "zh"] | None = None
+    language: Language | None = None
 
     @field_validator("id")
     @classmethod

@@ -60,12 +60,10 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from benchmark.config import LANGUAGES, Language
+from benchmark.data.languages import detect_language
 from benchmark.errors import BenchmarkError
-
-Language = Literal["en", "zh"]
-LANGUAGES = ("en", "zh")
 
 # The share of hypotheses in another language than their reference (module docstring).
 LANGUAGE_MISMATCH = "sed.language_mismatch"
@@ -146,37 +144,6 @@ def _check_language(language: str) -> None:
 def language_metric(metric: str, language: Language) -> str:
     """The per-language name of a captioning metric: `sed.cider`, "zh" -> `sed.zh.cider`."""
     return f"sed.{language}.{metric.removeprefix('sed.')}"
-
-
-def _is_ideograph(ch: str) -> bool:
-    return unicodedata.name(ch, "").startswith(("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH"))
-
-
-def _is_latin(ch: str) -> bool:
-    return ch.isalpha() and unicodedata.name(ch, "").startswith("LATIN")
-
-
-def detect_language(text: str | None) -> Language | None:
-    """The language a caption is written in, by script: "zh" if it has more Han ideographs than
-    Latin letters, "en" if it has more Latin letters, None if neither (no letters of either
-    script, or as many of each).
-
-    After NFKC, so full-width letters count as Latin. Each ideograph counts one and each Latin
-    letter one, so a Mandarin caption with a short English word in it ("语气很平静，OK") stays
-    Mandarin, while an English sentence with a Chinese name in it stays English. Other scripts
-    (digits, punctuation, kana) are not counted. No vocabulary or model is involved, so the
-    result never depends on a library version; the corpus readers use the same rule.
-    """
-    if not text:
-        return None
-    text = unicodedata.normalize("NFKC", text)
-    han = sum(map(_is_ideograph, text))
-    latin = sum(map(_is_latin, text))
-    if han > latin:
-        return "zh"
-    if latin > han:
-        return "en"
-    return None
 
 
 def segment_characters(text: str) -> str:

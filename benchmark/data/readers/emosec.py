@@ -14,7 +14,7 @@ SECap repository (github.com/thuhcsi/SECap, folder `dataset/`), in Kaldi style:
 Captions may be Mandarin or English (the paper calls EMOSEC a Mandarin and English caption set;
 SECap's public release is Mandarin throughout), so each row's `language` is that of its caption,
 by the script rule the captioning metrics apply to hypotheses
-(`benchmark.eval.captioning.detect_language`: more Latin letters than Han ideographs is English);
+(`benchmark.data.languages.detect_language`: more Latin letters than Han ideographs is English);
 a caption with neither script takes the card's language (zh). The transcript's language is not
 recorded separately: SECap's transcripts are Mandarin.
 
@@ -38,10 +38,10 @@ from tqdm import tqdm
 
 from benchmark.config import DatasetCard
 from benchmark.data.audio import AudioError, probe_audio
+from benchmark.data.languages import detect_language
 from benchmark.data.manifest import RowIssue, Utterance
 from benchmark.data.readers import ReadResult
 from benchmark.data.readers.common import json_members, normalise_gender
-from benchmark.eval.captioning import detect_language
 
 CAPTIONS = "fid2captions.json"
 TRANSCRIPTS = "text.txt"
