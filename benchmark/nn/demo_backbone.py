@@ -21,7 +21,7 @@ term on layer 2 keeps the prosody that CTC alone would discard. The input is the
 Measured on two CPU cores with the defaults (1000 utterances, 1200 steps of 8): the build takes
 287 s (synthesis about 25 s, training 264 s). Greedy CTC WER on the 80 group-5 utterances of the demo
 evaluation corpus (unseen speakers and sentences): 0.375. Emotion probe
-(`benchmarks/demo_backbone_probe.py`, trained on groups 1-4, tested on group 5): UA 0.675 on all
+(`measurements/demo_backbone_probe.py`, trained on groups 1-4, tested on group 5): UA 0.675 on all
 layers, 0.70-0.78 per layer (log-mel statistics 0.85; the same architecture with random weights
 0.53). For comparison, with random weights training from raw waveforms at 2e-3 with dropout, CTC was
 still on its blank plateau after 400 steps (WER 1.00) and the probe gave 0.61; CTC alone with the
