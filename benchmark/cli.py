@@ -32,27 +32,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from benchmark.console import console
-    from benchmark.data.prepare import is_prepared
+    from benchmark.console import console, datasets_table
     from benchmark.registry import dataset_cards, entries
 
-    table = Table(title="datasets")
-    for header in ("name", "title", "tasks", "labels", "protocol", "prepared", "card"):
-        table.add_column(header)
-    files = entries("datasets")
-    for name, card in dataset_cards().items():
-        table.add_row(
-            name, card.title, ",".join(card.tasks), str(len(card.labels) or "-"), card.protocol.kind,
-            "yes" if is_prepared(card) else "no", str(files[name]),
-        )  # fmt: skip
-    console.print(table)
+    console.print(datasets_table(dataset_cards(), entries("datasets")))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.console import console, results_table
+    from benchmark.config import parse_overrides
+    from benchmark.console import console, print_run_link, results_table
     from benchmark.track.experiment import RunRequest, run_experiment
 
     request = RunRequest(
@@ -71,23 +60,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     summary = run_experiment(request)
     console.print(results_table(summary))
-    console.print(f"MLflow run {summary.run_id}; browse it with `python -m benchmark ui`")
+    print_run_link(summary.run_id)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from benchmark.console import console, metrics_table
+    from benchmark.console import console, evaluation_table, print_run_link
     from benchmark.track.evaluation import evaluate_run
 
     summary = evaluate_run(args.run_id, args.dataset, args.fold)
-    title = f"run {summary.source_run} (fold {summary.source_fold}) on {args.dataset}"
-    console.print(metrics_table(title, summary.metrics))
-    console.print(f"MLflow run {summary.run_id}; browse it with `python -m benchmark ui`")
+    console.print(evaluation_table(summary, args.dataset))
+    print_run_link(summary.run_id)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from benchmark.console import console
+    from benchmark.console import console, print_compare_notes
     from benchmark.track.compare import DEFAULT_METRICS, comparison_table, run_compare
 
     report = run_compare(
@@ -102,13 +90,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         protocol=args.protocol,
     )
     console.print(comparison_table(report))
-    for note in report.skipped:
-        console.print(f"skipped: {note}", markup=False)
-    for note in report.notes:
-        console.print(f"note: {note}", markup=False, soft_wrap=True)
-    console.print(
-        f"MLflow run {report.logged_run_id} (kind=comparison); browse it with `python -m benchmark ui`"
-    )
+    print_compare_notes(report)
     return 0
 
 
@@ -127,41 +109,16 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_overrides(pairs: Sequence[str]) -> dict:
-    """`--set training.batch_size=4 --set decoder.regime=lora` -> a nested mapping (YAML values)."""
-    import yaml
-
-    overrides: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise BenchmarkError(f"--set {pair!r}: expected KEY=VALUE, e.g. training.batch_size=4")
-        *parents, leaf = key.split(".")
-        node = overrides
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return overrides
-
-
 def cmd_ui(args: argparse.Namespace) -> int:
-    from benchmark.console import console, error_console
+    from functools import partial
+
+    from benchmark.console import error_console, print_ui_ready
     from benchmark.track.tracking import load_mlflow_config
-    from benchmark.track.ui import ReadyUI, serve_ui
+    from benchmark.track.ui import serve_ui
 
     config = load_mlflow_config()
-
-    def ready(ui: ReadyUI) -> None:
-        for line in (
-            f"MLflow UI of {config.tracking_uri}: {ui.url}",
-            f"  runs of experiment '{config.experiment}': {ui.runs_url}",
-            f"  server output: {ui.log}",
-            "Ctrl-C stops it.",
-        ):
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
-
     try:
-        serve_ui(config, args.host, args.port, on_ready=ready)
+        serve_ui(config, args.host, args.port, on_ready=partial(print_ui_ready, config))
     except Stopped as stop:  # the way `ui` is meant to end
         error_console.print(f"stopped by {stop.name}; the MLflow UI server has ended", soft_wrap=True)
         return stop.exit_code
@@ -176,7 +133,7 @@ def cmd_systems(args: argparse.Namespace) -> int:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-    from benchmark.console import console, summary_table
+    from benchmark.console import print_prepare_report
     from benchmark.data.prepare import prepare_corpus
     from benchmark.registry import load_dataset_card
 
@@ -188,18 +145,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     report = prepare_corpus(
         card, Path(args.root).expanduser(), Path(args.out) if args.out else None, args.strict
     )
-    console.print(
-        summary_table(f"{card.title}: manifests in {report.out_dir}", card.labels, report.summaries)
-    )
-    if report.dropped:
-        dropped = ", ".join(f"{label}={count}" for label, count in sorted(report.dropped.items()))
-        console.print(f"dropped on purpose (labels outside the task): {dropped}")
-    if report.issues:
-        console.print(
-            f"[yellow]skipped {len(report.issues)} bad row(s)[/]; listed in {report.out_dir / 'issues.tsv'}"
-        )
-        for issue in report.issues[:5]:
-            console.print(f"  {issue}")
+    print_prepare_report(report)
     return 0
 
 
@@ -226,7 +172,7 @@ def planned(verb: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise BenchmarkError(
             f"`{verb}` ({PLANNED[verb]}) is not implemented yet in this version",
-            hint="see the roadmap in README.md; `data` and `doctor` work now",
+            hint="see the roadmap in README.md; the other verbs of `python -m benchmark --help` work now",
         )
 
     return run
@@ -399,9 +345,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from rich.markup import escape
-
-    from benchmark.console import error_console
+    from benchmark.console import print_error, print_stopped
     from benchmark.registry import add_registry
 
     args = build_parser().parse_args(argv)
@@ -411,10 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 add_registry(Path(folder))
             return args.func(args)
     except BenchmarkError as err:
-        # soft_wrap: one line however long, as a log or a test reads it.
-        error_console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
-        if err.hint:
-            error_console.print(f"  hint: {err.hint}", highlight=False, markup=False, soft_wrap=True)
+        print_error(err)
         return 2
     except Stopped as err:  # SIGINT or SIGTERM; the open runs have already ended KILLED
         why, code = f"stopped by {err.name}", err.exit_code
@@ -423,8 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Out of the handler the unwound frames are released; collecting them closes the progress bars
     # they held, so the message below starts on a line of its own.
     gc.collect()
-    killed = f"; MLflow run(s) marked KILLED: {', '.join(killed_runs)}" if killed_runs else ""
-    error_console.print(f"{why}{killed}", highlight=False, markup=False, soft_wrap=True)
+    print_stopped(why, killed_runs)
     return code
 
 

@@ -1,13 +1,15 @@
-"""Typed, validated configuration: YAML files in, pydantic models out.
+"""Typed, validated configuration: YAML files in, pydantic models out, and the overrides on top.
 
-Every registry entry (dataset cards now; systems and studies later) is a YAML file checked by a
-pydantic model with `extra="forbid"`, so a misspelt field is an error that names the file and the
-field instead of a silently ignored key.
+Dataset cards (`datasets/`) and system variants (`models/`) are YAML files checked by pydantic
+models with `extra="forbid"`, so a misspelt field is an error that names the file and the field
+instead of a silently ignored key. Changes on top of a file (`--set KEY=VALUE`, `--beta`, a
+backbone's profile) are nested mappings deep-merged over its fields and validated again.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -336,6 +338,39 @@ class SystemConfig(StrictModel):
                 if missing := needs[task] - set(self.targets):
                     raise ValueError(f"stage '{stage.name}' task '{task}' needs targets {sorted(missing)}")
         return self
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """`--set training.batch_size=4 --set decoder.regime=lora` -> a nested mapping (YAML values).
+
+    A dotted key names nested mappings only; a list field such as `stages` is given whole, as a
+    YAML flow list (`--set 'stages=[{...}]'`).
+    """
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BenchmarkError(f"--set {pair!r}: expected KEY=VALUE, e.g. training.batch_size=4")
+        *parents, leaf = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return overrides
+
+
+def override_system(system: SystemConfig, overrides: dict[str, Any]) -> SystemConfig:
+    """`system` with `overrides` deep-merged over its fields (`merge_configs`) and validated again.
+
+    The error of a bad value names the overrides it came from, not the system's file, which was
+    valid on its own. `name` and `inherits` cannot change: the name is the run's identity.
+    """
+    if not overrides:
+        return system
+    if "name" in overrides or "inherits" in overrides:
+        raise BenchmarkError(f"overrides of system '{system.name}' cannot change 'name' or 'inherits'")
+    merged = merge_configs(system.model_dump(), overrides)
+    return validate(SystemConfig, merged, f"system '{system.name}' with overrides {overrides}")
 
 
 def merge_configs(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:

@@ -1,17 +1,26 @@
-"""Terminal tables for the CLI (rich), kept apart so that the modules only return data."""
+"""What the CLI prints (rich tables and lines), kept apart so that the modules only return data."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from benchmark.config import SystemConfig
-from benchmark.data.prepare import SplitSummary
+from benchmark.config import DatasetCard, SystemConfig
+from benchmark.data.prepare import PrepareReport, SplitSummary, is_prepared
+from benchmark.errors import BenchmarkError
 from benchmark.track.environment import Check
+
+if TYPE_CHECKING:
+    from benchmark.track.compare import CompareReport
+    from benchmark.track.evaluation import EvaluationSummary
+    from benchmark.track.tracking import MlflowConfig
+    from benchmark.track.ui import ReadyUI
 
 # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns, so tables
 # with paths stay readable.
@@ -43,6 +52,35 @@ def summary_table(title: str, labels: Sequence[str], rows: Sequence[SplitSummary
         *(str(sum(r.labels[c] for r in rows)) for c in columns),
     )
     return table
+
+
+def datasets_table(cards: Mapping[str, DatasetCard], files: Mapping[str, Path]) -> Table:
+    """One row per dataset card: what it holds, its protocol, and whether its manifests exist."""
+    table = Table(title="datasets")
+    for header in ("name", "title", "tasks", "labels", "protocol", "prepared", "card"):
+        table.add_column(header)
+    for name, card in cards.items():
+        table.add_row(
+            name, card.title, ",".join(card.tasks), str(len(card.labels) or "-"), card.protocol.kind,
+            "yes" if is_prepared(card) else "no", str(files[name]),
+        )  # fmt: skip
+    return table
+
+
+def print_prepare_report(report: PrepareReport) -> None:
+    """The new manifests per split, the labels dropped on purpose and the first rows skipped."""
+    card = report.card
+    title = f"{card.title}: manifests in {report.out_dir}"
+    console.print(summary_table(title, card.labels, report.summaries))
+    if report.dropped:
+        dropped = ", ".join(f"{label}={count}" for label, count in sorted(report.dropped.items()))
+        console.print(f"dropped on purpose (labels outside the task): {dropped}")
+    if report.issues:
+        console.print(
+            f"[yellow]skipped {len(report.issues)} bad row(s)[/]; listed in {report.out_dir / 'issues.tsv'}"
+        )
+        for issue in report.issues[:5]:
+            console.print(f"  {issue}")
 
 
 def checks_table(checks: Sequence[Check]) -> Table:
@@ -121,6 +159,52 @@ def results_table(summary) -> Table:
             n: f"{_metric(n, summary.mean[n])} ± {_metric(n, summary.std[n])}" for n in summary.mean
         }
     return metrics_table(f"{summary.system.name} (beta {summary.system.beta:g})", columns)
+
+
+def evaluation_table(summary: EvaluationSummary, dataset: str) -> Table:
+    """The metrics of a zero-shot evaluation, titled by the run and fold whose model was scored."""
+    title = f"run {summary.source_run} (fold {summary.source_fold}) on {dataset}"
+    return metrics_table(title, summary.metrics)
+
+
+def print_run_link(run_id: str, kind: str = "") -> None:
+    """Where the MLflow run just logged can be browsed."""
+    kind = f" (kind={kind})" if kind else ""
+    console.print(f"MLflow run {run_id}{kind}; browse it with `python -m benchmark ui`")
+
+
+def print_compare_notes(report: CompareReport) -> None:
+    """What `compare` skipped or wants read with its table, and the run it logged."""
+    for note in report.skipped:
+        console.print(f"skipped: {note}", markup=False)
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
+    print_run_link(report.logged_run_id, "comparison")
+
+
+def print_ui_ready(config: MlflowConfig, ui: ReadyUI) -> None:
+    """Where the MLflow UI serves the configured store, once it answers."""
+    for line in (
+        f"MLflow UI of {config.tracking_uri}: {ui.url}",
+        f"  runs of experiment '{config.experiment}': {ui.runs_url}",
+        f"  server output: {ui.log}",
+        "Ctrl-C stops it.",
+    ):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_error(err: BenchmarkError) -> None:
+    """A user mistake as one line and its hint; soft_wrap keeps each one line however long, as a
+    log or a test reads it."""
+    error_console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
+    if err.hint:
+        error_console.print(f"  hint: {err.hint}", highlight=False, markup=False, soft_wrap=True)
+
+
+def print_stopped(why: str, killed_runs: Sequence[str]) -> None:
+    """Why the command stopped early, and the MLflow runs that were marked KILLED."""
+    killed = f"; MLflow run(s) marked KILLED: {', '.join(killed_runs)}" if killed_runs else ""
+    error_console.print(f"{why}{killed}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _metric(name: str, value: float) -> str:

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmark.config import DatasetCard, SystemConfig, load_yaml, merge_configs, validate
+from benchmark.config import DatasetCard, SystemConfig, load_yaml, merge_configs, override_system, validate
 from benchmark.errors import BenchmarkError
 
 Kind = Literal["models", "datasets", "studies"]
@@ -110,22 +110,16 @@ def _system_data(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
 def load_system(name: str, overrides: dict[str, Any] | None = None) -> SystemConfig:
     """One system from `models/NAME.yaml`, parents resolved, with `overrides` merged last.
 
-    Overrides are CLI-style changes such as `{"beta": 1e-3}` or `{"training": {"batch_size": 4}}`;
-    the file is validated on its own first, so an error blames the file or the override it
-    really comes from.
+    Overrides are CLI-style changes such as `{"beta": 1e-3}` or `{"training": {"batch_size": 4}}`
+    (`benchmark.config.override_system`); the file is validated on its own first, so an error
+    blames the file or the override it really comes from.
     """
     path = find("models", name)
     data = _system_data(name)
     config = validate(SystemConfig, data, path)
     if config.name != name:
         raise BenchmarkError(f"{path}: field 'name' is '{config.name}' but the file is named '{name}'")
-    if not overrides:
-        return config
-    if "name" in overrides or "inherits" in overrides:
-        raise BenchmarkError(f"overrides of system '{name}' cannot change 'name' or 'inherits'")
-    return validate(
-        SystemConfig, merge_configs(data, overrides), f"system '{name}' with overrides {overrides}"
-    )
+    return override_system(config, overrides or {})
 
 
 def paper_order(config: SystemConfig) -> tuple[float, ...]:

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from benchmark.config import DecoderSettings, validate
 from benchmark.errors import BenchmarkError
 from benchmark.nn.decoder import (
     IGNORE_INDEX,
     SYSTEM_PROMPT,
-    DecoderConfig,
     SpeechLLMDecoder,
     build_decoder,
 )
@@ -21,7 +21,7 @@ TARGET = "Transcript: hello world\nEmotion: angry"
 
 def make_decoder(regime: str = "full", seed: int = 0) -> SpeechLLMDecoder:
     torch.manual_seed(seed)
-    return build_decoder(DecoderConfig(backbone="tiny", regime=regime)).eval()
+    return build_decoder(DecoderSettings(regime=regime), backbone="tiny").eval()
 
 
 def speech(batch: int, frames: int, lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,9 +62,9 @@ def test_tokenizer_round_trips_and_carries_the_llama3_chat_template():
 
 def test_config_rejects_unknown_choices():
     with pytest.raises(BenchmarkError, match="backbone"):
-        DecoderConfig(backbone="huge")
+        build_decoder(DecoderSettings(), backbone="huge")
     with pytest.raises(BenchmarkError, match="regime"):
-        DecoderConfig(regime="adapters")
+        validate(DecoderSettings, {"regime": "adapters"}, "decoder")
 
 
 def test_splicing_puts_speech_at_the_placeholders_and_loss_on_the_response():

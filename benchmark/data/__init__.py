@@ -1,1 +1,3 @@
-"""Data layer: manifests, corpus readers, audio I/O, the demo corpus, batching."""
+"""Data: manifests, corpus readers, audio I/O, acoustic cues, the demo corpus, batching, and the
+data contracts: prediction records, tasks and their response format, training/inference examples,
+and the feature cache (the encoder's outputs on disk, for any encoder)."""

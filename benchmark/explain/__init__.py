@@ -1,1 +1,2 @@
-"""Explanations: acoustic cues, descriptor faithfulness, saliency-linked cue reports."""
+"""Explanations: descriptor faithfulness, whether what a generated descriptor says about the voice
+(pitch, energy, speed, gender) agrees with the utterance's measured acoustic cues."""

@@ -14,7 +14,7 @@ encoder features while the Softplus std starts near 0.7: the sampled z would be 
 can grow its mean. He (Kaiming) init for the GELU layers and 1/sqrt(fan_in) for the mean head keep
 mu at the scale of the features, of the order of the N(0, I) prior. On the demo corpus this took
 the five-fold WER of `full` from 0.51 +- 0.09 to 0.33 +- 0.03 at the same UA (0.68). Those were
-test folds; on validation data only (`benchmarks/demo_recipe.py`: fold 1, chosen on group 2) the
+test folds; on validation data only (`measurements/demo_recipe.py`: fold 1, chosen on group 2) the
 default init (`bottleneck.init: pytorch`) gave UA 0.66 and WER 0.65 against 0.74 and 0.54.
 
 How the VIB loss is reduced over a batch (`BottleneckConfig.loss_reduction`, `vib_loss`): eq. 2

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from benchmark.config import DecoderSettings, TinyLLMSettings
 from benchmark.errors import BenchmarkError
 from benchmark.nn.hub import PAPER_CHECKPOINTS, require_checkpoint
 from benchmark.nn.tokenizer import END_OF_TEXT, EOT, load_tokenizer
@@ -36,34 +37,8 @@ USER_PROMPT = (
     "Please caption the input audio according to content and speech descriptor-related information."
 )
 IGNORE_INDEX = -100  # label of positions outside the response; torch's cross-entropy skips it
-
-
-@dataclass
-class DecoderConfig:
-    """The LM and how it trains.
-
-    `regime="lora"` (the paper) trains LoRA adapters on the attention projections only, with the
-    paper-style r=8, alpha=32, dropout 0.05; `regime="full"` trains every LM weight, which is what a
-    random `tiny` LM needs to learn anything. The `tiny_*` sizes make a random Llama for tests.
-    """
-
-    backbone: str = "tiny"
-    regime: str = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    paper_dtype: str = "bfloat16"
-    tiny_hidden_size: int = 64
-    tiny_num_layers: int = 2
-    tiny_num_heads: int = 4
-    tiny_intermediate_size: int = 128
-
-    def __post_init__(self) -> None:
-        if self.backbone not in ("tiny", "paper"):
-            raise BenchmarkError(f"unknown decoder backbone {self.backbone!r}", hint="use 'tiny' or 'paper'")
-        if self.regime not in ("lora", "full"):
-            raise BenchmarkError(f"unknown decoder regime {self.regime!r}", hint="use 'lora' or 'full'")
+# Llama-3.1-8B-Instruct is released in bfloat16; float32 would double its memory for nothing.
+PAPER_DTYPE = torch.bfloat16
 
 
 @dataclass
@@ -123,14 +98,14 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase) -> PromptIds:
     return PromptIds(*pieces)
 
 
-def _tiny_lm(config: DecoderConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+def _tiny_lm(sizes: TinyLLMSettings, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
     lm_config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=config.tiny_hidden_size,
-        intermediate_size=config.tiny_intermediate_size,
-        num_hidden_layers=config.tiny_num_layers,
-        num_attention_heads=config.tiny_num_heads,
-        num_key_value_heads=config.tiny_num_heads,
+        hidden_size=sizes.hidden_size,
+        intermediate_size=sizes.intermediate_size,
+        num_hidden_layers=sizes.num_layers,
+        num_attention_heads=sizes.num_heads,
+        num_key_value_heads=sizes.num_heads,
         max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -301,24 +276,28 @@ class SpeechLLMDecoder(nn.Module):
         return texts
 
 
-def build_decoder(config: DecoderConfig) -> SpeechLLMDecoder:
-    """The decoder of `config.backbone`, wrapped in LoRA (peft) when `config.regime` is `lora`.
+def build_decoder(settings: DecoderSettings, backbone: str) -> SpeechLLMDecoder:
+    """The LM of `backbone` ("tiny" or "paper"), wrapped in LoRA (peft) when `settings.regime` is `lora`.
 
-    `tiny` is randomly initialised from torch's global RNG (seed it for reproducible tests);
-    `paper` loads Llama-3.1-8B-Instruct from the local checkpoint (`benchmark.nn.hub`).
+    `lora` (the paper) trains LoRA adapters on the attention projections only; `full` trains every
+    LM weight, which is what a random `tiny` LM needs to learn anything. `tiny` is a random Llama
+    of `settings.tiny`'s sizes, initialised from torch's global RNG (seed it for reproducible
+    tests); `paper` loads Llama-3.1-8B-Instruct from the local checkpoint (`benchmark.nn.hub`).
     """
-    tokenizer = load_tokenizer(config.backbone)
-    if config.backbone == "tiny":
-        lm = _tiny_lm(config, tokenizer)
+    if backbone not in ("tiny", "paper"):
+        raise BenchmarkError(f"unknown decoder backbone {backbone!r}", hint="use 'tiny' or 'paper'")
+    tokenizer = load_tokenizer(backbone)
+    if backbone == "tiny":
+        lm = _tiny_lm(settings.tiny, tokenizer)
     else:
         path = require_checkpoint(PAPER_CHECKPOINTS["llama-3.1-8b-instruct"])
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, config.paper_dtype))
-    if config.regime == "lora":
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=PAPER_DTYPE)
+    if settings.regime == "lora":
         lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.lora_target_modules),
+            r=settings.lora_r,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.lora_dropout,
+            target_modules=list(settings.lora_target_modules),
             task_type="CAUSAL_LM",
         )
         lm = get_peft_model(lm, lora)

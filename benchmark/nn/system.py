@@ -41,7 +41,7 @@ from torch import nn
 from benchmark.config import Module, SystemConfig
 from benchmark.nn.adapter import FeatureAdapter
 from benchmark.nn.bottleneck import LossReduction, VariationalBottleneck, VIBTerm, WeightedLayerSum, vib_loss
-from benchmark.nn.decoder import DecoderConfig, SpeechLLMDecoder, build_decoder, response_token_cross_entropy
+from benchmark.nn.decoder import SpeechLLMDecoder, build_decoder, response_token_cross_entropy
 
 MODULE_GROUPS: tuple[Module, ...] = ("content", "descriptor", "llm")
 
@@ -236,19 +236,5 @@ def build_system(
 
     `num_layers` counts the encoder's hidden states (L+1) and `encoder_dim` is their width.
     """
-    settings = system.decoder
-    decoder = build_decoder(
-        DecoderConfig(
-            backbone=backbone,
-            regime=settings.regime,
-            lora_r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
-            lora_dropout=settings.lora_dropout,
-            lora_target_modules=tuple(settings.lora_target_modules),
-            tiny_hidden_size=settings.tiny.hidden_size,
-            tiny_num_layers=settings.tiny.num_layers,
-            tiny_num_heads=settings.tiny.num_heads,
-            tiny_intermediate_size=settings.tiny.intermediate_size,
-        )
-    )
+    decoder = build_decoder(system.decoder, backbone)
     return SpeechEmotionCaptioner(system, num_layers, encoder_dim, decoder)

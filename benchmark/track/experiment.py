@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from benchmark.config import DatasetCard, SystemConfig, benchmark_home, merge_configs
+from benchmark.config import DatasetCard, SystemConfig, benchmark_home, override_system
 from benchmark.data.examples import Example, examples_of
 from benchmark.data.manifest import Utterance
 from benchmark.data.prepare import is_prepared, load_split, manifest_digest, prepared_dir
@@ -70,7 +70,7 @@ SYSTEM_ARTIFACT = Path("model/system.pt")  # in each fold run of an LLM system
 
 @dataclass
 class RunRequest:
-    """Everything `benchmark run` was asked for; `overrides` are merged into the system YAML."""
+    """Everything `benchmark run` was asked for; `overrides` are the `--set` ones (`resolve_system`)."""
 
     system: str
     beta: float | None = None
@@ -97,26 +97,32 @@ class RunSummary:
 
 
 def resolve_system(request: RunRequest, backbone: Backbone) -> SystemConfig:
-    """The system YAML with `--beta`, the backbone's decoder regime, learning rate and epochs
-    (`benchmark.nn.backbones`), user overrides and `--epochs` applied, in that order."""
-    overrides: dict[str, Any] = {}
-    if backbone.decoder_regime is not None:
-        overrides["decoder"] = {"regime": backbone.decoder_regime}
+    """The system a run trains: its YAML with four layers of overrides on top, each deep-merged
+    over the result of the ones before (`benchmark.config.override_system`), so the later wins:
+
+        system YAML < backbone profile < --beta < --set < --epochs
+
+    1. `models/<system>.yaml`, its `inherits:` chain resolved.
+    2. The backbone's profile (`Backbone.overrides`): `demo` and `tiny` train every LLM weight
+       (`decoder.regime: full`); `demo` trains every stage at its learning rate for a multiple of
+       the YAML's epochs.
+    3. `--beta`.
+    4. `--set KEY=VALUE` (`benchmark.config.parse_overrides`). Mappings merge key by key, so
+       `--set decoder.lora_r=4` keeps the profile's decoder regime; lists are replaced whole, so
+       `--set 'stages=[...]'` trains exactly the stages given, their learning rates and epochs
+       included.
+    5. `--epochs`: the epochs of every stage and of the SSL heads.
+
+    `--set` and `--epochs` make the run's `recipe` tag `custom` (`run_experiment`).
+    """
+    system = load_system(request.system)
+    system = override_system(system, backbone.overrides(system))
     if request.beta is not None:
-        overrides["beta"] = request.beta
-    system = load_system(request.system, merge_configs(overrides, request.overrides))
-    if backbone.stage_lr is not None or backbone.epoch_scale != 1:
-        stages = [
-            stage.model_copy(
-                update={"lr": backbone.stage_lr or stage.lr, "epochs": stage.epochs * backbone.epoch_scale}
-            )
-            for stage in system.stages
-        ]
-        system = system.model_copy(update={"stages": stages})
-    if request.epochs is not None:  # every stage (or the SSL heads), e.g. a quick smoke run with --epochs 1
-        stages = [stage.model_copy(update={"epochs": request.epochs}) for stage in system.stages]
-        ssl = system.ssl.model_copy(update={"epochs": request.epochs})
-        system = system.model_copy(update={"stages": stages, "ssl": ssl})
+        system = override_system(system, {"beta": request.beta})
+    system = override_system(system, request.overrides)
+    if request.epochs is not None:  # e.g. a quick smoke run with --epochs 1
+        stages = [{**stage.model_dump(), "epochs": request.epochs} for stage in system.stages]
+        system = override_system(system, {"stages": stages, "ssl": {"epochs": request.epochs}})
     return system
 
 

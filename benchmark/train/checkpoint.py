@@ -16,43 +16,19 @@ The frozen base LLM is not saved: it is rebuilt from its own checkpoint.
 
 from __future__ import annotations
 
-import random
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from benchmark.data.builds import atomic_file
 from benchmark.errors import BenchmarkError
 from benchmark.nn.system import SpeechEmotionCaptioner
 from benchmark.train.engine import DeepSpeedEngine, PlainEngine
+from benchmark.train.rng import rng_state
 
 CHECKPOINT = "last.pt"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # seeds every CUDA device too
-
-
-def rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": np.random.get_state(),
-        "random": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["random"])
 
 
 def _group_parameters(model: SpeechEmotionCaptioner) -> dict[str, torch.nn.Parameter]:

@@ -19,7 +19,7 @@ term on layer 2 keeps the prosody that CTC alone would discard. The input is the
 (`DO_NORMALIZE = False`), so absolute loudness reaches the features.
 
 The build time, the backbone's own CTC WER and its emotion probe, and the alternatives that were
-tried, are measured by `benchmarks/demo_backbone_probe.py` and reported in the README.
+tried, are measured by `measurements/demo_backbone_probe.py` and reported in the README.
 
 The build is deterministic per (seed, size, steps) and cached under
 `benchmark_home()/backbones/demo/`. It is written to a hidden temporary folder renamed into place at

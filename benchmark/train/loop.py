@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 from benchmark.config import StageConfig, Task
 from benchmark.data.examples import Example
 from benchmark.nn.system import SpeechEmotionCaptioner, SystemOutput
-from benchmark.train.checkpoint import load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from benchmark.train.checkpoint import load_checkpoint, save_checkpoint
 from benchmark.train.data import check_stage_rows, collate, epoch_plan
 from benchmark.train.engine import build_engine, init_distributed, training_device
+from benchmark.train.rng import seed_everything, set_rng_state
 from benchmark.train.schedule import build_scheduler
 
 LogFn = Callable[[dict[str, float], int], None]

@@ -28,9 +28,9 @@ from benchmark.data.batching import LengthBucketSampler
 from benchmark.data.examples import Example, pad_features
 from benchmark.nn.encoder import SpeechEncoder, TopLayers, resolve_finetune_layers
 from benchmark.nn.ssl_baseline import SSLBaseline, SSLOutput
-from benchmark.train.checkpoint import seed_everything
 from benchmark.train.engine import training_device
 from benchmark.train.loop import LogFn
+from benchmark.train.rng import seed_everything
 from benchmark.train.schedule import warmup_steps
 
 ENCODER_WARMUP = 0.1  # fraction of the steps over which the encoder layers' rate rises to its peak

@@ -6,7 +6,7 @@ draws it anew otherwise, in a random template: a model right about most of the v
 it its own way. 2% give no descriptor. The Java start-ups (PTB tokenizer, METEOR) are included,
 as in an evaluation.
 
-    python benchmarks/captioning_speed.py [--pairs 1000] [--seed 0]
+    python measurements/captioning_speed.py [--pairs 1000] [--seed 0]
 """
 
 from __future__ import annotations

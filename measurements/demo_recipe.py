@@ -7,7 +7,7 @@ paper's epochs (`benchmark.nn.backbones`), and the IB-VAE starts from a scale-pr
 recipe and its neighbours, and prints the validation metrics side by side. Test metrics are
 logged by each run as usual but not shown: nothing here may be chosen on them.
 
-    python benchmarks/demo_recipe.py [--variants current,lr2e-3,scale4,pytorch-init] [--fold 1]
+    python measurements/demo_recipe.py [--variants current,lr2e-3,scale4,pytorch-init] [--fold 1]
 
 Each variant is an MLflow run of its own (backbone `demo-<variant>`), so the table can be
 rebuilt from the tracking store; one variant takes about as long as the README's main command.

@@ -6,7 +6,7 @@ evaluation corpus and tested on group 5 (unweighted accuracy = mean per-class re
 statistics go through the same probe as a reference. Content: greedy CTC word error rate of the
 demo backbone's own head on the group-5 transcripts, sentences it has never heard.
 
-    python benchmarks/demo_backbone_probe.py [--manifest PATH/all.jsonl]
+    python measurements/demo_backbone_probe.py [--manifest PATH/all.jsonl]
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ a chosen shape, one engine per subprocess so that each peak memory is its own, a
 of utterances/s, response tokens/s and peak memory (GPU: torch's peak allocation; CPU: the
 process's maximum resident set size).
 
-    python benchmarks/train_throughput.py                      # tiny shapes, CPU, all engines
-    python benchmarks/train_throughput.py --engines plain --utterances 128 --frames 250
+    python measurements/train_throughput.py                      # tiny shapes, CPU, all engines
+    python measurements/train_throughput.py --engines plain --utterances 128 --frames 250
 """
 
 from __future__ import annotations
