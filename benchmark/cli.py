@@ -77,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from benchmark.console import console, metrics_table
-    from benchmark.track.evaluation import evaluate_run
+    from benchmark.track.zero_shot import evaluate_run
 
     summary = evaluate_run(args.run_id, args.dataset, args.fold)
     title = f"run {summary.source_run} (fold {summary.source_fold}) on {args.dataset}"
@@ -116,7 +116,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from benchmark.data.builds import atomic_file
-    from benchmark.track.leaderboard import build_boards, render
+    from benchmark.track.leaderboard import build_boards
+    from benchmark.track.render import render
 
     # --out is opened before the boards are built, so an unwritable path fails before the slow part.
     with atomic_file(Path(args.out)) if args.out else nullcontext(sys.stdout) as handle:
@@ -146,7 +147,7 @@ def parse_overrides(pairs: Sequence[str]) -> dict:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from benchmark.console import console, error_console
-    from benchmark.track.tracking import load_mlflow_config
+    from benchmark.track.store import load_mlflow_config
     from benchmark.track.ui import ReadyUI, serve_ui
 
     config = load_mlflow_config()

@@ -39,7 +39,9 @@ T = TypeVar("T")
 OWNER_HOST, OWNER_PID = "owner.host", "owner.pid"
 OWNER_START, HEARTBEAT = "owner.process_start", "owner.heartbeat"
 RUNNING = RunStatus.to_string(RunStatus.RUNNING)
+FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 FAILED = RunStatus.to_string(RunStatus.FAILED)
+KILLED = RunStatus.to_string(RunStatus.KILLED)
 # Busy-store retries: 0.05 s doubling to 2 s between tries, for at most this long in all.
 RETRY_SECONDS = 60.0
 # Two starts of one process are the same process when their recorded start times agree this closely.
