@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from benchmark.console import console, evaluation_table, print_run_link
-    from benchmark.track.evaluation import evaluate_run
+    from benchmark.track.zero_shot import evaluate_run
 
     summary = evaluate_run(args.run_id, args.dataset, args.fold)
     console.print(evaluation_table(summary, args.dataset))
@@ -98,7 +98,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from benchmark.data.builds import atomic_file
-    from benchmark.track.leaderboard import build_boards, render
+    from benchmark.track.leaderboard import build_boards
+    from benchmark.track.render import render
 
     # --out is opened before the boards are built, so an unwritable path fails before the slow part.
     with atomic_file(Path(args.out)) if args.out else nullcontext(sys.stdout) as handle:
@@ -113,7 +114,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from functools import partial
 
     from benchmark.console import error_console, print_ui_ready
-    from benchmark.track.tracking import load_mlflow_config
+    from benchmark.track.store import load_mlflow_config
     from benchmark.track.ui import serve_ui
 
     config = load_mlflow_config()

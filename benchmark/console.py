@@ -18,9 +18,9 @@ from benchmark.track.environment import Check
 
 if TYPE_CHECKING:
     from benchmark.track.compare import CompareReport
-    from benchmark.track.evaluation import EvaluationSummary
-    from benchmark.track.tracking import MlflowConfig
+    from benchmark.track.store import MlflowConfig
     from benchmark.track.ui import ReadyUI
+    from benchmark.track.zero_shot import EvaluationSummary
 
 # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns, so tables
 # with paths stay readable.

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmark.track.tracking import MlflowConfig
+from benchmark.track.store import MlflowConfig
 from benchmark.track.ui import start_ui, stop_ui, wait_ready
 
 

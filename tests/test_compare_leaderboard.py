@@ -25,10 +25,12 @@ from benchmark.cli import main
 from benchmark.data.records import PredictionRecord
 from benchmark.eval.metrics import asr_scores, ser_scores
 from benchmark.registry import load_system, system_configs
-from benchmark.track.leaderboard import build_board, load_published, render
+from benchmark.track.leaderboard import build_board
 from benchmark.track.protocol import RunProtocol
+from benchmark.track.published import load_published
 from benchmark.track.records import load_run_records
-from benchmark.track.tracking import load_mlflow_config
+from benchmark.track.render import render
+from benchmark.track.store import load_mlflow_config
 
 LABELS = ["neutral", "happy", "angry", "sad"]  # datasets/demo.yaml
 SYSTEMS = ("ssl-hubert", "no-fd")  # Table 2 rows 1 and 4; no-fd is the baseline of the "*" marker

@@ -20,9 +20,9 @@ from benchmark.eval.predict import predict
 from benchmark.nn.backbones import get_backbone
 from benchmark.nn.system import build_system
 from benchmark.registry import load_dataset_card
-from benchmark.track.evaluation import evaluate_run
 from benchmark.track.experiment import RunRequest, resolve_system, run_experiment
 from benchmark.track.records import load_run_records
+from benchmark.track.zero_shot import evaluate_run
 from benchmark.train.checkpoint import export_trained_system, load_group_weights
 from benchmark.train.loop import train
 

@@ -56,7 +56,7 @@ def test_score_records_fills_the_reference_language_of_the_logged_records(scored
     records, _ = scored
     # the rows' languages; a row without one has the card's (zh)
     assert [r["language"] for r in records] == ["zh", "en", "zh", "en", "zh"]
-    logged = [PredictionRecord(**r) for r in records]  # as experiment.py and evaluation.py log them
+    logged = [PredictionRecord(**r) for r in records]  # as experiment.py and zero_shot.py log them
     assert [r.language for r in logged] == ["zh", "en", "zh", "en", "zh"]
 
 

@@ -25,8 +25,9 @@ from benchmark.cli import main
 from benchmark.track import lifecycle
 from benchmark.track.experiment import RunRequest, run_experiment
 from benchmark.track.lifecycle import owner_gone, process_start, tracking_write
+from benchmark.track.runs import run_context
 from benchmark.track.signals import Stopped, signals_held, stop_on_signals
-from benchmark.track.tracking import EXPERIMENT_KIND, MlflowConfig, RunsConfig, run_context, tracking_setup
+from benchmark.track.store import EXPERIMENT_KIND, MlflowConfig, RunsConfig, tracking_setup
 
 RUN = ["run", "--system", "full", "--backbone", "tiny", "--epochs", "1", "--fold", "1"]
 

@@ -22,9 +22,11 @@ from benchmark.cli import main
 from benchmark.config import SystemConfig
 from benchmark.data.records import PredictionRecord, write_records
 from benchmark.registry import load_system
-from benchmark.track.leaderboard import build_board, build_boards, render
+from benchmark.track.leaderboard import build_board, build_boards
+from benchmark.track.lifecycle import FINISHED
 from benchmark.track.protocol import RunProtocol, describe_setup
-from benchmark.track.tracking import FINISHED, load_mlflow_config, tracking_setup
+from benchmark.track.render import render
+from benchmark.track.store import load_mlflow_config, tracking_setup
 
 LABELS = ["neutral", "happy", "angry", "sad"]  # datasets/demo.yaml
 UTTERANCES = 40

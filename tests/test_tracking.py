@@ -19,21 +19,20 @@ from mlflow_server import search_runs, serving
 from benchmark.config import load_yaml, validate
 from benchmark.data.records import PredictionRecord, read_records, write_records
 from benchmark.errors import BenchmarkError
-from benchmark.track import tracking
-from benchmark.track.records import load_run_records
-from benchmark.track.tracking import (
-    MlflowConfig,
-    find_runs,
+from benchmark.track.log import (
+    PARAM_LIMIT,
+    TRUNCATED,
     flatten_params,
-    load_mlflow_config,
     log_environment,
     log_figure,
     log_json,
     log_metrics,
     log_predictions,
-    run_context,
-    tracking_setup,
 )
+from benchmark.track.lookup import find_runs
+from benchmark.track.records import load_run_records
+from benchmark.track.runs import run_context
+from benchmark.track.store import REPO_CONFIG, MlflowConfig, load_mlflow_config, tracking_setup
 from benchmark.track.ui import ui_command
 
 CONFIG = {
@@ -94,7 +93,7 @@ def test_config_defaults_match_file_and_resolve_against_cwd(tmp_path: Path, monk
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("BENCHMARK_MLFLOW_EXPERIMENT", raising=False)
-    assert validate(MlflowConfig, load_yaml(tracking.REPO_CONFIG), "mlflow.yaml") == MlflowConfig()
+    assert validate(MlflowConfig, load_yaml(REPO_CONFIG), "mlflow.yaml") == MlflowConfig()
     config = load_mlflow_config()
     cwd = tmp_path.resolve()
     assert config.tracking_uri == f"sqlite:///{cwd}/mlruns/mlflow.db"
@@ -133,7 +132,7 @@ def test_flatten_params_dotted_and_truncated() -> None:
     assert flat["decoder.lora_r"] == "8"
     assert flat["decoder.lora_target_modules"] == '["q_proj", "v_proj"]'
     assert flat["stages.1.lr"] == "2e-05"
-    assert len(flat["notes"]) == tracking.PARAM_LIMIT and flat["notes"].endswith(tracking.TRUNCATED)
+    assert len(flat["notes"]) == PARAM_LIMIT and flat["notes"].endswith(TRUNCATED)
 
 
 def test_parent_and_nested_runs_finish_with_params_tags_artifacts(tracked: MlflowConfig, monkeypatch) -> None:
@@ -175,9 +174,7 @@ def test_parent_and_nested_runs_finish_with_params_tags_artifacts(tracked: Mlflo
         assert [m.value for m in client.get_metric_history(child_id, "train.loss")] == [1.0, 0.5, 1 / 3]
         assert "train.kl.descriptor" not in child.data.metrics
         assert [r.id for r in load_run_records(child_id, "test")] == ["a", "b"]
-    assert [r.info.run_id for r in find_runs(system="full", dataset="demo", config=tracked)] == [
-        run.info.run_id
-    ]
+    assert [r.info.run_id for r in find_runs(system="full", dataset="demo")] == [run.info.run_id]
 
 
 def test_exception_in_nested_run_fails_parent_and_reraises(tracked: MlflowConfig) -> None:
@@ -189,10 +186,8 @@ def test_exception_in_nested_run_fails_parent_and_reraises(tracked: MlflowConfig
             _ = 1 / 0
     assert status_of(ids["child"]) == "FAILED" and status_of(ids["parent"]) == "FAILED"
     assert mlflow.active_run() is None
-    assert find_runs(system="full", config=tracked) == []
-    assert [r.info.run_id for r in find_runs(system="full", status="FAILED", config=tracked)] == [
-        ids["parent"]
-    ]
+    assert find_runs(system="full") == []
+    assert [r.info.run_id for r in find_runs(system="full", status="FAILED")] == [ids["parent"]]
 
 
 def test_caught_nested_failure_still_fails_parent(tracked: MlflowConfig) -> None:
@@ -256,7 +251,7 @@ def _open_store(barrier, uri: str, results) -> None:
     config = load_mlflow_config().model_copy(update={"tracking_uri": uri})
     barrier.wait()
     try:
-        tracking.tracking_setup(config)
+        tracking_setup(config)
         results.put("ok")
     except Exception as err:  # the failure is the observation
         results.put(f"{type(err).__name__}: {err}")

@@ -20,7 +20,7 @@ import pytest
 from mlflow_server import free_port
 
 from benchmark.errors import BenchmarkError
-from benchmark.track.tracking import load_mlflow_config
+from benchmark.track.store import load_mlflow_config
 from benchmark.track.ui import ReadyUI, serve_ui, wait_ready
 
 

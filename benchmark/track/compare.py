@@ -3,7 +3,7 @@
 A paired test is only meaningful between runs that saw the same utterances the same way, so every
 comparison stays within one corpus setup (the `setup` tag of `benchmark.track.protocol`: dataset,
 train_with, validation, backbone, folds). The system config may differ between the runs compared;
-the setup may not. Which runs are compared:
+the setup may not. Which runs are compared (resolved by `benchmark.track.lookup`):
 
 - the baseline, named by system, is the latest FINISHED top-level *registry-recipe* run of that
   system on the dataset (`--dataset`, else the one dataset it has runs on), whatever its setup:
@@ -32,24 +32,20 @@ with no transcript target, read from the run's `targets` param) is skipped and s
 
 The comparison is logged as a top-level MLflow run tagged `kind=comparison` with the compared run
 ids as tags and params, metrics `compare.<system>.<metric>.<stat>` and the table as
-`comparison.csv` and `comparison.md`. It has no `system` tag, so `find_runs(system=...)` never
-mistakes it for a trained system.
+`comparison.csv` and `comparison.md`. It has no `system` tag, so `lookup.find_runs` never mistakes
+it for a trained system.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
-from mlflow import MlflowClient
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 from rich.table import Table
 
 from benchmark.data.records import PredictionRecord
@@ -69,19 +65,22 @@ from benchmark.eval.stats import (
     with_holm,
 )
 from benchmark.registry import load_dataset_card
-from benchmark.track.protocol import describe_setup, differing_fields
-from benchmark.track.records import load_run_records
-from benchmark.track.tracking import (
-    FINISHED,
-    load_mlflow_config,
-    log_metrics,
-    log_text,
-    run_context,
-    tracking_setup,
+from benchmark.track.log import log_metrics, log_text
+from benchmark.track.lookup import (
+    choose_protocol,
+    describe_run_setup,
+    find_runs,
+    latest_per_system,
+    refuse_unpaired,
+    resolve_baseline,
+    resolve_run,
+    setup_of,
 )
+from benchmark.track.records import load_run_records
+from benchmark.track.render import markdown_table
+from benchmark.track.runs import run_context
+from benchmark.track.store import load_mlflow_config, tracking_setup
 
-RUN_ID = re.compile(r"[0-9a-f]{32}")
-LEGACY = "legacy"
 DEFAULT_METRICS = ("ser.ua", "asr.wer")
 
 
@@ -187,258 +186,6 @@ class CompareReport:
     notes: list[str] = field(default_factory=list)  # how runs were chosen, where that needs saying
 
 
-# ---------------------------------------------------------------------------------------------
-# Which runs: one setup, the registry recipe unless asked otherwise (see the module docstring)
-# ---------------------------------------------------------------------------------------------
-
-
-def setup_of(run: Run) -> str:
-    """The run's `setup` tag; a run logged before setups were tagged gets `legacy:<dataset>:<backbone>`,
-    so such runs pair only with each other, and never across corpora or backbones."""
-    tags = run.data.tags
-    return tags.get("setup") or f"{LEGACY}:{tags.get('dataset', '?')}:{tags.get('backbone', '?')}"
-
-
-def is_legacy(run: Run) -> bool:
-    return "setup" not in run.data.tags
-
-
-def is_registry(run: Run) -> bool:
-    """Whether the run used the registry's system config (a legacy run, untagged, counts as one)."""
-    return run.data.tags.get("recipe") != "custom"
-
-
-def describe_run_setup(run: Run) -> str:
-    """The run's setup in words (`protocol.describe_setup`), for headings and refusals."""
-    tags = run.data.tags
-    if is_legacy(run):
-        return (
-            f"dataset {tags.get('dataset', '?')}, backbone {tags.get('backbone', '?')} "
-            "(no setup tag: logged before setups were recorded)"
-        )
-    return describe_setup(tags)
-
-
-def _short(run: Run) -> str:
-    return f"{run.info.run_id[:8]}…"
-
-
-def finished_runs(system: str | None = None, dataset: str | None = None) -> list[Run]:
-    """Every FINISHED top-level run of a system (of `system`, on `dataset`), newest first.
-
-    Unlike `tracking.find_runs`, no run is dropped for a newer one of the same system and β: a
-    newer quick run (or one of another setup) must not hide the real run of a cell.
-    """
-    experiment_id = tracking_setup(load_mlflow_config())
-    clauses = [f"tags.system = '{system}'"] if system else []
-    clauses += [f"tags.dataset = '{dataset}'"] if dataset else []
-    clauses += [f"attributes.status = '{FINISHED}'", "tags.`mlflow.parentRunId` IS NULL"]
-    client = MlflowClient()
-    runs: list[Run] = []
-    page_token = None
-    while True:  # mlflow returns no token with the last page
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=" and ".join(clauses),
-            order_by=["attributes.start_time DESC"],
-            page_token=page_token,
-        )
-        runs += [run for run in page if "system" in run.data.tags]  # not comparison runs
-        page_token = page.token
-        if not page_token:
-            return sorted(runs, key=newest_first)
-
-
-def newest_first(run: Run) -> tuple[int, str]:
-    """Sort key, newest first (the run id breaks ties of one millisecond)."""
-    return (-(run.info.start_time or 0), run.info.run_id)
-
-
-@dataclass(frozen=True)
-class ProtocolChoice:
-    """What `--protocol DIGEST` named: a setup, or a protocol (then `protocol` is set and `setup` is
-    its setup). `example` is a run of that setup, to describe it and to name differing fields."""
-
-    setup: str
-    protocol: str | None
-    example: Run = field(repr=False, compare=False)
-
-    def prefers(self, run: Run) -> bool:
-        return self.protocol is not None and run.data.tags.get("protocol") == self.protocol
-
-
-def choose_protocol(digest: str, runs: Sequence[Run]) -> ProtocolChoice:
-    """The setup or protocol of `runs` whose digest is `digest` or starts with it (unique)."""
-    wanted = digest.strip().lower()
-    found: dict[str, tuple[str, Run]] = {}  # tag value -> (tag, a run carrying it)
-    for run in runs:
-        for tag in ("setup", "protocol"):
-            value = run.data.tags.get(tag, "")
-            if wanted and value.startswith(wanted):
-                found.setdefault(value, (tag, run))
-    if not found:
-        known = list(dict.fromkeys(describe_run_setup(run) for run in runs if not is_legacy(run)))
-        raise BenchmarkError(
-            f"no finished run has a setup or protocol digest starting with '{digest}'",
-            hint=("setups: " + "; ".join(known[:5])) if known else "no run carries a setup tag yet",
-        )
-    if len(found) > 1:
-        listed = ", ".join(f"{tag} {value}" for value, (tag, _) in sorted(found.items()))
-        raise BenchmarkError(f"'{digest}' is the start of several digests: {listed}", hint="give more of it")
-    ((value, (tag, run)),) = found.items()
-    return ProtocolChoice(setup_of(run), value if tag == "protocol" else None, run)
-
-
-def refuse_unpaired(run: Run, other: Run) -> None:
-    """Raise unless the two runs share a setup, naming the fields in which they differ."""
-    if setup_of(run) == setup_of(other):
-        return
-    fields = differing_fields(run.data.tags, other.data.tags)
-    fields = fields or [f"setup ({setup_of(run)} vs {setup_of(other)})"]
-    untagged = [f"run {_short(r)} was logged without setup tags" for r in (run, other) if is_legacy(r)]
-    raise BenchmarkError(
-        f"runs {_short(run)} and {_short(other)} differ in {', '.join(fields)}"
-        + (f" ({'; '.join(untagged)})" if untagged else ""),
-        hint="a paired test needs runs of one setup (`--protocol DIGEST` chooses a setup, by digest)",
-    )
-
-
-def _matches(run: Run, backbone: str | None, beta: float | None = None, setup: str | None = None) -> bool:
-    tags = run.data.tags
-    return (
-        (backbone is None or tags.get("backbone") == backbone)
-        and (beta is None or math.isclose(float(tags.get("beta", "nan")), beta))
-        and (setup is None or setup_of(run) == setup)
-    )
-
-
-def pick_latest(runs: Sequence[Run], choice: ProtocolChoice | None = None) -> Run | None:
-    """The newest run of the chosen protocol if any, else the newest registry-recipe run, or None."""
-    preferred = [run for run in runs if choice is not None and choice.prefers(run)]
-    eligible = preferred or [run for run in runs if is_registry(run)]
-    return min(eligible, key=newest_first, default=None)
-
-
-def latest_run(
-    system: str,
-    dataset: str | None = None,
-    backbone: str | None = None,
-    beta: float | None = None,
-    setup: str | None = None,
-    choice: ProtocolChoice | None = None,
-) -> Run | None:
-    """The run a system name stands for (`pick_latest`) among its finished top-level runs matching
-    the filters (`setup`, else the choice's setup, else any), or None.
-
-    Without a dataset, runs on several datasets are ambiguous (they cannot be paired) and refused.
-    """
-    setup = setup or (choice.setup if choice else None)
-    runs = [run for run in finished_runs(system, dataset) if _matches(run, backbone, beta, setup)]
-    datasets = sorted({run.data.tags.get("dataset", "?") for run in runs})
-    if dataset is None and len(datasets) > 1:
-        raise BenchmarkError(
-            f"system '{system}' has runs on several datasets ({', '.join(datasets)})",
-            hint="choose one with --dataset",
-        )
-    return pick_latest(runs, choice)
-
-
-def resolve_run(
-    ref: str,
-    dataset: str | None = None,
-    backbone: str | None = None,
-    setup: str | None = None,
-    choice: ProtocolChoice | None = None,
-) -> Run:
-    """The run a RUN_OR_SYSTEM argument names (see the module docstring)."""
-    if RUN_ID.fullmatch(ref):
-        try:
-            run = MlflowClient().get_run(ref)
-        except MlflowException as err:
-            raise BenchmarkError(f"no MLflow run with id {ref} ({str(err).splitlines()[0]})") from err
-        if parent := run.data.tags.get("mlflow.parentRunId"):
-            raise BenchmarkError(f"run {ref} is a fold run; pass its parent run {parent}")
-        if run.info.status != FINISHED:
-            raise BenchmarkError(f"run {ref} is {run.info.status}: only finished runs are compared")
-        return run
-    run = latest_run(ref, dataset, backbone, setup=setup, choice=choice)
-    if run is None:
-        raise _no_run(ref, dataset, backbone, setup or (choice.setup if choice else None))
-    return run
-
-
-def _no_run(system: str, dataset: str | None, backbone: str | None, setup: str | None) -> BenchmarkError:
-    """Why a system name stands for no run: none at all, none of the setup, or only custom ones."""
-    where = f" on '{dataset}'" if dataset else ""
-    runs = [run for run in finished_runs(system, dataset) if _matches(run, backbone)]
-    if not runs:
-        return BenchmarkError(
-            f"no finished run of system '{system}'{where}",
-            hint=f"train one with `python -m benchmark run --system {system}`, or pass an MLflow run id",
-        )
-    in_setup = [run for run in runs if setup is None or setup_of(run) == setup]
-    if not in_setup:
-        others = "; ".join(dict.fromkeys(describe_run_setup(run) for run in runs))
-        return BenchmarkError(
-            f"no finished run of system '{system}'{where} in the setup {setup}",
-            hint=f"its runs are of other setups ({others}); a paired test needs one setup",
-        )
-    custom = in_setup[0]  # all of them are custom: none was picked
-    protocol = custom.data.tags.get("protocol", "?")
-    return BenchmarkError(
-        f"system '{system}' has only custom-recipe runs{where}"
-        + (f" in the setup {setup}" if setup else "")
-        + f" (the latest: run {custom.info.run_id}, protocol {protocol})",
-        hint=f"a quick run stands for a system only when asked for: pass --protocol {protocol} or its run id",
-    )
-
-
-def latest_per_system(
-    runs: Sequence[Run], setup: str, backbone: str | None = None, choice: ProtocolChoice | None = None
-) -> tuple[list[Run], list[str]]:
-    """Every system's (and β's) run in `setup` (`pick_latest`), and a note for each system that has
-    only custom-recipe runs there."""
-    groups: dict[tuple[str, str], list[Run]] = {}
-    for run in runs:
-        if _matches(run, backbone, setup=setup):
-            groups.setdefault((run.data.tags["system"], run.data.tags.get("beta", "")), []).append(run)
-    picked, notes = [], []
-    for (system, beta), group in groups.items():
-        if (run := pick_latest(group, choice)) is not None:
-            picked.append(run)
-        else:
-            protocol = min(group, key=newest_first).data.tags.get("protocol", "?")
-            notes.append(
-                f"{system} (β={beta}) has only custom-recipe runs in this setup: not compared "
-                f"(--protocol {protocol} includes its latest)"
-            )
-    return picked, notes
-
-
-def resolve_baseline(
-    ref: str, dataset: str | None, backbone: str | None, choice: ProtocolChoice | None
-) -> tuple[Run, list[str]]:
-    """The baseline run (see the module docstring) and a note when its system has other setups."""
-    run = resolve_run(ref, dataset, backbone, choice=choice)
-    if choice is not None:
-        refuse_unpaired(run, choice.example)  # an explicit run id of another setup
-        return run, []
-    if RUN_ID.fullmatch(ref):
-        return run, []
-    others = {
-        setup_of(other)
-        for other in finished_runs(ref, run.data.tags.get("dataset"))
-        if _matches(other, backbone) and is_registry(other)
-    } - {setup_of(run)}
-    if not others:
-        return run, []
-    return run, [
-        f"baseline {ref}: run {run.info.run_id}, its latest registry-recipe run, of the setup "
-        f"{describe_run_setup(run)}; it also has runs of the setup(s) {', '.join(sorted(others))} "
-        "(--protocol DIGEST chooses one)"
-    ]
-
-
 def load_evaluated(run: Run) -> EvaluatedRun:
     return EvaluatedRun(run, load_run_records(run.info.run_id, "pooled"))
 
@@ -506,7 +253,7 @@ def run_compare(
     for metric in metrics:
         metric_spec(metric)  # an unknown metric fails before any download
     tracking_setup(load_mlflow_config())
-    choice = choose_protocol(protocol, finished_runs(dataset=dataset)) if protocol else None
+    choice = choose_protocol(protocol, find_runs(dataset=dataset)) if protocol else None
     base_run, notes = resolve_baseline(baseline, dataset, backbone, choice)
     setup = setup_of(base_run)
     dataset = dataset or base_run.data.tags.get("dataset")
@@ -515,7 +262,7 @@ def run_compare(
         for run in resolved:
             refuse_unpaired(run, base_run)  # only a run id can be of another setup
     else:  # every system's latest run in the baseline's setup
-        resolved, hidden = latest_per_system(finished_runs(dataset=dataset), setup, backbone, choice)
+        resolved, hidden = latest_per_system(find_runs(dataset=dataset), setup, backbone, choice)
         notes += hidden
     chosen = {run.info.run_id: run for run in resolved}
     chosen.pop(base_run.info.run_id, None)
@@ -584,14 +331,6 @@ def comparisons_frame(comparisons: Sequence[Comparison], alpha: float) -> pd.Dat
             for c in comparisons
         ]
     )  # fmt: skip
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-style pipe table (pandas' to_markdown needs tabulate, which the suite does not ship)."""
-    lines = [headers, ["---"] * len(headers), *rows]
-    return "\n".join(
-        "| " + " | ".join(str(cell).replace("|", r"\|") for cell in line) + " |" for line in lines
-    )
 
 
 def comparison_table(report: CompareReport) -> Table:

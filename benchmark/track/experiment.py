@@ -45,11 +45,8 @@ from benchmark.eval.metrics import confusion_matrix, plot_confusion_matrix
 from benchmark.eval.predict import predict, score_records
 from benchmark.nn.backbones import Backbone, get_backbone
 from benchmark.registry import load_dataset_card, load_system
-from benchmark.track.protocol import RunProtocol
-from benchmark.track.tracking import (
+from benchmark.track.log import (
     DatasetContext,
-    interrupted_run,
-    load_mlflow_config,
     log_artifact,
     log_dataset,
     log_environment,
@@ -57,9 +54,11 @@ from benchmark.track.tracking import (
     log_metrics,
     log_params,
     log_predictions,
-    run_context,
-    tracking_setup,
 )
+from benchmark.track.lookup import interrupted_run
+from benchmark.track.protocol import RunProtocol
+from benchmark.track.runs import run_context
+from benchmark.track.store import load_mlflow_config, tracking_setup
 
 if TYPE_CHECKING:
     from benchmark.nn.encoder import TopLayers

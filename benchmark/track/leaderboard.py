@@ -5,7 +5,8 @@ A table has two kinds of rows, never mixed: the paper's *published* rows, transc
 the paper's own systems, recomputed from the pooled prediction records of one run per row and
 dataset. The measured numbers are the means of `benchmark.eval.stats` per-utterance scores (for
 captioning metrics, their corpus score), so they equal what `compare` computes (and the fold mean
-that `run` logs). Missing cells print "–".
+that `run` logs). Missing cells print "–". The published rows' schema is
+`benchmark.track.published`; a board is printed by `benchmark.track.render`.
 
 One protocol per table. The rows of a table differ in their system config and nothing else, so
 the runs are grouped by their corpus setup (the `setup` tag of `benchmark.track.protocol`:
@@ -47,21 +48,13 @@ dataset, and published rows with no number in the shown columns are left out.
 
 from __future__ import annotations
 
-import csv
-import html
-import io
 import itertools
 import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 from mlflow.entities import Run
-from pydantic import Field, model_validator
 
-from benchmark.config import StrictModel, load_yaml, validate
 from benchmark.errors import BenchmarkError
 from benchmark.eval.stats import (
     SED_METRICS,
@@ -72,32 +65,26 @@ from benchmark.eval.stats import (
     paired_test,
     with_holm,
 )
-from benchmark.registry import load_dataset_card, load_system, registry_roots
-from benchmark.track.compare import (
-    EvaluatedRun,
+from benchmark.registry import load_dataset_card, load_system
+from benchmark.track.compare import EvaluatedRun, load_evaluated
+from benchmark.track.lookup import (
     ProtocolChoice,
     choose_protocol,
     describe_run_setup,
-    finished_runs,
+    find_runs,
     is_legacy,
     is_registry,
-    load_evaluated,
-    markdown_table,
     newest_first,
     pick_latest,
     refuse_unpaired,
     resolve_run,
     setup_of,
 )
-from benchmark.track.tracking import load_mlflow_config, tracking_setup
+from benchmark.track.published import CELL, MISSING, PUBLISHED, PublishedTable, TableName, load_published
+from benchmark.track.render import Board, Cell, Section
+from benchmark.track.store import load_mlflow_config, tracking_setup
 
-TableName = Literal["sed", "ser", "ablation"]
-Format = Literal["md", "csv", "latex", "html"]
-PUBLISHED = Path("published") / "paper_results.yaml"
 ALPHA = 0.05
-MISSING = "–"
-# A printed cell: a number with its significance markers, "–" (no result) or "/" (no such output).
-CELL = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<marks>[*‡∘]*)|[–/]")
 SHORT = {
     "sed.bleu4": "B@4", "sed.meteor": "M", "sed.rouge_l": "R", "sed.cider": "C", "sed.spice": "S",
     "ser.ua": "UA%", "asr.wer": "WER%",
@@ -121,88 +108,8 @@ MARKING: dict[str, Marking] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# The published results file
+# Rows and columns, and the run of each cell
 # ---------------------------------------------------------------------------------------------
-
-
-class PublishedRow(StrictModel):
-    """One row as printed; the fields are explained at the top of published/paper_results.yaml."""
-
-    id: str
-    system: str | None = None
-    ref: str | None = None
-    ours: str | None = None
-    beta: float | None = None
-    setup: list[str] = Field(default_factory=list)
-    cells: list[str]
-
-
-class PublishedGroup(StrictModel):
-    title: str | None
-    rows: list[PublishedRow]
-
-
-class PublishedTable(StrictModel):
-    number: int
-    caption: str
-    columns: list[str]
-    markers: dict[str, str]
-    groups: list[PublishedGroup]
-
-    @model_validator(mode="after")
-    def _check(self) -> PublishedTable:
-        rows = [row for group in self.groups for row in group.rows]
-        for row in rows:
-            if len(row.cells) != len(self.columns):
-                raise ValueError(f"row {row.id}: {len(row.cells)} cells for {len(self.columns)} columns")
-            if bad := [cell for cell in row.cells if not CELL.fullmatch(cell)]:
-                raise ValueError(f"row {row.id}: cells {bad} are not a number with markers, '–' or '/'")
-        ours = {row.id for row in rows if row.ours}
-        if unknown := sorted(set(self.markers.values()) - ours):
-            raise ValueError(f"markers name rows {unknown}, which are not rows of the paper's own systems")
-        return self
-
-    def dataset_metrics(self) -> list[tuple[str, str]]:
-        return [tuple(column.split("/", 1)) for column in self.columns]
-
-
-class PublishedResults(StrictModel):
-    paper: str
-    tables: dict[TableName, PublishedTable]
-
-
-def load_published() -> PublishedResults:
-    """The published results file of the first registry root that has one (see `registry`)."""
-    for root in registry_roots():
-        if (root / PUBLISHED).is_file():
-            return validate(PublishedResults, load_yaml(root / PUBLISHED), root / PUBLISHED)
-    raise BenchmarkError(f"no {PUBLISHED} in the registry folders {[str(r) for r in registry_roots()]}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The board: what every output format shows
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cell:
-    text: str
-    marks: str = ""
-
-
-@dataclass(frozen=True)
-class Section:
-    title: str
-    rows: list[list[Cell]]
-
-
-@dataclass(frozen=True)
-class Board:
-    title: str
-    headers: list[str]
-    sections: list[Section]
-    notes: list[str]
-    setup: str = ""  # the heading naming the table's setup(s)
 
 
 @dataclass(frozen=True)
@@ -292,7 +199,7 @@ def select_tables(
     candidates = [
         run
         for dataset in datasets
-        for run in finished_runs(dataset=dataset)
+        for run in find_runs(dataset=dataset)
         if _row_of(rows, run) is not None and (backbone is None or run.data.tags.get("backbone") == backbone)
     ]
     named = [_named_run(run_id, rows, datasets) for run_id in run_ids]
@@ -595,113 +502,3 @@ def build_boards(
 
 def _shown(columns: Sequence[Column]) -> list[str]:
     return list(dict.fromkeys(dataset for dataset, _ in columns))
-
-
-# ---------------------------------------------------------------------------------------------
-# Output formats (pandas' to_markdown and to_latex need tabulate and jinja2, not dependencies)
-# ---------------------------------------------------------------------------------------------
-
-
-def _plain(cell: Cell) -> str:
-    return cell.text + cell.marks
-
-
-def to_markdown(board: Board) -> str:
-    rows: list[list[str]] = []
-    for section in board.sections:
-        rows.append([f"**{section.title}**", *[""] * (len(board.headers) - 1)])
-        rows += [[_plain(cell) for cell in row] for row in section.rows]
-    notes = "\n".join(f"- {note}" for note in board.notes)
-    setup = f"Setup: {board.setup}\n\n" if board.setup else ""
-    return f"**{board.title}**\n\n{setup}{markdown_table(board.headers, rows)}\n\n{notes}\n"
-
-
-def to_csv(board: Board, header: bool = True) -> str:
-    """Data only: `setup` and `section` columns and the cells; the notes are in the other formats."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    if header:
-        writer.writerow(["setup", "section", *board.headers])
-    for section in board.sections:
-        writer.writerows([board.setup, section.title, *map(_plain, row)] for row in section.rows)
-    return out.getvalue()
-
-
-LATEX = {
-    "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}", "–": "--",
-    "✓": r"\checkmark", "✗": r"$\times$", "β": r"$\beta$", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
-    "‡": r"$\ddagger$", "∘": r"$\circ$",
-}  # fmt: skip
-
-
-def _latex(text: str) -> str:
-    return "".join(LATEX.get(char, char) for char in text)
-
-
-def _latex_cell(cell: Cell) -> str:
-    marks = "".join({"*": "*", "‡": r"\ddagger", "∘": r"\circ"}[mark] for mark in cell.marks)
-    return _latex(cell.text) + (f"$^{{{marks}}}$" if marks else "")
-
-
-def _titled(board: Board) -> str:
-    return f"{board.title}. Setup: {board.setup}" if board.setup else board.title
-
-
-def to_latex(board: Board) -> str:
-    """A booktabs `table` (needs \\usepackage{booktabs,amssymb}), the notes under it."""
-    width = len(board.headers)
-    lines = [
-        r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex(_titled(board))}}}",
-        rf"\begin{{tabular}}{{ll{'c' * (width - 2)}}}", r"\toprule",
-        " & ".join(map(_latex, board.headers)) + r" \\",
-    ]  # fmt: skip
-    for section in board.sections:
-        lines += [r"\midrule", rf"\multicolumn{{{width}}}{{l}}{{\textit{{{_latex(section.title)}}}}} \\"]
-        lines += [" & ".join(map(_latex_cell, row)) + r" \\" for row in section.rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\footnotesize"]
-    lines += [rf"{_latex(note)}\par" for note in board.notes]
-    return "\n".join([*lines, r"\end{table}"]) + "\n"
-
-
-def _html_cell(cell: Cell) -> str:
-    marks = f"<sup>{html.escape(cell.marks)}</sup>" if cell.marks else ""
-    return f"<td>{html.escape(cell.text)}{marks}</td>"
-
-
-def to_html(board: Board) -> str:
-    lines = [
-        "<table>",
-        f"<caption>{html.escape(board.title)}"
-        + (f"<br>Setup: {html.escape(board.setup)}" if board.setup else "")
-        + "</caption>",
-        "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in board.headers) + "</tr></thead>",
-        "<tbody>",
-    ]  # fmt: skip
-    for section in board.sections:
-        lines.append(f'<tr><th colspan="{len(board.headers)}">{html.escape(section.title)}</th></tr>')
-        lines += ["<tr>" + "".join(map(_html_cell, row)) + "</tr>" for row in section.rows]
-    lines += [
-        "</tbody>",
-        "</table>",
-        "<ul>",
-        *(f"<li>{html.escape(note)}</li>" for note in board.notes),
-        "</ul>",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-FORMATTERS: dict[str, Callable[[Board], str]] = {
-    "md": to_markdown,
-    "csv": to_csv,
-    "latex": to_latex,
-    "html": to_html,
-}
-
-
-def render(boards: Board | Sequence[Board], fmt: Format) -> str:
-    """One board, or several (one per setup) one after the other; a CSV has one header row."""
-    boards = [boards] if isinstance(boards, Board) else list(boards)
-    if fmt == "csv":
-        return "".join(to_csv(board, header=i == 0) for i, board in enumerate(boards))
-    return "\n".join(FORMATTERS[fmt](board) for board in boards)

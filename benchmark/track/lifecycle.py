@@ -13,6 +13,9 @@ Three ways a run could otherwise stay RUNNING for ever, and what this module doe
   `mark_stale_runs` ends as FAILED, with the tags `ended_by=stale` and `stale_reason`, the RUNNING
   runs whose owner is gone: on this host, a dead pid or a pid now held by another process (its start
   time differs); on any host, no heartbeat for `stale_after_s` seconds.
+
+`benchmark.track.runs.run_context` opens every run with these owner tags and heartbeat, and
+`benchmark.track.store.tracking_setup` sweeps the stale runs once per process and experiment.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ T = TypeVar("T")
 OWNER_HOST, OWNER_PID = "owner.host", "owner.pid"
 OWNER_START, HEARTBEAT = "owner.process_start", "owner.heartbeat"
 RUNNING = RunStatus.to_string(RunStatus.RUNNING)
+FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 FAILED = RunStatus.to_string(RunStatus.FAILED)
+KILLED = RunStatus.to_string(RunStatus.KILLED)
 # Busy-store retries: 0.05 s doubling to 2 s between tries, for at most this long in all.
 RETRY_SECONDS = 60.0
 # Two starts of one process are the same process when their recorded start times agree this closely.

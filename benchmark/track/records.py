@@ -15,7 +15,7 @@ from benchmark.errors import BenchmarkError
 def load_run_records(run_id: str, split: str, tracking_uri: str | None = None) -> list[PredictionRecord]:
     """Download `predictions/<split>.jsonl` of a run and read it.
 
-    `tracking_uri` defaults to mlflow's current one, which `benchmark.track.tracking.tracking_setup`
+    `tracking_uri` defaults to mlflow's current one, which `benchmark.track.store.tracking_setup`
     sets; the download goes to a temporary folder that is removed afterwards.
     """
     artifact = f"predictions/{split}.jsonl"

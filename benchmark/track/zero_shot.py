@@ -22,7 +22,6 @@ import mlflow
 import torch
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from benchmark.config import SystemConfig
 from benchmark.data.examples import examples_of
@@ -34,15 +33,11 @@ from benchmark.eval.predict import predict, score_records
 from benchmark.nn.backbones import get_backbone
 from benchmark.registry import load_dataset_card
 from benchmark.track.experiment import SYSTEM_ARTIFACT, log_confusion
+from benchmark.track.log import log_environment, log_metrics, log_predictions
+from benchmark.track.lookup import finished_run, fold_runs
 from benchmark.track.protocol import RunProtocol
-from benchmark.track.tracking import (
-    load_mlflow_config,
-    log_environment,
-    log_metrics,
-    log_predictions,
-    run_context,
-    tracking_setup,
-)
+from benchmark.track.runs import run_context
+from benchmark.track.store import load_mlflow_config, tracking_setup
 
 
 @dataclass
@@ -53,31 +48,10 @@ class EvaluationSummary:
     metrics: dict[str, float]
 
 
-def _model_runs(client: MlflowClient, run: Run) -> dict[str, Run]:
-    """The runs holding trained weights, by fold: the run itself if it is a fold run, else its children."""
-    if "fold" in run.data.tags:
-        return {run.data.tags["fold"]: run}
-    children = client.search_runs(
-        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
-    )
-    return {child.data.tags["fold"]: child for child in children if "fold" in child.data.tags}
-
-
 def _source_model(run_id: str, fold: str | None) -> tuple[Run, str, dict]:
     """Find the run, pick its fold, and load the fold's `model/system.pt`."""
-    client = MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as err:
-        raise BenchmarkError(
-            f"no run '{run_id}' in the configured MLflow store",
-            hint="find run ids with `python -m benchmark ui`",
-        ) from err
-    if run.info.status != "FINISHED":
-        raise BenchmarkError(
-            f"run {run_id} is {run.info.status}, not FINISHED", hint="evaluate a finished run"
-        )
-    by_fold = _model_runs(client, run)
+    run = finished_run(run_id, top_level=False)
+    by_fold = fold_runs(run)
     if fold is None and len(by_fold) == 1:
         fold = next(iter(by_fold))
     if fold not in by_fold:

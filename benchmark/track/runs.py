@@ -1,0 +1,122 @@
+"""Opening and ending MLflow runs: `run_context`, the one way a command starts a run.
+
+`run_context` opens a run (a parent run in the experiment of `store.tracking_setup`, or a nested
+one under the active run) and guarantees that it ends FINISHED, FAILED (an exception, re-raised)
+or KILLED (Ctrl-C, SIGTERM): nothing stays RUNNING and a crashed run is never shown as FINISHED.
+A parent whose nested run failed ends FAILED too, even when the parent's code caught the
+exception and went on. Every run records its owner and a heartbeat (`benchmark.track.lifecycle`),
+and every write goes through `lifecycle.tracking_write`: retried while the store is busy, and never
+cut in half by a signal.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel
+
+from benchmark.track.lifecycle import FAILED, FINISHED, KILLED, heartbeat, owner_tags, tracking_write
+from benchmark.track.log import log_config
+from benchmark.track.signals import killed_runs, signals_held
+from benchmark.track.store import RunsConfig, current_experiment
+
+# Parent run id -> the status of a nested run that did not finish (read when the parent ends).
+_failed_children: dict[str, str] = {}
+
+
+def git_sha() -> str:
+    """The commit of the code that runs, or "unknown" outside a git clone (an installed wheel)."""
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "unknown"
+
+
+def _end(run_id: str, status: str) -> None:
+    """Store the run's final status (retried while the store is busy), then pop mlflow's run stack.
+
+    mlflow's own `end_run` pops its stack *before* it writes, so a failed write there could not be
+    retried without ending the parent instead: the status is written first, by the client.
+    """
+    tracking_write(MlflowClient().set_terminated, run_id, status)
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        with suppress(MlflowException):  # the stack is popped and the status already stored
+            mlflow.end_run(status)
+
+
+@contextmanager
+def run_context(
+    name: str,
+    tags: Mapping[str, object] | None = None,
+    params: Mapping[str, Any] | BaseModel | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Start a run, nested under the active run if there is one, and always end it.
+
+    A parent run (`benchmark run`) is given the tags `system`, `dataset`, `backbone`, `beta` and
+    `schedule` by its caller; `git_sha` is added to every top-level run, the owner tags
+    (`lifecycle.owner_tags`) to every run. `params` (the fully resolved config) are logged
+    flattened and whole as `config.yaml` (`log.log_config`). Ends FINISHED, FAILED on an exception
+    (re-raised), KILLED on Ctrl-C, SIGTERM or SystemExit; the heartbeat runs while it is open.
+    """
+    parent = mlflow.active_run()
+    experiment = current_experiment()
+    if parent is None and experiment is None:
+        raise RuntimeError("call tracking_setup(config) before run_context")
+    all_tags = {key: str(value) for key, value in (tags or {}).items()} | owner_tags()
+    if parent is None:
+        all_tags.setdefault("git_sha", git_sha())
+    # mlflow would put a nested run in the *current* experiment, not its parent's: name it.
+    experiment_id = parent.info.experiment_id if parent else experiment.experiment_id
+    beat_s = (experiment.runs if experiment else RunsConfig()).heartbeat_s
+    run_id, status = None, KILLED  # KILLED unless the block finishes or raises an Exception
+    try:
+        with signals_held():  # a signal during the start is raised once `run_id` is known
+            run = tracking_write(
+                mlflow.start_run,
+                experiment_id=experiment_id,
+                run_name=name,
+                nested=parent is not None,
+                tags=all_tags,
+            )
+            run_id = run.info.run_id
+            heartbeat.add(run_id, mlflow.get_tracking_uri(), beat_s)
+        if params is not None:
+            log_config(params)
+        yield run
+        status = _failed_children.get(run_id, FINISHED)
+    except Exception:
+        status = FAILED
+        raise
+    finally:
+        if run_id is not None:
+            with signals_held():
+                _finish(run_id, status, parent, name)
+
+
+def _finish(run_id: str, status: str, parent: mlflow.ActiveRun | None, name: str) -> None:
+    """End one run of `run_context` and tell its parent how it ended."""
+    heartbeat.discard(run_id)
+    _end(run_id, status)
+    _failed_children.pop(run_id, None)
+    if status == KILLED:
+        killed_runs.append(run_id)
+    if parent is not None and status != FINISHED:
+        # KILLED outranks FAILED when several children of one parent end badly.
+        if _failed_children.get(parent.info.run_id) != KILLED:
+            _failed_children[parent.info.run_id] = status
+        tracking_write(MlflowClient().set_tag, parent.info.run_id, "failed_child", name)
