@@ -11,10 +11,9 @@ from statsmodels.stats.multitest import multipletests
 
 from benchmark.errors import BenchmarkError
 from benchmark.eval.captioning import caption_scores
-from benchmark.eval.metrics import asr_scores, ser_scores
+from benchmark.eval.metrics import UtteranceScores, asr_scores, ser_scores
 from benchmark.eval.stats import (
     MetricUnavailable,
-    UtteranceScores,
     bootstrap_ci,
     caption_utterance_scores,
     holm,
@@ -47,7 +46,7 @@ def test_ua_scores_average_to_ua_by_hand():
     # UA = (2/4 + 1/2 + 3/4) / 3 = 7/12; a correct angry answer weighs 10 / (3 * 4)
     assert scores.mean == pytest.approx(float(Fraction(7, 12)))
     assert scores.values[0] == pytest.approx(10 / 12) and scores.values[2] == 0
-    assert scores.mean == pytest.approx(ser_scores(REFS, HYPS, ["angry", "happy", "sad"])["ser.ua"])
+    assert scores.mean == pytest.approx(ser_scores(REFS, HYPS, ["angry", "happy", "sad"]).corpus["ser.ua"])
     assert per_utterance_scores("ser.wa", RECORDS).mean == pytest.approx(0.6)
 
 
@@ -77,7 +76,7 @@ def test_wer_scores_average_to_corpus_wer_by_hand():
     # has no words to be wrong about and is left out, as in asr_scores
     assert scores.ids == ("u0", "u1", "u3")
     assert scores.mean == pytest.approx(5 / 9)
-    assert scores.mean == pytest.approx(asr_scores(refs, hyps)["asr.wer"])
+    assert scores.mean == pytest.approx(asr_scores(refs, hyps).corpus["asr.wer"])
 
 
 def test_t_test_is_scipys_one_sided_paired_test():

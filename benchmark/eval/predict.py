@@ -16,15 +16,15 @@ caller runs on the records and their manifest rows before logging them, fills it
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
+from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
 
 from benchmark.config import DatasetCard, SystemConfig, Task
 from benchmark.data.manifest import Utterance
-from benchmark.eval.captioning import caption_scores
 from benchmark.eval.faithfulness import descriptor_claims, faithfulness, measured_levels
-from benchmark.eval.metrics import asr_scores, ser_scores
+from benchmark.eval.metrics import descriptor_scores, emotion_scores, transcript_scores
 from benchmark.eval.parsing import parse_response
 from benchmark.nn.system import SpeechEmotionCaptioner
 from benchmark.train.data import TrainExample, pad_features
@@ -126,39 +126,43 @@ def score_records(
     all deletions. `utterances` are the scored rows of the manifest, for the metrics that need
     more than the records hold; the records' `language` is filled in from them first
     (`fill_languages`, in place: the records are the ones that get logged).
+
+    The numbers are the corpus values of `benchmark.eval.metrics`' scoring functions, the ones
+    `compare` and `leaderboard` take their per-utterance scores and table cells from.
     """
     fill_languages(records, card, utterances)
+    rows = [SimpleNamespace(**r) for r in records]  # read as the scoring functions read records
     scores: dict[str, float] = {}
     wanted = {target for task, target in TASK_TARGET.items() if task in card.tasks} & set(system.targets)
-    if "emotion" in wanted and (rows := [r for r in records if r["ref_emotion"] is not None]):
-        scores |= ser_scores([r["ref_emotion"] for r in rows], [r["hyp_emotion"] for r in rows], card.labels)
-    if "transcript" in wanted and (rows := [r for r in records if r["ref_transcript"]]):
-        scores |= asr_scores([r["ref_transcript"] for r in rows], [r["hyp_transcript"] for r in rows])
-    if "descriptor" in wanted and (rows := [r for r in records if r["ref_descriptor"]]):
+    if "emotion" in wanted:
+        scores |= emotion_scores(rows, card.labels).corpus
+    if "transcript" in wanted:
+        scores |= transcript_scores(rows).corpus
+    if "descriptor" in wanted:
         scores |= sed_scores(rows, card, utterances)
     return scores
 
 
 def sed_scores(
-    records: Sequence[dict[str, str | None]], card: DatasetCard, utterances: Sequence[Utterance]
+    records: Sequence[SimpleNamespace], card: DatasetCard, utterances: Sequence[Utterance]
 ) -> dict[str, float]:
-    """The captioning metrics of the descriptors (paper Table 1) and `sed.faithfulness`.
+    """The captioning metrics of the records' descriptors (paper Table 1) and `sed.faithfulness`.
 
     Each record is scored in its reference's language (its `language`, else the card's):
     `sed.<metric>` and `sed.language_mismatch`, plus `sed.<lang>.<metric>` per language when the
-    references have several (`benchmark.eval.captioning`). A metric that cannot run here (SPICE
-    without its jars) is left out of the scores; `doctor` and the captioning module say why.
-    Faithfulness is measured only when some descriptor makes a checkable claim, since measuring
-    the cues of a new corpus takes a while.
+    references have several (`benchmark.eval.metrics.descriptor_scores`). A metric that cannot run
+    here (SPICE without its jars) is left out of the scores; `doctor` and the captioning module say
+    why. Faithfulness is measured only when some descriptor makes a checkable claim, since
+    measuring the cues of a new corpus takes a while.
     """
-    hyps = [r["hyp_descriptor"] for r in records]
-    languages = [r.get("language") or card.language for r in records]
-    scores = caption_scores([r["ref_descriptor"] for r in records], hyps, languages).corpus
+    scores = dict(descriptor_scores(records, card.language).corpus)
+    rows = [r for r in records if r.ref_descriptor]
+    hyps = [r.hyp_descriptor for r in rows]
     if any(descriptor_claims(hyp) for hyp in hyps):
         by_id = {u.id: u for u in utterances}
-        if missing := [r["id"] for r in records if r["id"] not in by_id]:
+        if missing := [r.id for r in rows if r.id not in by_id]:
             raise ValueError(f"records without a manifest row, e.g. {missing[:3]}")
-        result = faithfulness(hyps, measured_levels([by_id[r["id"]] for r in records]))
+        result = faithfulness(hyps, measured_levels([by_id[r.id] for r in rows]))
         if result.share is not None:
             scores["sed.faithfulness"] = result.share
     return scores

@@ -63,11 +63,11 @@ from pydantic import Field, model_validator
 
 from benchmark.config import StrictModel, load_yaml, validate
 from benchmark.errors import BenchmarkError
+from benchmark.eval.metrics import UtteranceScores
 from benchmark.eval.stats import (
     SED_METRICS,
     MetricUnavailable,
     PairedTest,
-    UtteranceScores,
     metric_spec,
     paired_test,
     with_holm,
