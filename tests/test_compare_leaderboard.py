@@ -76,7 +76,10 @@ def recomputed(run_id: str) -> dict[str, float]:
     records = load_run_records(run_id, "pooled")
     emotions = [r.ref_emotion for r in records], [r.hyp_emotion for r in records]
     transcripts = [r.ref_transcript for r in records], [r.hyp_transcript for r in records]
-    return {"ser.ua": ser_scores(*emotions, LABELS)["ser.ua"], "asr.wer": asr_scores(*transcripts)["asr.wer"]}
+    return {
+        "ser.ua": ser_scores(*emotions, LABELS).corpus["ser.ua"],
+        "asr.wer": asr_scores(*transcripts).corpus["asr.wer"],
+    }
 
 
 def correct(records: list[PredictionRecord]) -> dict[str, float]:

@@ -24,7 +24,7 @@ HYPS = ["angry", "angry", "sad", None, "happy", "bored", "sad", "sad", "sad", "h
 
 
 def test_ser_scores_match_a_hand_computation():
-    scores = ser_scores(REFS, HYPS, LABELS)
+    scores = ser_scores(REFS, HYPS, LABELS).corpus
     # recall: angry 2/4, happy 1/2, sad 3/4; precision: angry 2/2, happy 1/2, sad 3/4
     # F1: angry 2/3, happy 1/2, sad 3/4
     expected = {
@@ -43,7 +43,7 @@ def test_confusion_matrix_has_an_invalid_column():
 
 
 def test_ua_averages_only_classes_present_in_the_references():
-    scores = ser_scores(["a", "a", "b"], ["a", "c", "b"], ["a", "b", "c"])
+    scores = ser_scores(["a", "a", "b"], ["a", "c", "b"], ["a", "b", "c"]).corpus
     assert scores["ser.ua"] == pytest.approx((1 / 2 + 1) / 2)
     assert scores["ser.macro_f1"] == pytest.approx((2 / 3 + 1) / 2)
 
@@ -88,16 +88,16 @@ def test_asr_counts_match_a_hand_alignment():
     assert counts.errors == [s + d + i for _, _, s, d, i, _ in scored]
     assert counts.words == [words for *_, words in scored]
     assert (counts.substitutions, counts.deletions, counts.insertions) == (2, 4, 1)
-    assert asr_scores(refs, hyps) == {"asr.wer": 7 / 14, "asr.skipped": 1.0}
+    assert asr_scores(refs, hyps).corpus == {"asr.wer": 7 / 14, "asr.skipped": 1.0}
 
 
 def test_asr_agrees_with_jiwer_on_normalised_text():
     refs = ["hello world how are you", "good morning to you all", "it is what it is"]
     hyps = ["hello word how you", "good morning to to you all", ""]
-    assert asr_scores(refs, hyps)["asr.wer"] == pytest.approx(jiwer.wer(refs, hyps))
+    assert asr_scores(refs, hyps).corpus["asr.wer"] == pytest.approx(jiwer.wer(refs, hyps))
     raw_refs = ["Hello, World!", "Fine -- thanks."]
     raw_hyps = ["hello world", "fine thanks you"]
     expected = jiwer.wer(
         [normalize_transcript(t) for t in raw_refs], [normalize_transcript(t) for t in raw_hyps]
     )
-    assert asr_scores(raw_refs, raw_hyps)["asr.wer"] == pytest.approx(expected)
+    assert asr_scores(raw_refs, raw_hyps).corpus["asr.wer"] == pytest.approx(expected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,10 +13,10 @@ from statsmodels.stats.multitest import multipletests
 from benchmark.data.records import PredictionRecord
 from benchmark.errors import BenchmarkError
 from benchmark.eval.captioning import caption_scores
-from benchmark.eval.metrics import asr_scores, ser_scores
+from benchmark.eval.metrics import UtteranceScores, asr_scores, ser_scores
 from benchmark.eval.stats import (
+    METRICS,
     MetricUnavailable,
-    UtteranceScores,
     bootstrap_ci,
     caption_utterance_scores,
     holm,
@@ -47,7 +48,7 @@ def test_ua_scores_average_to_ua_by_hand():
     # UA = (2/4 + 1/2 + 3/4) / 3 = 7/12; a correct angry answer weighs 10 / (3 * 4)
     assert scores.mean == pytest.approx(float(Fraction(7, 12)))
     assert scores.values[0] == pytest.approx(10 / 12) and scores.values[2] == 0
-    assert scores.mean == pytest.approx(ser_scores(REFS, HYPS, ["angry", "happy", "sad"])["ser.ua"])
+    assert scores.mean == pytest.approx(ser_scores(REFS, HYPS, ["angry", "happy", "sad"]).corpus["ser.ua"])
     assert per_utterance_scores("ser.wa", RECORDS).mean == pytest.approx(0.6)
 
 
@@ -77,7 +78,7 @@ def test_wer_scores_average_to_corpus_wer_by_hand():
     # has no words to be wrong about and is left out, as in asr_scores
     assert scores.ids == ("u0", "u1", "u3")
     assert scores.mean == pytest.approx(5 / 9)
-    assert scores.mean == pytest.approx(asr_scores(refs, hyps)["asr.wer"])
+    assert scores.mean == pytest.approx(asr_scores(refs, hyps).corpus["asr.wer"])
 
 
 def test_t_test_is_scipys_one_sided_paired_test():
@@ -182,3 +183,58 @@ def test_captioning_scores_per_reference_language():
     assert scores["sed.en.cider"].values.tolist() == pytest.approx(alone.per_utterance["sed.cider"])
     assert metric_spec("sed.language_mismatch").higher_is_better is False
     assert metric_spec("sed.zh.cider").higher_is_better is True
+
+
+# A two-fold run with every task: (id, fold, language, emotion ref/hyp, transcript ref/hyp,
+# descriptor ref/hyp). Hypotheses make no checkable voice claim, so no audio is measured.
+RUN = [
+    ("a0", "1", "en", "sad", "sad", "the cat sat", "the cat sat on", "A sad, tearful voice.", "A sad voice."),
+    ("a1", "1", "zh", "happy", "sad", "hello there", None, "语气欢快，声音明亮", "语气欢快"),
+    ("a2", "1", "en", "angry", "angry", "[laughter]", "ha", "An angry voice.", "An angry voice."),
+    ("a3", "1", "zh", "neutral", None, "good morning", "good morning", "语气平静", "A calm voice."),
+    ("b0", "2", "en", "sad", "happy", "a b c d", "a x c", "A sad, tired voice.", "A tired voice."),
+    ("b1", "2", "zh", "sad", "sad", "it is what it is", "it is", "声音低沉，显得伤心", "显得伤心"),
+    ("b2", "2", "en", "happy", "happy", "see you", "see you", "A bright happy voice.", None),
+    ("b3", "2", "zh", "angry", "bored", "no", "no", "声音响亮，情绪激动", "情绪激动"),
+    ("b4", "2", "en", "neutral", "neutral", "fine thanks", "fine", "A neutral voice.", "Neutral."),
+]  # fmt: skip
+
+
+def test_logged_metrics_are_the_values_compare_and_leaderboard_aggregate():
+    """`run` logs each fold's `score_records` and, on the parent, their fold mean; `compare` and
+    `leaderboard` score the pooled records. Both go through one scoring path, so they agree to the
+    last bit on every metric a table shows or a test compares, per-language captioning included."""
+    from benchmark.data.manifest import Utterance
+    from benchmark.eval.predict import RECORD_FIELDS, score_records
+    from benchmark.registry import load_dataset_card
+
+    card = load_dataset_card("demo")
+    system = SimpleNamespace(targets=["emotion", "transcript", "descriptor"])
+    folds: dict[str, tuple[list[dict], list[Utterance]]] = {"1": ([], []), "2": ([], [])}
+    for utt, fold, lang, ref_e, hyp_e, ref_t, hyp_t, ref_d, hyp_d in RUN:
+        values = {"ref_emotion": ref_e, "hyp_emotion": hyp_e, "ref_transcript": ref_t}
+        values |= {"hyp_transcript": hyp_t, "ref_descriptor": ref_d, "hyp_descriptor": hyp_d}
+        folds[fold][0].append(dict.fromkeys(RECORD_FIELDS) | values | {"id": utt, "fold": fold})
+        row = {"id": utt, "audio": f"/a/{utt}.wav", "duration": 1.0, "transcript": ref_t, "emotion": ref_e}
+        row |= {"descriptor": ref_d, "speaker": "s", "gender": None, "group": fold, "dataset": "demo"}
+        folds[fold][1].append(Utterance(**row, language=lang))
+    logged = [score_records(records, card, system, rows) for records, rows in folds.values()]
+    # the parent run's metrics, as benchmark.track.experiment.run_experiment logs them
+    names = sorted({name for scores in logged for name in scores})
+    parent = {n: float(np.mean([s[n] for s in logged if n in s])) for n in names}
+    pooled = [PredictionRecord(**r) for records, _ in folds.values() for r in records]
+
+    captions = caption_utterance_scores(pooled, card.language)
+    tested = {name: per_utterance_scores(name, pooled, card.labels) for name in METRICS if name[:3] != "sed"}
+    aggregated = {name: scores.value for name, scores in {**tested, **captions}.items()}
+    assert {"sed.en.cider", "sed.zh.bleu4", "sed.zh.language_mismatch"} <= set(aggregated)
+    assert aggregated == {name: parent[name] for name in aggregated}  # exactly, not approximately
+    # ... and the test values average to the same fold means (for the metrics that are means)
+    for name in ("ser.ua", "ser.wa", "asr.wer", "sed.rouge_l", "sed.cider", "sed.language_mismatch"):
+        scores = {**tested, **captions}[name]
+        assert scores.mean == pytest.approx(parent[name], rel=1e-12), name
+    # fold 1: UA (1 + 0 + 1 + 0) / 4; fold 2: (1/2 + 1 + 0 + 1) / 4 (sad 1 of 2; "bored" is invalid)
+    assert parent["ser.ua"] == pytest.approx((2 / 4 + 2.5 / 4) / 2)
+    # the [laughter] reference is skipped in both: fold 1 has 1 + 2 + 0 edits over 3 + 2 + 2 words
+    assert "a2" not in tested["asr.wer"].ids and logged[0]["asr.skipped"] == 1.0
+    assert logged[0]["asr.wer"] == pytest.approx(3 / 7)

@@ -1,8 +1,14 @@
-"""SER and ASR metrics (paper section 4.3), computed from prediction records.
+"""SER, ASR and SED metrics (paper section 4.3) of prediction records: the one scoring path.
 
 Keys are the MLflow metric names of ARCHITECTURE section 3 and values are fractions, not percent.
-Besides the corpus-level numbers, each metric exposes its per-utterance scores (SER correctness,
-ASR edit counts) so that the paired significance tests compare two systems utterance by utterance.
+Every metric is computed once, by one function per task, from one per-utterance representation
+(SER: each utterance's reference and hypothesis, i.e. its cell of the confusion matrix; ASR: its
+edits and reference words; SED: its captions, through one `caption_scores` call). That function
+returns both the corpus metric that `run` logs and, for the metrics a paired test compares, the
+per-utterance scores (`UtteranceScores`) whose mean is that metric (`benchmark.eval.stats` says
+how they are weighted). The run path (`benchmark.eval.predict.score_records`) logs the corpus
+values; `compare` and `leaderboard` call the same functions on the logged records (`fold_scores`
+for runs of several folds), so a table cell is the logged number, not a second computation of it.
 
 SER: a hypothesis that is None or not one of the labels (an unparseable answer) counts as wrong
 and is counted in `ser.invalid_rate`; it is never dropped, which would flatter a model that
@@ -10,22 +16,79 @@ answers off-format exactly when it is unsure.
 
 ASR: both sides go through `normalize_transcript`, then jiwer aligns them; corpus WER is the sum of
 the edits over the sum of the reference words (not a mean of per-utterance WERs).
+
+SED: corpus BLEU-4, METEOR and CIDEr are corpus statistics, not aggregates of sentence scores
+(CIDEr's n-gram weights are document frequencies over all the references scored together): their
+corpus value and their sentence scores come from the same scorer call, so the two still cannot
+disagree about which captions were scored, in which language, against what.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jiwer
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from benchmark.config import LANGUAGES, Language
+from benchmark.eval.captioning import caption_scores, language_metric
+
+if TYPE_CHECKING:  # records are only read here
+    from benchmark.data.records import PredictionRecord as Record
+
 INVALID = "invalid"
+
+
+@dataclass(frozen=True, eq=False)
+class UtteranceScores:
+    """One run's per-utterance scores of one metric, and the metric they are the scores of.
+
+    `values` are what a paired test compares, one per utterance of `ids`. `corpus` is the metric
+    exactly as `run` logs it, computed by the same scoring call from the same utterances; where the
+    metric is an aggregate of per-utterance scores (UA, WA, WER, ROUGE-L, CIDEr, SPICE, the
+    language-mismatch share) it is the mean of `values` up to rounding, and for BLEU-4 and METEOR
+    (corpus statistics) it is not. None: scores passed in by hand, whose mean is the metric.
+    """
+
+    metric: str
+    ids: tuple[str, ...]
+    values: np.ndarray
+    corpus: float | None = None
+
+    @property
+    def mean(self) -> float:
+        return float(self.values.mean())
+
+    @property
+    def value(self) -> float:
+        """The metric as `run` logs it and tables report it."""
+        return self.mean if self.corpus is None else self.corpus
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The metrics of one scoring call. `corpus` has every number `run` logs for it; `utterances`
+    has the per-utterance scores of each metric that a paired test can compare, with
+    `utterances[m].value == corpus[m]`. Both empty when no record had a reference to score."""
+
+    corpus: dict[str, float]
+    utterances: dict[str, UtteranceScores]
+
+
+def _ids(ids: Sequence[str] | None, count: int) -> tuple[str, ...]:
+    names = tuple(str(i) for i in range(count)) if ids is None else tuple(ids)
+    if len(names) != count:
+        raise ValueError(f"{len(names)} utterance ids for {count} utterances")
+    return names
+
 
 # ---------------------------------------------------------------------------------------------
 # SER
@@ -58,13 +121,19 @@ def confusion_matrix(refs: Sequence[str], hyps: Sequence[str | None], labels: Se
     return matrix
 
 
-def ser_scores(refs: Sequence[str], hyps: Sequence[str | None], labels: Sequence[str]) -> dict[str, float]:
-    """`ser.ua`, `ser.wa`, `ser.macro_f1` and `ser.invalid_rate` as fractions.
+def ser_scores(
+    refs: Sequence[str], hyps: Sequence[str | None], labels: Sequence[str], ids: Sequence[str] | None = None
+) -> Scores:
+    """`ser.ua`, `ser.wa`, `ser.macro_f1` and `ser.invalid_rate` as fractions, all from the
+    confusion matrix, and the per-utterance scores of UA and WA (`ids`: the utterances' ids,
+    default their positions).
 
     UA is the mean recall over the classes present in `refs` (a fold may lack a class; a class
     with no references has no recall). Macro-F1 averages the F1 of the same classes; a class that
     is never predicted has precision 0. Invalid hypotheses are wrong for every class and count
-    as a prediction of none.
+    as a prediction of none. Utterance i's UA score is correct_i * N / (C * n_c(i)), with C
+    the classes present and n_c(i) the references of its class, so that the scores average to UA;
+    its WA score is correct_i. Macro-F1 is no mean of per-utterance scores and has none.
     """
     matrix = confusion_matrix(refs, hyps, labels)
     square = matrix[:, : len(labels)]
@@ -79,12 +148,20 @@ def ser_scores(refs: Sequence[str], hyps: Sequence[str | None], labels: Sequence
     denominator = precision + recall
     f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
     total = matrix.sum()
-    return {
+    corpus = {
         "ser.ua": float(recall.mean()),
         "ser.wa": float(hits.sum() / total),
         "ser.macro_f1": float(f1.mean()),
         "ser.invalid_rate": float(matrix[:, -1].sum() / total),
     }
+    names = _ids(ids, len(refs))
+    correct = np.array(ser_correct(refs, hyps, labels), dtype=float)
+    index = {label: i for i, label in enumerate(labels)}
+    class_sizes = support[[index[ref] for ref in refs]]
+    values = {"ser.ua": correct * len(refs) / (int(present.sum()) * class_sizes), "ser.wa": correct}
+    return Scores(
+        corpus, {name: UtteranceScores(name, names, value, corpus[name]) for name, value in values.items()}
+    )
 
 
 def plot_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: Path) -> Path:
@@ -197,8 +274,114 @@ def asr_errors(refs: Sequence[str | None], hyps: Sequence[str | None]) -> AsrErr
     )
 
 
-def asr_scores(refs: Sequence[str | None], hyps: Sequence[str | None]) -> dict[str, float]:
-    """`asr.wer` (corpus level, a fraction; can exceed 1 with many insertions) and the number of
-    utterances skipped for an empty reference (`asr.skipped`), so a skip is never silent."""
+def asr_scores(
+    refs: Sequence[str | None], hyps: Sequence[str | None], ids: Sequence[str] | None = None
+) -> Scores:
+    """`asr.wer` (corpus level, a fraction; can exceed 1 with many insertions), the number of
+    utterances skipped for an empty reference (`asr.skipped`), so a skip is never silent, and the
+    per-utterance WER scores e_i * N / sum(w) of the N scored utterances, which average to the
+    corpus WER (`ids`: the utterances' ids, default their positions)."""
     counts = asr_errors(refs, hyps)
-    return {"asr.wer": counts.wer, "asr.skipped": float(counts.skipped)}
+    names = _ids(ids, len(refs))
+    wer = counts.wer
+    values = np.array(counts.errors, dtype=float) * len(counts.index) / sum(counts.words)
+    scores = UtteranceScores("asr.wer", tuple(names[i] for i in counts.index), values, wer)
+    return Scores({"asr.wer": wer, "asr.skipped": float(counts.skipped)}, {"asr.wer": scores})
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction records: which utterances each task scores, and runs of several folds
+# ---------------------------------------------------------------------------------------------
+
+
+def emotion_scores(records: Sequence[Record], labels: Sequence[str] | None = None) -> Scores:
+    """`ser_scores` of the records with a reference emotion.
+
+    `labels` are the corpus's, in its dataset card's order, which `run` scores with (the order in
+    which UA sums its class recalls); None takes the references' labels, sorted, which gives the
+    same UA up to its last bit and the same WA.
+    """
+    rows = [r for r in records if r.ref_emotion is not None]
+    if not rows:
+        return Scores({}, {})
+    refs = [r.ref_emotion for r in rows]
+    chosen = sorted(set(refs)) if labels is None else labels
+    return ser_scores(refs, [r.hyp_emotion for r in rows], chosen, [r.id for r in rows])
+
+
+def transcript_scores(records: Sequence[Record]) -> Scores:
+    """`asr_scores` of the records with a reference transcript (a missing hypothesis is all
+    deletions)."""
+    rows = [r for r in records if r.ref_transcript]
+    if not rows:
+        return Scores({}, {})
+    refs, hyps = [r.ref_transcript for r in rows], [r.hyp_transcript for r in rows]
+    return asr_scores(refs, hyps, [r.id for r in rows])
+
+
+def reference_languages(records: Sequence[Record], language: Language) -> list[Language]:
+    """Each record's reference language; `language` (the corpus's) where a record has none."""
+    return [r.language or language for r in records]
+
+
+def descriptor_scores(records: Sequence[Record], language: Language) -> Scores:
+    """The captioning metrics of the records with a reference descriptor, from one
+    `caption_scores` call (its Java scorers start once), each record scored in its reference's
+    language (`language`, the corpus's, where it has none).
+
+    `sed.<metric>` and `sed.language_mismatch` cover all those records and, when their references
+    have several languages, `sed.<lang>.<metric>` each language's (`benchmark.eval.captioning`
+    says how); every corpus value has the sentence scores of the same call. A metric that cannot
+    run (SPICE without its jars) is absent; `available_caption_metrics` says why.
+    """
+    rows = [r for r in records if r.ref_descriptor]
+    if not rows:
+        return Scores({}, {})
+    languages = reference_languages(rows, language)
+    result = caption_scores([r.ref_descriptor for r in rows], [r.hyp_descriptor for r in rows], languages)
+    ids = tuple(r.id for r in rows)
+    scores = {
+        name: UtteranceScores(name, ids, np.asarray(values, dtype=float), corpus=result.corpus[name])
+        for name, values in result.per_utterance.items()
+    }
+    present = [lang for lang in LANGUAGES if lang in languages]
+    overall = list(scores.items())
+    if len(present) > 1:
+        for lang in present:
+            members = [i for i, found in enumerate(languages) if found == lang]
+            for name, utterance in overall:
+                key = language_metric(name, lang)
+                scores[key] = UtteranceScores(
+                    key, tuple(ids[i] for i in members), utterance.values[members], corpus=result.corpus[key]
+                )
+    return Scores(result.corpus, scores)
+
+
+def fold_scores(
+    records: Sequence[Record], score: Callable[[Sequence[Record]], Scores]
+) -> dict[str, UtteranceScores]:
+    """The per-utterance scores of a run of one or several folds, as `run` reports it.
+
+    A run of several folds (IEMOCAP leave-one-session-out) logs each fold's metrics and, on the
+    parent run, their mean over the folds that have the metric, in fold order. Here `score` (one
+    of the functions above) scores each fold's records; a metric's `corpus` is the mean of its
+    fold values in the same order, so it is the parent's number to the last bit, and each fold's
+    scores are scaled by N / (F * N_f) (N utterances in the F folds with the metric, N_f in this
+    one), so that their mean over all utterances is that fold mean too. With one fold (or records
+    without a fold) these are `score`'s own, scaled by 1.
+    """
+    folds: dict[str | None, list[Record]] = defaultdict(list)
+    for record in records:
+        folds[record.fold].append(record)
+    scored = [score(members).utterances for members in folds.values()]
+    result: dict[str, UtteranceScores] = {}
+    for name in dict.fromkeys(name for fold in scored for name in fold):
+        parts = [fold[name] for fold in scored if name in fold]
+        total = sum(len(part.ids) for part in parts)
+        result[name] = UtteranceScores(
+            name,
+            tuple(utt for part in parts for utt in part.ids),
+            np.concatenate([part.values * total / (len(parts) * len(part.ids)) for part in parts]),
+            corpus=float(np.mean([part.value for part in parts])),
+        )
+    return result

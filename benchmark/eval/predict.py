@@ -16,6 +16,7 @@ caller runs on the records and their manifest rows before logging them, fills it
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
+from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
@@ -23,16 +24,12 @@ from tqdm import tqdm
 from benchmark.config import DatasetCard, SystemConfig, Task
 from benchmark.data.examples import Example, pad_features
 from benchmark.data.manifest import Utterance
+from benchmark.data.records import PredictionRecord
 from benchmark.data.tasks import SCORED_FIELD, parse_response, response_prefix
-from benchmark.eval.captioning import caption_scores
-from benchmark.eval.metrics import asr_scores, ser_scores
-from benchmark.explain.faithfulness import descriptor_claims, faithfulness, measured_levels
+from benchmark.eval.metrics import descriptor_scores, emotion_scores, transcript_scores
 from benchmark.nn.system import SpeechEmotionCaptioner
 
-RECORD_FIELDS = (
-    "id", "ref_emotion", "hyp_emotion", "ref_transcript", "hyp_transcript",
-    "ref_descriptor", "hyp_descriptor", "raw_output", "fold", "language",
-)  # fmt: skip
+RECORD_FIELDS = tuple(PredictionRecord.model_fields)
 
 
 def generation_tasks(system: SystemConfig) -> list[Task]:
@@ -114,51 +111,39 @@ def fill_languages(
             record["language"] = row.language_of(card.language) if row else card.language
 
 
+def scored_fields(card: DatasetCard, system: SystemConfig) -> set[str]:
+    """The record fields scored for `system` on `card`: the tasks both the corpus (`card.tasks`)
+    and the system's targets have."""
+    return {field for task, field in SCORED_FIELD.items() if task in card.tasks} & set(system.targets)
+
+
 def score_records(
     records: Sequence[dict[str, str | None]],
     card: DatasetCard,
     system: SystemConfig,
     utterances: Sequence[Utterance],
 ) -> dict[str, float]:
-    """The metrics of every task that both the corpus (`card.tasks`) and the system's targets have.
+    """The metrics of every scored field (`scored_fields`).
 
     A missing hypothesis counts as wrong: an unparseable emotion is invalid, a missing transcript
-    all deletions. `utterances` are the scored rows of the manifest, for the metrics that need
-    more than the records hold; the records' `language` is filled in from them first
-    (`fill_languages`, in place: the records are the ones that get logged).
+    all deletions. The records' `language` is filled in from `utterances`, the scored rows of the
+    manifest, first (`fill_languages`, in place: the records are the ones that get logged).
+    Descriptors get the captioning metrics of paper Table 1, each record scored in its
+    reference's language (`benchmark.eval.metrics.descriptor_scores`); a metric that cannot run
+    here (SPICE without its jars) is left out. `sed.faithfulness` is an explanation check, added
+    by the tracking layer (`benchmark.explain.faithfulness.faithfulness_scores`).
+
+    The numbers are the corpus values of `benchmark.eval.metrics`' scoring functions, the ones
+    `compare` and `leaderboard` take their per-utterance scores and table cells from.
     """
     fill_languages(records, card, utterances)
+    rows = [SimpleNamespace(**r) for r in records]  # read as the scoring functions read records
     scores: dict[str, float] = {}
-    wanted = {target for task, target in SCORED_FIELD.items() if task in card.tasks} & set(system.targets)
-    if "emotion" in wanted and (rows := [r for r in records if r["ref_emotion"] is not None]):
-        scores |= ser_scores([r["ref_emotion"] for r in rows], [r["hyp_emotion"] for r in rows], card.labels)
-    if "transcript" in wanted and (rows := [r for r in records if r["ref_transcript"]]):
-        scores |= asr_scores([r["ref_transcript"] for r in rows], [r["hyp_transcript"] for r in rows])
-    if "descriptor" in wanted and (rows := [r for r in records if r["ref_descriptor"]]):
-        scores |= sed_scores(rows, card, utterances)
-    return scores
-
-
-def sed_scores(
-    records: Sequence[dict[str, str | None]], card: DatasetCard, utterances: Sequence[Utterance]
-) -> dict[str, float]:
-    """The captioning metrics of the descriptors (paper Table 1) and `sed.faithfulness`.
-
-    Each record is scored in its reference's language (its `language`, else the card's):
-    `sed.<metric>` and `sed.language_mismatch`, plus `sed.<lang>.<metric>` per language when the
-    references have several (`benchmark.eval.captioning`). A metric that cannot run here (SPICE
-    without its jars) is left out of the scores; `doctor` and the captioning module say why.
-    Faithfulness is measured only when some descriptor makes a checkable claim, since measuring
-    the cues of a new corpus takes a while.
-    """
-    hyps = [r["hyp_descriptor"] for r in records]
-    languages = [r.get("language") or card.language for r in records]
-    scores = caption_scores([r["ref_descriptor"] for r in records], hyps, languages).corpus
-    if any(descriptor_claims(hyp) for hyp in hyps):
-        by_id = {u.id: u for u in utterances}
-        if missing := [r["id"] for r in records if r["id"] not in by_id]:
-            raise ValueError(f"records without a manifest row, e.g. {missing[:3]}")
-        result = faithfulness(hyps, measured_levels([by_id[r["id"]] for r in records]))
-        if result.share is not None:
-            scores["sed.faithfulness"] = result.share
+    wanted = scored_fields(card, system)
+    if "emotion" in wanted:
+        scores |= emotion_scores(rows, card.labels).corpus
+    if "transcript" in wanted:
+        scores |= transcript_scores(rows).corpus
+    if "descriptor" in wanted:
+        scores |= descriptor_scores(rows, card.language).corpus
     return scores

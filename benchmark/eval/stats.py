@@ -15,14 +15,17 @@ Runs with several folds (IEMOCAP leave-one-session-out) report the mean over fol
 utterances is then the fold mean of the metric, the number `run` logs as `ser.ua`. With one fold or
 an official test split this is the formula above.
 
-Captioning metrics (`sed.*`) are scored together, in one call of the captioning module per run
-(`caption_utterance_scores`: the Java scorers start once). Their per-utterance scores are sentence
-scores, whose mean for BLEU-4 and METEOR is not the corpus score: the test then compares mean
-sentence scores, while tables show the corpus score (`UtteranceScores.value`). Each utterance is
-scored in its reference's language (`PredictionRecord.language`, null meaning the corpus
-language); a run whose references have several languages also gets `sed.<lang>.<metric>` over the
-utterances of each language, and `sed.language_mismatch` (per utterance 1 for a hypothesis in
-another language than its reference, else 0; lower is better) is tested like the other metrics.
+The scores, and the number a table shows for a run (`UtteranceScores.value`), come from the
+scoring functions of `benchmark.eval.metrics` that `run` logs its metrics with, fold by fold
+(`fold_scores`): the shown number is the logged one, and the test values are scores of the same
+call. Captioning metrics (`sed.*`) are scored together, in one call of the captioning module per
+fold (`caption_utterance_scores`: the Java scorers start once per fold). Their per-utterance
+scores are sentence scores, whose mean for BLEU-4 and METEOR is not the corpus score: the test
+then compares mean sentence scores, while tables show the corpus score. Each utterance is scored
+in its reference's language (`PredictionRecord.language`, null meaning the corpus language); a
+run whose references have several languages also gets `sed.<lang>.<metric>` over the utterances
+of each language, and `sed.language_mismatch` (per utterance 1 for a hypothesis in another
+language than its reference, else 0; lower is better) is tested like the other metrics.
 
 On top of the paper's test: a paired bootstrap confidence interval of the mean difference, and
 Holm's correction across the comparisons of one table (`holm`).
@@ -31,20 +34,27 @@ Holm's correction across the comparisons of one table (`holm`).
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy.stats import ttest_rel
 from statsmodels.stats.multitest import multipletests
 
+from benchmark.config import LANGUAGES, Language
 from benchmark.errors import BenchmarkError
-from benchmark.eval.captioning import LANGUAGE_MISMATCH, LANGUAGES, Language, caption_scores, language_metric
-from benchmark.eval.metrics import asr_errors, normalize_transcript, ser_correct
+from benchmark.eval.captioning import LANGUAGE_MISMATCH, language_metric
+from benchmark.eval.metrics import (
+    UtteranceScores,
+    descriptor_scores,
+    emotion_scores,
+    fold_scores,
+    transcript_scores,
+)
 
-if TYPE_CHECKING:  # records are only read here; the model lives with the tracking code
+if TYPE_CHECKING:  # records are only read here
     from benchmark.data.records import PredictionRecord as Record
 
 Target = Literal["emotion", "transcript", "descriptor"]
@@ -62,102 +72,22 @@ class MetricUnavailable(BenchmarkError):
     """The per-utterance scores of a metric cannot be computed here (e.g. no captioning scorer)."""
 
 
-@dataclass(frozen=True, eq=False)
-class UtteranceScores:
-    """One run's per-utterance scores of one metric; their mean is the metric (module docstring)."""
-
-    metric: str
-    ids: tuple[str, ...]
-    values: np.ndarray
-    corpus: float | None = None  # the corpus score where it is not the mean (BLEU-4, METEOR)
-
-    @property
-    def mean(self) -> float:
-        return float(self.values.mean())
-
-    @property
-    def value(self) -> float:
-        """The metric as tables report it."""
-        return self.mean if self.corpus is None else self.corpus
-
-
-Extractor = Callable[[Sequence["Record"]], UtteranceScores]
-
-
 @dataclass(frozen=True)
 class MetricSpec:
-    """How to score one metric: its direction, the record field it needs, its extractor (None: the
-    scores must be passed in, as for captioning metrics until an extractor is registered)."""
+    """A metric's direction and the record field it scores (its target)."""
 
     higher_is_better: bool
     target: Target
-    extract: Extractor | None = None
 
 
-def _wa(rows: Sequence[Record]) -> np.ndarray:
-    refs = [r.ref_emotion for r in rows]
-    return np.array(ser_correct(refs, [r.hyp_emotion for r in rows], sorted(set(refs))), dtype=float)
-
-
-def _ua(rows: Sequence[Record]) -> np.ndarray:
-    counts = Counter(r.ref_emotion for r in rows)
-    class_sizes = np.array([counts[r.ref_emotion] for r in rows])
-    return _wa(rows) * len(rows) / (len(counts) * class_sizes)
-
-
-def _wer(rows: Sequence[Record]) -> np.ndarray:
-    counts = asr_errors([r.ref_transcript for r in rows], [r.hyp_transcript for r in rows])
-    return np.array(counts.errors, dtype=float) * len(rows) / sum(counts.words)
-
-
-def _fold_mean(
-    scored: Callable[[Record], bool], local: Callable[[Sequence[Record]], np.ndarray], metric: str
-) -> Extractor:
-    """An extractor whose scores average to the fold mean of the metric.
-
-    `scored` picks the utterances the metric counts (a reference exists); `local` returns, for
-    the utterances of one fold, scores whose mean is that fold's metric.
-    """
-
-    def extract(records: Sequence[Record]) -> UtteranceScores:
-        rows = [r for r in records if scored(r)]
-        if not rows:
-            raise MetricUnavailable(f"no utterance has a reference for {metric}")
-        folds: dict[str | None, list[Record]] = defaultdict(list)
-        for row in rows:
-            folds[row.fold].append(row)
-        ids: list[str] = []
-        values: list[np.ndarray] = []
-        for members in folds.values():
-            ids += [r.id for r in members]
-            values.append(local(members) * len(rows) / (len(folds) * len(members)))
-        return UtteranceScores(metric, tuple(ids), np.concatenate(values))
-
-    return extract
-
-
-def _has_emotion(record: Record) -> bool:
-    return record.ref_emotion is not None
-
-
-def _has_transcript(record: Record) -> bool:
-    """A reference empty after normalisation has no words to be wrong about: `asr_errors` skips it."""
-    return bool(normalize_transcript(record.ref_transcript))
-
-
-# Metric name -> how to score it; captioning metrics come from `caption_utterance_scores` (a lower
-# language-mismatch share is better).
+# Metric name -> how to test it; SER and ASR scores come from `per_utterance_scores`, captioning
+# ones from `caption_utterance_scores` (a lower language-mismatch share is better).
 METRICS: dict[str, MetricSpec] = {
-    "ser.ua": MetricSpec(True, "emotion", _fold_mean(_has_emotion, _ua, "ser.ua")),
-    "ser.wa": MetricSpec(True, "emotion", _fold_mean(_has_emotion, _wa, "ser.wa")),
-    "asr.wer": MetricSpec(False, "transcript", _fold_mean(_has_transcript, _wer, "asr.wer")),
+    "ser.ua": MetricSpec(True, "emotion"),
+    "ser.wa": MetricSpec(True, "emotion"),
+    "asr.wer": MetricSpec(False, "transcript"),
     **{name: MetricSpec(not name.endswith("mismatch"), "descriptor") for name in CAPTION_SCORE_NAMES},
 }
-
-
-def reference_languages(records: Sequence[Record], language: Language) -> list[Language]:
-    """Each record's reference language; `language` (the corpus's) where a record has none."""
-    return [r.language or language for r in records]
 
 
 def caption_utterance_scores(records: Sequence[Record], language: Language) -> dict[str, UtteranceScores]:
@@ -166,30 +96,12 @@ def caption_utterance_scores(records: Sequence[Record], language: Language) -> d
     `language` is the corpus language, which records written without a `language` were scored in.
     The result has `sed.<metric>` and `sed.language_mismatch` over all those records and, when
     their references have several languages, `sed.<lang>.<metric>` over each language's records
-    (`benchmark.eval.captioning` says how). A metric that cannot run (SPICE without its jars) is
-    absent; `available_caption_metrics` says why. Single-fold scores: captioning is evaluated on
-    one test set (EMOSEC, zero-shot).
+    (`benchmark.eval.metrics.descriptor_scores`, fold by fold as `run` scored them). A metric that
+    cannot run (SPICE without its jars) is absent; `available_caption_metrics` says why.
     """
-    rows = [r for r in records if r.ref_descriptor]
-    if not rows:
+    scores = fold_scores(records, partial(descriptor_scores, language=language))
+    if not scores:
         raise MetricUnavailable("no utterance has a reference descriptor for the sed.* metrics")
-    languages = reference_languages(rows, language)
-    result = caption_scores([r.ref_descriptor for r in rows], [r.hyp_descriptor for r in rows], languages)
-    ids = tuple(r.id for r in rows)
-    scores = {
-        name: UtteranceScores(name, ids, np.asarray(values, dtype=float), corpus=result.corpus[name])
-        for name, values in result.per_utterance.items()
-    }
-    present = [lang for lang in LANGUAGES if lang in languages]
-    overall = list(scores.items())
-    if len(present) > 1:
-        for lang in present:
-            members = [i for i, found in enumerate(languages) if found == lang]
-            for name, utterance in overall:
-                key = language_metric(name, lang)
-                scores[key] = UtteranceScores(
-                    key, tuple(ids[i] for i in members), utterance.values[members], corpus=result.corpus[key]
-                )
     return scores
 
 
@@ -200,24 +112,32 @@ def metric_spec(metric: str) -> MetricSpec:
 
 
 def per_utterance_scores(
-    metric: str, records: Sequence[Record], precomputed: Sequence[float] | None = None
+    metric: str,
+    records: Sequence[Record],
+    labels: Sequence[str] | None = None,
+    precomputed: Sequence[float] | None = None,
 ) -> UtteranceScores:
-    """Per-utterance scores of `metric` for one run's records.
+    """Per-utterance scores of the SER or ASR `metric` for one run's records, from the scoring
+    functions `run` logs its metrics with (`fold_scores`).
 
-    `precomputed[i]` is the score of `records[i]` (e.g. sentence CIDEr from the captioning module);
-    without it the metric's registered extractor computes the scores from the records.
+    `labels` are the corpus's emotion labels in its card's order (`emotion_scores` says why).
+    `precomputed[i]` is the score of `records[i]`, passed in by hand instead.
     """
     spec = metric_spec(metric)
     if precomputed is not None:
         if len(precomputed) != len(records):
             raise ValueError(f"{len(precomputed)} precomputed {metric} scores for {len(records)} records")
         return UtteranceScores(metric, tuple(r.id for r in records), np.asarray(precomputed, dtype=float))
-    if spec.extract is None:
+    if spec.target == "descriptor":
         raise MetricUnavailable(
             f"no per-utterance scorer for {metric} is registered",
-            hint="register one in benchmark.eval.stats.METRICS, or pass the scores as `precomputed`",
+            hint="captioning scores come from caption_utterance_scores, or pass them as `precomputed`",
         )
-    return spec.extract(records)
+    score = transcript_scores if spec.target == "transcript" else partial(emotion_scores, labels=labels)
+    scores = fold_scores(records, score)
+    if metric not in scores:
+        raise MetricUnavailable(f"no utterance has a reference for {metric}")
+    return scores[metric]
 
 
 def paired_values(

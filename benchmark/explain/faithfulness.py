@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from benchmark.data.cues import UtteranceCues, batch_cues, descriptor_levels
@@ -239,3 +239,20 @@ def faithfulness(
             agreeing[attribute] += agree
         per_utterance.append(sum(agrees.values()) / len(agrees) if agrees else None)
     return FaithfulnessResult(per_utterance, claims, agreeing)
+
+
+def faithfulness_scores(
+    records: Sequence[Mapping[str, str | None]], utterances: Sequence[Utterance]
+) -> dict[str, float]:
+    """`sed.faithfulness` of the records that have a reference descriptor, as a metrics dict (empty
+    when no descriptor makes a checkable claim: measuring the cues of a new corpus takes a while,
+    so it is skipped then). `utterances` are the records' manifest rows."""
+    rows = [r for r in records if r["ref_descriptor"]]
+    hyps = [r["hyp_descriptor"] for r in rows]
+    if not any(descriptor_claims(hyp) for hyp in hyps):
+        return {}
+    by_id = {u.id: u for u in utterances}
+    if missing := [r["id"] for r in rows if r["id"] not in by_id]:
+        raise ValueError(f"records without a manifest row, e.g. {missing[:3]}")
+    result = faithfulness(hyps, measured_levels([by_id[str(r["id"])] for r in rows]))
+    return {} if result.share is None else {"sed.faithfulness": result.share}

@@ -48,20 +48,20 @@ import pandas as pd
 from mlflow.entities import Run
 from rich.table import Table
 
+from benchmark.config import LANGUAGES, Language
 from benchmark.data.records import PredictionRecord
 from benchmark.errors import BenchmarkError
-from benchmark.eval.captioning import LANGUAGE_MISMATCH, LANGUAGES, Language, available_caption_metrics
+from benchmark.eval.captioning import LANGUAGE_MISMATCH, available_caption_metrics
+from benchmark.eval.metrics import UtteranceScores, reference_languages
 from benchmark.eval.stats import (
     CAPTION_SCORE_NAMES,
     SED_METRICS,
     MetricUnavailable,
     PairedTest,
-    UtteranceScores,
     caption_utterance_scores,
     metric_spec,
     paired_test,
     per_utterance_scores,
-    reference_languages,
     with_holm,
 )
 from benchmark.registry import load_dataset_card
@@ -131,7 +131,7 @@ class EvaluatedRun:
             if metric in self._unavailable:
                 raise MetricUnavailable(self._unavailable[metric])
         if metric not in self._scores:
-            self._scores[metric] = per_utterance_scores(metric, self.records)
+            self._scores[metric] = per_utterance_scores(metric, self.records, self.labels)
         return self._scores[metric]
 
     def _caption_unavailable(self, metric: str) -> str | None:
@@ -158,6 +158,11 @@ class EvaluatedRun:
     def language(self) -> Language:
         """The language of the run's corpus: that of records written without a `language`."""
         return load_dataset_card(self.run.data.tags.get("dataset", "demo")).language
+
+    @property
+    def labels(self) -> list[str]:
+        """The emotion labels of the run's corpus, in its card's order: the order `run` scored UA in."""
+        return list(load_dataset_card(self.run.data.tags.get("dataset", "demo")).labels)
 
     @property
     def languages(self) -> list[Language]:

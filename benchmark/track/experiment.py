@@ -42,7 +42,8 @@ from benchmark.data.records import PredictionRecord
 from benchmark.data.splits import Fold, check_validation, fold_names, folds, relabel, training_part
 from benchmark.errors import BenchmarkError
 from benchmark.eval.metrics import confusion_matrix, plot_confusion_matrix
-from benchmark.eval.predict import predict, score_records
+from benchmark.eval.predict import predict, score_records, scored_fields
+from benchmark.explain.faithfulness import faithfulness_scores
 from benchmark.nn.backbones import Backbone, get_backbone
 from benchmark.registry import load_dataset_card, load_system
 from benchmark.track.log import (
@@ -321,10 +322,21 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
 
     validation: dict[str, float] = {}
     if fold.validation:
-        scores = score_records(predict_rows(fold.validation), card, system, fold.validation)
+        scores = run_metrics(predict_rows(fold.validation), card, system, fold.validation)
         validation = {f"val.{name}": value for name, value in scores.items()}
     records = predict_rows(fold.test)
-    return FoldResult(records, score_records(records, card, system, fold.test), validation)
+    return FoldResult(records, run_metrics(records, card, system, fold.test), validation)
+
+
+def run_metrics(
+    records: list[dict], card: DatasetCard, system: SystemConfig, utterances: list[Utterance]
+) -> dict[str, float]:
+    """What a run logs for a split: eval's scores of the records and, where descriptors are scored,
+    explain's descriptor faithfulness (`sed.faithfulness`)."""
+    scores = score_records(records, card, system, utterances)
+    if "descriptor" in scored_fields(card, system):
+        scores |= faithfulness_scores(records, utterances)
+    return scores
 
 
 def log_trained_system(model: SpeechEmotionCaptioner, backbone: str, encoder_shape: tuple[int, int]) -> None:
@@ -406,7 +418,7 @@ def run_experiment(request: RunRequest) -> RunSummary:
         log_metrics({f"{n}.std": v for n, v in std.items()})
         if len(mixture.folds) > 1:  # with one fold the pooled scores are the fold's
             tested = [row for fold in mixture.folds for row in fold.test]
-            log_metrics({f"pooled.{n}": v for n, v in score_records(pooled, card, system, tested).items()})
+            log_metrics({f"pooled.{n}": v for n, v in run_metrics(pooled, card, system, tested).items()})
         log_predictions([PredictionRecord(**r) for r in pooled], "pooled")
         log_confusion(pooled, labels, "confusion_matrix_pooled.png")
     return RunSummary(parent.info.run_id, system, fold_metrics, mean, std)

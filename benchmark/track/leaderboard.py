@@ -56,11 +56,11 @@ from dataclasses import dataclass
 from mlflow.entities import Run
 
 from benchmark.errors import BenchmarkError
+from benchmark.eval.metrics import UtteranceScores
 from benchmark.eval.stats import (
     SED_METRICS,
     MetricUnavailable,
     PairedTest,
-    UtteranceScores,
     metric_spec,
     paired_test,
     with_holm,

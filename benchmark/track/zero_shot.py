@@ -29,10 +29,10 @@ from benchmark.data.features import FeatureCache
 from benchmark.data.prepare import is_prepared, load_split
 from benchmark.data.records import PredictionRecord
 from benchmark.errors import BenchmarkError
-from benchmark.eval.predict import predict, score_records
+from benchmark.eval.predict import predict
 from benchmark.nn.backbones import get_backbone
 from benchmark.registry import load_dataset_card
-from benchmark.track.experiment import SYSTEM_ARTIFACT, log_confusion
+from benchmark.track.experiment import SYSTEM_ARTIFACT, log_confusion, run_metrics
 from benchmark.track.log import log_environment, log_metrics, log_predictions
 from benchmark.track.lookup import finished_run, fold_runs
 from benchmark.track.protocol import RunProtocol
@@ -132,7 +132,7 @@ def evaluate_run(
     with run_context(f"{system.name} on {card.name} (zero-shot)", tags=tags, params=system) as run:
         log_environment()
         records = predict(model, examples_of(rows, features), list(card.labels), None, progress=progress)
-        scores = score_records(records, card, system, rows)
+        scores = run_metrics(records, card, system, rows)
         log_metrics(scores)
         log_predictions([PredictionRecord(**r) for r in records], "pooled")
         log_confusion(records, list(card.labels), "confusion_matrix.png")
