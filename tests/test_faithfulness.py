@@ -10,12 +10,16 @@ from benchmark.data.cues import UtteranceCues
 from benchmark.data.demo import EMOTIONS, TEMPLATES, build_demo_corpus, describe
 from benchmark.data.manifest import read_manifest
 from benchmark.errors import BenchmarkError
+from benchmark.eval.predict import RECORD_FIELDS, score_records
 from benchmark.explain.faithfulness import (
     descriptor_claims,
     faithfulness,
+    faithfulness_scores,
     measured_levels,
     measured_levels_from_cues,
 )
+from benchmark.registry import load_dataset_card, load_system
+from benchmark.track.experiment import run_metrics
 
 LEVELS = ("low", "normal", "high")
 
@@ -114,3 +118,17 @@ def test_demo_descriptors_are_faithful_to_their_measured_cues(tmp_path: Path):
     wrong_gender = faithfulness(swapped, measured)
     assert wrong_gender.claims == result.claims
     assert wrong_gender.agreeing == result.agreeing | {"gender": 0}
+
+    # As a run logs it: records of the rows, scored by eval and checked by explain.
+    records = [
+        dict.fromkeys(RECORD_FIELDS) | {"id": r.id, "ref_descriptor": r.descriptor, "hyp_descriptor": hyp}
+        for r, hyp in zip(rows, swapped, strict=True)
+    ]
+    expected = wrong_gender.share
+    assert faithfulness_scores(records, rows) == {"sed.faithfulness": expected}
+    system = load_system("fd-ser-sed")
+    logged = run_metrics(records, load_dataset_card("demo"), system, rows)
+    assert logged["sed.faithfulness"] == expected and "sed.bleu4" in logged
+    assert "sed.faithfulness" not in score_records(records, load_dataset_card("demo"), system, rows)
+    no_claims = [r | {"hyp_descriptor": "mm"} for r in records]
+    assert faithfulness_scores(no_claims, rows) == {}
