@@ -18,7 +18,6 @@ from benchmark.track.signals import Stopped, killed_runs, stop_on_signals
 
 # Verbs whose implementation arrives with later milestones of the roadmap (README).
 PLANNED = {
-    "study": "Optuna studies (the beta search)",
     "explain": "cue-level explanations of one prediction",
 }
 
@@ -61,6 +60,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_experiment(request)
     console.print(results_table(summary))
     print_run_link(summary.run_id)
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from benchmark.config import parse_overrides
+    from benchmark.console import print_run_link, print_study
+    from benchmark.track.study import StudyRequest, report_study, run_study
+
+    request = StudyRequest(
+        name=args.name,
+        trials=args.trials,
+        workers=args.workers,
+        storage=args.storage,
+        dataset=args.dataset,
+        backbone=args.backbone,
+        epochs=args.epochs,
+        overrides=parse_overrides(args.set),
+        resume=args.resume,
+        refit=not args.no_refit,
+        worker=args.worker,
+        progress=not args.no_progress,
+    )
+    summary = report_study(request) if args.report else run_study(request)
+    if summary is not None:  # a --worker prints nothing: its coordinator reports the study
+        print_study(summary)
+        print_run_link(summary.run_id, "study")
     return 0
 
 
@@ -251,6 +276,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
     )
     run.set_defaults(func=cmd_run)
+
+    study = verbs.add_parser(
+        "study", help="an Optuna study (studies/*.yaml: the beta search, Table 3), every trial an MLflow run"
+    )
+    study.add_argument("name", help="study name (studies/NAME.yaml: beta, table3)")
+    study.add_argument("--trials", type=_positive_int, help="trials in all (default: the spec's)")
+    study.add_argument("--workers", type=_positive_int, default=1, help="worker processes here (default 1)")
+    study.add_argument(
+        "--storage",
+        metavar="URL",
+        help="journal:PATH or postgresql://... (default: a journal file beside the MLflow store)",
+    )
+    study.add_argument("--dataset", help="dataset card (default: the spec's)")
+    study.add_argument("--backbone", choices=["demo", "tiny", "paper"], help="default: the spec's")
+    study.add_argument("--epochs", type=_positive_int, help="epochs of every stage of every trial")
+    study.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field of every trial",
+    )
+    study.add_argument("--resume", action="store_true", help="a re-run trial continues from its checkpoints")
+    study.add_argument(
+        "--report", action="store_true", help="print the trials and log the plots; run nothing"
+    )
+    study.add_argument("--no-refit", action="store_true", help="search only: do not refit the best trial")
+    study.add_argument(
+        "--worker",
+        action="store_true",
+        help="only take trials of a study started elsewhere (another machine)",
+    )
+    study.add_argument("--no-progress", action="store_true", help="no progress bars")
+    study.set_defaults(func=cmd_study)
 
     evaluate = verbs.add_parser(
         "evaluate", help="score a trained run on another corpus's test split, zero-shot (no training)"

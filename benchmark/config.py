@@ -340,6 +340,161 @@ class SystemConfig(StrictModel):
         return self
 
 
+# ---------------------------------------------------------------------------------------------
+# Studies (studies/*.yaml): Optuna searches over system fields, each trial a `benchmark run`.
+# ---------------------------------------------------------------------------------------------
+
+ParamValue = str | int | float | bool
+SYSTEM_PARAM = "system"  # the one parameter that is not a config field: it picks the variant
+
+
+class SearchParam(StrictModel):
+    """One searched parameter: a float or int range (`log` for a log-uniform one) or choices.
+
+    Its name in `StudySpec.params` is the system field it sets, dotted for a nested one (`beta`,
+    `decoder.lora_r`, `stages` cannot be searched: a list is set whole), or `system`, which picks
+    the system variant itself (Table 3 rows differ in their system).
+    """
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[ParamValue] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices or self.low is not None or self.high is not None or self.log:
+                raise ValueError("a categorical parameter takes 'choices' only")
+            return self
+        if self.choices is not None or self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter takes 'low' and 'high', not 'choices'")
+        if not self.low < self.high:
+            raise ValueError("'low' must be below 'high'")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-uniform parameter needs 'low' > 0")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError("an int parameter needs integer 'low' and 'high'")
+        return self
+
+    def admits(self, value: object) -> bool:
+        if self.type == "categorical":
+            return value in (self.choices or [])
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return self.low <= value <= self.high and (self.type == "float" or float(value).is_integer())
+
+
+def _validation_metric(metric: str) -> str:
+    if not metric.startswith("val."):
+        raise ValueError(
+            f"'{metric}' is not a validation metric: a study is decided on val.* metrics only "
+            "(the test part is touched once, by the refit of the best trial)"
+        )
+    return metric
+
+
+class ObjectiveSpec(StrictModel):
+    """What a trial returns: a validation metric of its run (the mean over its folds)."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+    @model_validator(mode="after")
+    def _check(self) -> ObjectiveSpec:
+        _validation_metric(self.metric)
+        return self
+
+
+class SamplerSpec(StrictModel):
+    """`tpe` (with `startup_trials` random ones first) or `random`; `queue` runs the `fixed` trials only."""
+
+    kind: Literal["tpe", "random", "queue"] = "tpe"
+    seed: int = 0
+    startup_trials: int = Field(4, ge=0)
+
+
+class PrunerSpec(StrictModel):
+    """Stop a trial early on a per-epoch validation metric (`val.ce`: the teacher-forced loss that
+    `benchmark.train.loop` logs every epoch, cheap and independent of beta's KL weight)."""
+
+    kind: Literal["none", "median"] = "none"
+    metric: str = "val.ce"
+    direction: Literal["maximize", "minimize"] = "minimize"
+    startup_trials: int = Field(2, ge=0)  # trials that always run to the end first
+    warmup_steps: int = Field(0, ge=0)  # epochs of every trial that are never pruned
+
+    @model_validator(mode="after")
+    def _check(self) -> PrunerSpec:
+        _validation_metric(self.metric)
+        return self
+
+
+class StudySpec(StrictModel):
+    """An Optuna study over one dataset and backbone: its search space, sampler, pruner, trials.
+
+    Every trial is `benchmark run` with `--validation` and no test evaluation, on the given
+    `fold` (None: the card's default); `overrides` (like `--set`) and `epochs` apply to every trial
+    and to the refit. `fixed` trials (Table 3's rows) are queued in order before any is sampled;
+    with the `queue` sampler they are the whole study. `refit: best` trains the best trial's
+    parameters again on the full training part and scores the test part; `every` refits each
+    complete trial (a table of rows, not a search).
+    """
+
+    name: str
+    title: str
+    description: str = ""
+    paper: str = ""  # where the paper reports what the study reproduces
+    system: str
+    dataset: str = "demo"
+    backbone: Literal["demo", "tiny", "paper"] = "demo"
+    fold: str | None = None
+    objective: ObjectiveSpec
+    params: dict[str, SearchParam]
+    fixed: list[dict[str, ParamValue]] = Field(default_factory=list)
+    trials: int | None = Field(None, ge=1)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    epochs: int | None = Field(None, ge=1)
+    refit: Literal["best", "every"] = "best"
+    max_retries: int = Field(3, ge=0)  # re-runs of a trial whose worker died or was stopped
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        if not self.params:
+            raise ValueError("'params' names no parameter to search")
+        for index, row in enumerate(self.fixed):
+            if set(row) != set(self.params):
+                raise ValueError(f"fixed trial {index + 1} must give just the params {sorted(self.params)}")
+            for name, value in row.items():
+                if not self.params[name].admits(value):
+                    raise ValueError(f"fixed trial {index + 1}: {name}={value!r} is outside its search space")
+        if self.sampler.kind == "queue" and not self.fixed:
+            raise ValueError("the 'queue' sampler runs the 'fixed' trials, and there are none")
+        if self.sampler.kind == "queue" and self.trials not in (None, len(self.fixed)):
+            raise ValueError(f"a 'queue' study runs its {len(self.fixed)} fixed trials; drop 'trials'")
+        if self.sampler.kind != "queue" and self.trials is None:
+            raise ValueError("'trials' is needed unless the sampler is 'queue'")
+        if self.trials is not None and self.trials < len(self.fixed):
+            raise ValueError(f"'trials' ({self.trials}) is fewer than the {len(self.fixed)} fixed trials")
+        return self
+
+    @property
+    def n_trials(self) -> int:
+        return self.trials if self.trials is not None else len(self.fixed)
+
+
+def dotted_override(key: str, value: Any) -> dict[str, Any]:
+    """`("decoder.lora_r", 4)` -> `{"decoder": {"lora_r": 4}}`: a dotted key as nested mappings."""
+    *parents, leaf = key.split(".")
+    node: dict[str, Any] = {leaf: value}
+    for part in reversed(parents):
+        node = {part: node}
+    return node
+
+
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     """`--set training.batch_size=4 --set decoder.regime=lora` -> a nested mapping (YAML values).
 
@@ -351,11 +506,7 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise BenchmarkError(f"--set {pair!r}: expected KEY=VALUE, e.g. training.batch_size=4")
-        *parents, leaf = key.split(".")
-        node = overrides
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        overrides = merge_configs(overrides, dotted_override(key, yaml.safe_load(value)))
     return overrides
 
 

@@ -19,6 +19,7 @@ from benchmark.track.environment import Check
 if TYPE_CHECKING:
     from benchmark.track.compare import CompareReport
     from benchmark.track.store import MlflowConfig
+    from benchmark.track.study import StudySummary
     from benchmark.track.ui import ReadyUI
     from benchmark.track.zero_shot import EvaluationSummary
 
@@ -171,6 +172,43 @@ def print_run_link(run_id: str, kind: str = "") -> None:
     """Where the MLflow run just logged can be browsed."""
     kind = f" (kind={kind})" if kind else ""
     console.print(f"MLflow run {run_id}{kind}; browse it with `python -m benchmark ui`")
+
+
+def _param(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def print_study(summary: StudySummary) -> None:
+    """The trials table of a study, its best trial, its refit runs, and how to browse it."""
+    from benchmark.track.study_report import dashboard_command, trial_rows
+
+    spec, metric = summary.spec, summary.spec.objective.metric
+    table = Table(
+        title=f"study {spec.name} ({summary.study.study_name}): {metric}, {spec.objective.direction}"
+    )
+    for column in ("trial", "state", *spec.params, metric, "seconds", "MLflow run"):
+        table.add_column(column, justify="right" if column in ("trial", metric, "seconds") else "left")
+    for row in trial_rows(summary.study):
+        state = row.state + (f" (retry of {row.retry_of})" if row.retry_of is not None else "")
+        table.add_row(
+            str(row.number), state, *(_param(row.params.get(name, "")) for name in spec.params),
+            _metric(metric, row.value) if row.value is not None else "–",
+            f"{row.seconds:.0f}" if row.seconds is not None else "–", row.run_id,
+        )  # fmt: skip
+    console.print(table)
+    complete = [t for t in summary.study.get_trials(deepcopy=False) if t.value is not None]
+    if complete:
+        best = summary.study.best_trial
+        shown = ", ".join(f"{name}={_param(value)}" for name, value in best.params.items())
+        console.print(
+            f"best trial {best.number}: {shown}; {metric} {_metric(metric, best.value)}", markup=False
+        )
+    if not summary.complete:
+        console.print(f"the study is short of its {spec.n_trials} trials: run the same command to continue")
+    for number, run_id in sorted(summary.refits.items()):
+        console.print(f"refit of trial {number} on the test part: MLflow run {run_id}", markup=False)
+    journal = summary.storage.journal_path if summary.storage.is_journal else None
+    console.print(f"dashboard: {dashboard_command(summary.storage.display(), journal)}", markup=False)
 
 
 def print_compare_notes(report: CompareReport) -> None:

@@ -18,7 +18,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmark.config import DatasetCard, SystemConfig, load_yaml, merge_configs, override_system, validate
+from benchmark.config import (
+    SYSTEM_PARAM,
+    DatasetCard,
+    StudySpec,
+    SystemConfig,
+    load_yaml,
+    merge_configs,
+    override_system,
+    validate,
+)
 from benchmark.errors import BenchmarkError
 
 Kind = Literal["models", "datasets", "studies"]
@@ -135,3 +144,22 @@ def system_configs() -> dict[str, SystemConfig]:
     """Every system of the registry, in paper order (ties by name)."""
     configs = [load_system(name) for name in sorted(entries("models"))]
     return {config.name: config for config in sorted(configs, key=paper_order)}
+
+
+def load_study(name: str) -> StudySpec:
+    """One study from `studies/NAME.yaml`; the systems and dataset it names must exist."""
+    path = find("studies", name)
+    spec = validate(StudySpec, load_yaml(path), path)
+    if spec.name != name:
+        raise BenchmarkError(f"{path}: field 'name' is '{spec.name}' but the file is named '{name}'")
+    systems = [spec.system, *(spec.params[SYSTEM_PARAM].choices or [] if SYSTEM_PARAM in spec.params else [])]
+    for system in systems:
+        if str(system) not in entries("models"):
+            raise BenchmarkError(
+                f"{path}: unknown system '{system}'", hint="see `python -m benchmark systems`"
+            )
+    if spec.dataset not in entries("datasets"):
+        raise BenchmarkError(
+            f"{path}: field 'dataset': unknown dataset '{spec.dataset}'", hint="see `data list`"
+        )
+    return spec

@@ -27,9 +27,10 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -68,9 +69,24 @@ if TYPE_CHECKING:
 SYSTEM_ARTIFACT = Path("model/system.pt")  # in each fold run of an LLM system
 
 
+class RunObserver(Protocol):
+    """Follows a run as it goes (a study's trial): told the parent run's id when it opens, and the
+    validation metrics of every epoch (`val.ce`, `val.loss`), on which it may stop the run by
+    raising (a pruned trial)."""
+
+    def started(self, run_id: str) -> None: ...
+
+    def validated(self, metrics: dict[str, float]) -> None: ...
+
+
 @dataclass
 class RunRequest:
-    """Everything `benchmark run` was asked for; `overrides` are the `--set` ones (`resolve_system`)."""
+    """Everything `benchmark run` was asked for; `overrides` are the `--set` ones (`resolve_system`).
+
+    `test=False` (a study's trial) trains and scores the validation set only: the test part is
+    neither predicted nor logged. `tags` are added to the parent run's (a trial's `study`,
+    `trial`, `kind` and `mlflow.parentRunId`), and `name` replaces its name.
+    """
 
     system: str
     beta: float | None = None
@@ -85,6 +101,10 @@ class RunRequest:
     cache_features: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    test: bool = True
+    tags: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    observer: RunObserver | None = None
 
 
 @dataclass
@@ -211,8 +231,9 @@ def build_mixture(request: RunRequest, card: DatasetCard, others: list[DatasetCa
     return Mixture(card, chosen, extra, outside, {c.name: c for c in [card, *others]})
 
 
-def log_fold_data(mixture: Mixture, fold: Fold, system: SystemConfig) -> None:
-    """What the fold trained and was scored on, as params and MLflow dataset inputs."""
+def log_fold_data(mixture: Mixture, fold: Fold, system: SystemConfig, test: bool = True) -> None:
+    """What the fold trained and was scored on, as params and MLflow dataset inputs (the test part
+    only when it is scored)."""
     from benchmark.train.data import task_counts
 
     card, training = mixture.card, mixture.training_rows(fold)
@@ -235,7 +256,8 @@ def log_fold_data(mixture: Mixture, fold: Fold, system: SystemConfig) -> None:
     parts: list[tuple[list[Utterance], str, DatasetContext]] = [
         ([row for row in training if row.dataset == name], name, "training") for name in mixture.cards
     ]
-    parts += [(fold.validation, card.name, "validation"), (fold.test, card.name, "test")]
+    parts += [(fold.validation, card.name, "validation")]
+    parts += [(fold.test, card.name, "test")] if test else []
     for rows, name, context in parts:
         if rows:
             source = mixture.cards[name]
@@ -275,9 +297,23 @@ class FoldResult:
     validation: dict[str, float]  # `val.<metric>`; empty without --validation
 
 
+def training_log(request: RunRequest) -> Callable[[dict[str, float], int], None]:
+    """Where the training loop's metrics go: MLflow, and the validation ones to the observer too."""
+    observer = request.observer
+    if observer is None:
+        return log_metrics
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        log_metrics(metrics, step)
+        if any(name.startswith("val.") for name in metrics):
+            observer.validated(metrics)
+
+    return log
+
+
 def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
     """Train from scratch on the fold's training rows (mixture included), then predict and score
-    its test rows, and its validation rows first when it has them.
+    its test rows (unless `request.test` is off), and its validation rows first when it has them.
 
     `kind: ssl` systems train the SSL baseline's heads and, with `ssl.finetune_layers`, the
     encoder's top layers (`benchmark.train.ssl`), without checkpoints;
@@ -291,7 +327,8 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
         torch.manual_seed(system.training.seed)
         model = build_ssl_baseline(system, *plan.encoder_shape, card.labels, top_layers=plan.top_layers)
         validation = plan.examples(fold.validation)
-        train_ssl(model, training, system, log=log_metrics, progress=request.progress, validation=validation)
+        log = training_log(request)
+        train_ssl(model, training, system, log=log, progress=request.progress, validation=validation)
 
         def predict_rows(rows: list[Utterance]) -> list[dict]:
             return predict_ssl(model, plan.examples(rows), fold.name, progress=request.progress)
@@ -311,7 +348,7 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
             engine=request.engine,
             checkpoint_dir=checkpoints,
             resume=request.resume,
-            log=log_metrics,
+            log=training_log(request),
             progress=request.progress,
             validation=plan.examples(fold.validation),
         )
@@ -324,6 +361,8 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
     if fold.validation:
         scores = run_metrics(predict_rows(fold.validation), card, system, fold.validation)
         validation = {f"val.{name}": value for name, value in scores.items()}
+    if not request.test:
+        return FoldResult([], {}, validation)
     records = predict_rows(fold.test)
     return FoldResult(records, run_metrics(records, card, system, fold.test), validation)
 
@@ -399,16 +438,20 @@ def run_experiment(request: RunRequest) -> RunSummary:
     resumed = interrupted_run("config_digest", digest) if request.resume else None
     fold_metrics: dict[str, dict[str, float]] = {}
     parent_tags = {**tags, "resumed_from": resumed.info.run_id} if resumed else tags
-    with run_context(f"{system.name} on {card.name}", tags=parent_tags, params=system) as parent:
+    name = request.name or f"{system.name} on {card.name}"
+    with run_context(name, tags={**parent_tags, **request.tags}, params=system) as parent:
+        if request.observer is not None:
+            request.observer.started(parent.info.run_id)
         log_environment()
         pooled: list[dict] = []
         for fold in mixture.folds:
             with run_context(f"fold {fold.name}", tags={**tags, "fold": fold.name}):
-                log_fold_data(mixture, fold, system)
+                log_fold_data(mixture, fold, system, request.test)
                 result = run_fold(plan, fold)
                 log_metrics({**result.scores, **result.validation})
-                log_predictions([PredictionRecord(**r) for r in result.records], f"fold-{fold.name}")
-                log_confusion(result.records, labels, "confusion_matrix.png")
+                if request.test:
+                    log_predictions([PredictionRecord(**r) for r in result.records], f"fold-{fold.name}")
+                    log_confusion(result.records, labels, "confusion_matrix.png")
             fold_metrics[fold.name] = {**result.scores, **result.validation}
             pooled += result.records
         names = sorted({name for scores in fold_metrics.values() for name in scores})
@@ -416,6 +459,8 @@ def run_experiment(request: RunRequest) -> RunSummary:
         std = {n: float(np.std([s[n] for s in fold_metrics.values() if n in s])) for n in names}
         log_metrics(mean)
         log_metrics({f"{n}.std": v for n, v in std.items()})
+        if not request.test:  # a study's trial: nothing of the test part
+            return RunSummary(parent.info.run_id, system, fold_metrics, mean, std)
         if len(mixture.folds) > 1:  # with one fold the pooled scores are the fold's
             tested = [row for fold in mixture.folds for row in fold.test]
             log_metrics({f"pooled.{n}": v for n, v in run_metrics(pooled, card, system, tested).items()})

@@ -25,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -160,9 +160,16 @@ def owner_gone(run: Run, stale_after_s: float, now: float | None = None) -> tupl
 
     A run without owner tags (written before they existed) is judged by its start time alone.
     """
+    return owner_gone_from(run.data.tags, run.info.start_time / 1000, stale_after_s, now)
+
+
+def owner_gone_from(
+    tags: Mapping[str, str], started_s: float, stale_after_s: float, now: float | None = None
+) -> tuple[str, float] | None:
+    """`owner_gone` for any record of owner tags (an MLflow run's, an Optuna trial's user attributes)
+    that started at `started_s` (epoch seconds)."""
     now = time.time() if now is None else now
-    tags = run.data.tags
-    last_seen = float(tags.get(HEARTBEAT, run.info.start_time / 1000))
+    last_seen = float(tags.get(HEARTBEAT, started_s))
     host, pid = tags.get(OWNER_HOST), tags.get(OWNER_PID)
     if host == socket.gethostname() and pid is not None and pid.isdigit():
         started = process_start(int(pid))

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
-from benchmark.track.lifecycle import FAILED, FINISHED, KILLED, heartbeat, owner_tags, tracking_write
+from benchmark.track.lifecycle import FAILED, FINISHED, KILLED, RUNNING, heartbeat, owner_tags, tracking_write
 from benchmark.track.log import log_config
 from benchmark.track.signals import killed_runs, signals_held
 from benchmark.track.store import RunsConfig, current_experiment
@@ -120,3 +120,42 @@ def _finish(run_id: str, status: str, parent: mlflow.ActiveRun | None, name: str
         if _failed_children.get(parent.info.run_id) != KILLED:
             _failed_children[parent.info.run_id] = status
         tracking_write(MlflowClient().set_tag, parent.info.run_id, "failed_child", name)
+
+
+@contextmanager
+def held_run(name: str, tags: Mapping[str, object], run_id: str | None = None) -> Iterator[str]:
+    """Open a top-level run (or reopen `run_id`) without making it the active run, and always end it.
+
+    A study's run is held this way: its trials, in this process or in worker processes on other
+    machines, name it as their parent by the `mlflow.parentRunId` tag rather than by nesting, so
+    a pruned or failed trial does not fail the study (as a failed nested run fails its parent in
+    `run_context`). Ends like `run_context`: FINISHED, FAILED on an exception, KILLED on a stop.
+    """
+    experiment = current_experiment()
+    if experiment is None:
+        raise RuntimeError("call tracking_setup(config) before held_run")
+    client = MlflowClient()
+    all_tags = {key: str(value) for key, value in tags.items()} | owner_tags()
+    status = KILLED
+    with signals_held():
+        if run_id is None:
+            all_tags.setdefault("git_sha", git_sha())
+            run = tracking_write(client.create_run, experiment.experiment_id, tags=all_tags, run_name=name)
+            run_id = run.info.run_id
+        else:
+            tracking_write(client.update_run, run_id, status=RUNNING)
+            for key, value in all_tags.items():
+                tracking_write(client.set_tag, run_id, key, value)
+        heartbeat.add(run_id, mlflow.get_tracking_uri(), experiment.runs.heartbeat_s)
+    try:
+        yield run_id
+        status = FINISHED
+    except Exception:
+        status = FAILED
+        raise
+    finally:
+        with signals_held():
+            heartbeat.discard(run_id)
+            tracking_write(client.set_terminated, run_id, status)
+            if status == KILLED:
+                killed_runs.append(run_id)

@@ -1,0 +1,548 @@
+"""`python -m benchmark study NAME`: an Optuna study whose every trial is a `benchmark run`.
+
+A study spec (`studies/NAME.yaml`, `benchmark.config.StudySpec`) names the system, the corpus,
+the search space, sampler, pruner, trial count and a validation objective. The command:
+
+1. resolves the spec with the command line's changes (`--dataset`, `--backbone`, `--epochs`,
+   `--set`, `--trials`). All but the trial count make another study: the Optuna study is named
+   `NAME-<digest of the resolved spec>`, so the same command continues the same study
+   (`load_if_exists`) and a changed one never mixes its trials into another's.
+2. creates the MLflow experiment (once, before any worker starts), the Optuna study, and the
+   study's MLflow run (tags `kind=study`, `study`, `objective`, `optuna_storage`), whose id the
+   Optuna study keeps as a user attribute so that every worker, on any machine, attaches its
+   trials to it (`mlflow.parentRunId`). Fixed trials (Table 3's rows) are queued once.
+3. runs `--workers N` worker processes (`study NAME --worker`, the command a worker on another
+   machine runs too). Each worker takes trials until the study has its count: one trial is one
+   `benchmark run` with `--validation` and *no test evaluation*, whose run is tagged
+   `kind=trial`, `study`, `trial` and nests its folds as usual; the objective is the run's
+   validation metric, logged under its own name. The validation loss of every epoch is reported
+   to Optuna, and the pruner may stop the trial there (state PRUNED; its run ends FAILED with the
+   tag `trial_state=PRUNED`). A worker that dies leaves a RUNNING trial that the next worker
+   fails and queues again (`benchmark.track.study_storage`); its MLflow runs are ended FAILED
+   with it. Ctrl-C ends the trial FAIL and queues it again, its runs KILLED.
+4. refits: the best trial's parameters (`refit: best`), or every complete trial's (`refit:
+   every`, a table of rows), are trained again on the full training part, the validation set
+   included, and scored once on the test part. That top-level run, tagged `kind=study-best` (the
+   other rows `kind=study-refit`) and `study_run`, is what `leaderboard` and `compare` use. No
+   earlier step of a study predicts a test utterance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from mlflow import MlflowClient
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from benchmark.config import SYSTEM_PARAM, StudySpec, dotted_override, merge_configs, validate
+from benchmark.errors import BenchmarkError
+from benchmark.registry import load_study, registry_roots
+from benchmark.track.experiment import RunRequest, run_experiment
+from benchmark.track.lifecycle import FAILED, RUNNING, tracking_write
+from benchmark.track.runs import held_run
+from benchmark.track.store import MlflowConfig, load_mlflow_config, tracking_setup
+from benchmark.track.study_storage import (
+    StudyStorage,
+    TrialHeartbeat,
+    default_storage,
+    fail_stale_trials,
+    parse_storage,
+    retried_numbers,
+    retry_callback,
+)
+
+# Optuna study user attributes: what every worker reads back from the study.
+SPEC_ATTR, RUN_ATTR, TRACKING_ATTR, QUEUED_ATTR = "spec", "mlflow_run_id", "tracking_uri", "fixed_queued"
+TRIAL_RUN_ATTR = "mlflow_run_id"  # per trial: the id of its MLflow run
+REFIT_KINDS = ("study-best", "study-refit")
+# How often a coordinator looks at its workers (seconds), and how many it may start in all.
+POLL_S = 2.0
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """Everything `benchmark study` was asked for (see `cli.py` for the flags)."""
+
+    name: str
+    trials: int | None = None
+    workers: int = 1
+    storage: str | None = None
+    dataset: str | None = None
+    backbone: str | None = None
+    epochs: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False  # a re-run trial continues from its checkpoints (`run --resume`)
+    refit: bool = True
+    worker: bool = False  # only take trials of an existing study (another machine's, or ours)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    spec: StudySpec
+    study: optuna.Study
+    storage: StudyStorage
+    run_id: str
+    refits: dict[int, str]  # trial number -> refit run id
+    complete: bool
+
+
+def resolve_spec(request: StudyRequest) -> StudySpec:
+    """The registry's spec with the command line's changes, validated again."""
+    spec = load_study(request.name)
+    changes: dict[str, Any] = {}
+    for key in ("dataset", "backbone", "epochs", "trials"):
+        if (value := getattr(request, key)) is not None:
+            changes[key] = value
+    if request.overrides:
+        changes["overrides"] = merge_configs(spec.overrides, request.overrides)
+    if spec.sampler.kind == "queue" and "trials" in changes:
+        raise BenchmarkError(f"study '{spec.name}' runs its {len(spec.fixed)} fixed trials; drop --trials")
+    return validate(StudySpec, {**spec.model_dump(), **changes}, f"study '{spec.name}' with {changes}")
+
+
+def study_name(spec: StudySpec) -> str:
+    """`NAME-<digest>`: everything but the trial count identifies a study (module docstring)."""
+    identity = spec.model_dump(mode="json", exclude={"trials", "title", "description", "paper"})
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{spec.name}-{digest}"
+
+
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    if spec.sampler.kind == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=spec.sampler.seed, n_startup_trials=spec.sampler.startup_trials
+        )
+    return optuna.samplers.RandomSampler(seed=spec.sampler.seed)  # `queue`: only queued trials run
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    if spec.pruner.kind == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=spec.pruner.startup_trials, n_warmup_steps=spec.pruner.warmup_steps
+        )
+    return optuna.pruners.NopPruner()
+
+
+@dataclass(frozen=True)
+class OpenStudy:
+    """A study as a worker sees it: the spec, the Optuna study, its storage and its MLflow run."""
+
+    spec: StudySpec
+    study: optuna.Study
+    storage: StudyStorage
+    run_id: str
+    mlflow: MlflowConfig
+
+
+def open_study(request: StudyRequest) -> OpenStudy:
+    """Set up tracking and load (or, unless a worker, create) the study; see the module docstring."""
+    spec = resolve_spec(request)
+    config = load_mlflow_config()
+    tracking_setup(config)
+    storage = parse_storage(request.storage) if request.storage else default_storage(config)
+    if request.workers > 1 and not storage.multi_process:
+        raise BenchmarkError(
+            f"--storage {storage.display()} is safe for one worker process only",
+            hint="use the default journal file, or a PostgreSQL server, for --workers > 1",
+        )
+    backend = storage.open(int(config.runs.heartbeat_s), int(config.runs.stale_after_s), spec.max_retries)
+    name = study_name(spec)
+    if request.worker:
+        try:
+            study = optuna.load_study(study_name=name, storage=backend, sampler=make_sampler(spec),
+                                      pruner=make_pruner(spec))  # fmt: skip
+        except KeyError as err:
+            raise BenchmarkError(
+                f"no study {name} ({spec.name} with these options) in {storage.display()}",
+                hint="start it first with the same options and without --worker or --report",
+            ) from err
+    else:
+        study = optuna.create_study(
+            study_name=name,
+            storage=backend,
+            sampler=make_sampler(spec),
+            pruner=make_pruner(spec),
+            direction=spec.objective.direction,
+            load_if_exists=True,
+        )
+    attrs = study.user_attrs
+    if attrs.get(TRACKING_ATTR, config.tracking_uri) != config.tracking_uri:
+        raise BenchmarkError(
+            f"study {name} logs its runs to {attrs[TRACKING_ATTR]}, this process to {config.tracking_uri}",
+            hint="point MLFLOW_TRACKING_URI (or mlflow.yaml) at the study's tracking server",
+        )
+    if RUN_ATTR not in attrs:
+        if request.worker:
+            raise BenchmarkError(
+                f"study {name} has no MLflow run yet", hint="start it without --worker first"
+            )
+        return OpenStudy(spec, study, storage, "", config)
+    return OpenStudy(spec, study, storage, attrs[RUN_ATTR], config)
+
+
+def study_tags(opened: OpenStudy) -> dict[str, str]:
+    spec = opened.spec
+    return {
+        "kind": "study", "study": spec.name, "optuna_study": opened.study.study_name,
+        "objective": spec.objective.metric, "direction": spec.objective.direction,
+        "optuna_storage": opened.storage.display(), "dataset": spec.dataset, "backbone": spec.backbone,
+        "trials": str(spec.n_trials),
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# One trial
+# ---------------------------------------------------------------------------------------------
+
+
+def suggest(trial: Trial, spec: StudySpec) -> dict[str, Any]:
+    """The trial's parameters: queued values (fixed trials, retries) or the sampler's choice."""
+    params: dict[str, Any] = {}
+    for name, space in spec.params.items():
+        if space.type == "categorical":
+            params[name] = trial.suggest_categorical(name, space.choices)
+        elif space.type == "int":
+            params[name] = trial.suggest_int(name, int(space.low), int(space.high), log=space.log)
+        else:
+            params[name] = trial.suggest_float(name, space.low, space.high, log=space.log)
+    return params
+
+
+def run_request(spec: StudySpec, params: dict[str, Any], **fields: Any) -> RunRequest:
+    """The `benchmark run` of a set of parameters: `system` picks the variant, `beta` is `--beta`,
+    any other parameter a `--set` of its dotted field, over the spec's own overrides."""
+    overrides = dict(spec.overrides)
+    for name, value in params.items():
+        if name not in (SYSTEM_PARAM, "beta"):
+            overrides = merge_configs(overrides, dotted_override(name, value))
+    return RunRequest(
+        system=str(params.get(SYSTEM_PARAM, spec.system)),
+        beta=params.get("beta"),
+        dataset=spec.dataset,
+        backbone=spec.backbone,
+        fold=spec.fold,
+        epochs=spec.epochs,
+        overrides=overrides,
+        **fields,
+    )
+
+
+class TrialObserver:
+    """Links a trial to its MLflow run and reports each epoch's validation loss, pruning on it.
+
+    Optuna's pruners compare intermediate values in the study's direction, so a metric of the
+    other direction (`val.ce`, lower is better, in a study that maximises UA) is reported negated.
+    """
+
+    def __init__(self, trial: Trial, spec: StudySpec) -> None:
+        self.trial, self.spec = trial, spec
+        self.run_id: str | None = None
+        self.epoch = 0
+        self.sign = 1.0 if spec.pruner.direction == spec.objective.direction else -1.0
+
+    def started(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
+
+    def validated(self, metrics: dict[str, float]) -> None:
+        metric = self.spec.pruner.metric
+        if metric not in metrics:
+            return
+        self.epoch += 1
+        self.trial.report(self.sign * metrics[metric], self.epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {self.epoch}: {metric} = {metrics[metric]:.4f}")
+
+
+def _tag(run_id: str | None, tags: dict[str, str]) -> None:
+    if run_id:
+        client = MlflowClient()
+        for key, value in tags.items():
+            tracking_write(client.set_tag, run_id, key, value)
+
+
+def run_trial(opened: OpenStudy, trial: Trial, resume: bool, progress: bool) -> None:
+    """Run one trial to its end and tell Optuna how it ended (module docstring, step 3)."""
+    spec, study = opened.spec, opened.study
+    beat = TrialHeartbeat(study._storage, opened.storage, trial._trial_id, opened.mlflow.runs.heartbeat_s)
+    observer = TrialObserver(trial, spec)
+    try:
+        retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+        params = suggest(trial, spec)
+        shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        print(f"trial {trial.number} of study {spec.name}: {shown}", file=sys.stderr)
+        tags = {
+            "kind": "trial", "study": spec.name, "trial": str(trial.number),
+            "optuna_study": study.study_name, "mlflow.parentRunId": opened.run_id,
+        }  # fmt: skip
+        if retry_of is not None:
+            tags["retry_of"] = str(retry_of)
+        request = run_request(
+            spec, params, validation=True, test=False, tags=tags, name=f"trial {trial.number}: {shown}",
+            observer=observer, resume=resume and retry_of is not None, progress=progress,
+        )  # fmt: skip
+        summary = run_experiment(request)
+        if spec.objective.metric not in summary.mean:
+            raise BenchmarkError(
+                f"trial {trial.number}: the run logged no {spec.objective.metric}",
+                hint="the objective must be a val.* metric the system produces (e.g. val.ser.ua)",
+            )
+        value = summary.mean[spec.objective.metric]
+    except optuna.TrialPruned as pruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        _tag(observer.run_id, {"trial_state": "PRUNED", "pruned": str(pruned)})
+        return
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: FAIL, and queued again for the next worker
+        study.tell(trial, state=TrialState.FAIL)
+        _tag(observer.run_id, {"trial_state": "FAIL"})
+        retry_callback(spec.max_retries)(study, study._storage.get_trial(trial._trial_id))
+        raise
+    except Exception:
+        study.tell(trial, state=TrialState.FAIL)
+        _tag(observer.run_id, {"trial_state": "FAIL"})
+        raise
+    finally:
+        beat.stop()
+    study.tell(trial, value)
+    _tag(observer.run_id, {"trial_state": "COMPLETE"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers
+# ---------------------------------------------------------------------------------------------
+
+
+def counted(trials: Sequence[FrozenTrial]) -> int:
+    """The trials that count towards the study's total: all but the failed attempts run again."""
+    retried = retried_numbers(list(trials))
+    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def is_complete(opened: OpenStudy) -> bool:
+    trials = opened.study.get_trials(deepcopy=False)
+    if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials):
+        return False
+    return opened.spec.sampler.kind == "queue" or counted(trials) >= opened.spec.n_trials
+
+
+def sweep_stale(opened: OpenStudy) -> list[FrozenTrial]:
+    """Fail (and queue again) the trials whose worker is gone, and end their MLflow runs FAILED."""
+    failed = fail_stale_trials(
+        opened.study, opened.storage, opened.mlflow.runs.stale_after_s, opened.spec.max_retries
+    )
+    client = MlflowClient()
+    for trial in failed:
+        print(f"trial {trial.number}: its worker is gone; failed and queued again", file=sys.stderr)
+        run_id = trial.user_attrs.get(TRIAL_RUN_ATTR)
+        if not run_id:
+            continue
+        children = client.search_runs(
+            [client.get_run(run_id).info.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and attributes.status = '{RUNNING}'",
+        )
+        for run in [client.get_run(run_id), *children]:
+            if run.info.status == RUNNING:
+                tracking_write(client.set_tag, run.info.run_id, "ended_by", "stale")
+                tracking_write(client.set_tag, run.info.run_id, "trial_state", "FAIL")
+                tracking_write(client.set_terminated, run.info.run_id, FAILED)
+    return failed
+
+
+def next_trial(opened: OpenStudy) -> Trial | None:
+    """A queued trial, else a new one while the study is short of its count; None when it is done."""
+    study = opened.study
+    with opened.storage.claim(study._storage):
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if not waiting and (opened.spec.sampler.kind == "queue" or counted(trials) >= opened.spec.n_trials):
+            return None
+        return study.ask()
+
+
+def work(opened: OpenStudy, resume: bool = False, progress: bool = True) -> int:
+    """Take trials until the study has its count; returns how many this worker ran."""
+    done = 0
+    while True:
+        sweep_stale(opened)
+        trial = next_trial(opened)
+        if trial is None:
+            return done
+        try:
+            run_trial(opened, trial, resume, progress)
+        except BenchmarkError:
+            raise  # a mistake in the setup fails every trial alike: stop here
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # this trial's own failure (FAIL in Optuna and MLflow); go on
+            print(f"trial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        done += 1
+
+
+def worker_command(request: StudyRequest) -> list[str]:
+    """The command line of one worker process: this study, joined (`--worker`) in its storage."""
+    command = [sys.executable, "-m", "benchmark"]
+    for root in registry_roots():
+        command += ["--registry", str(root)]
+    command += ["study", request.name, "--worker", "--storage", request.storage or ""]
+    for flag in ("dataset", "backbone", "epochs", "trials"):
+        if (value := getattr(request, flag)) is not None:
+            command += [f"--{flag}", str(value)]
+    for key, value in _flat(request.overrides):
+        command += ["--set", f"{key}={json.dumps(value)}"]
+    if request.resume:
+        command.append("--resume")
+    if not request.progress:
+        command.append("--no-progress")
+    return command
+
+
+def _flat(overrides: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    pairs: list[tuple[str, Any]] = []
+    for key, value in overrides.items():
+        if isinstance(value, dict) and value:
+            pairs += _flat(value, f"{prefix}{key}.")
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
+
+
+def run_workers(opened: OpenStudy, request: StudyRequest) -> None:
+    """`--workers N` processes until the study is complete. A worker that dies is replaced (its
+    trial failed and queued again first), at most `max_retries` times per worker slot; one that
+    stops on a user error (exit status 2) stops them all, as every trial would fail alike."""
+    fields = {**request.__dict__, "storage": opened.storage.url, "progress": False}  # bars would interleave
+    command = worker_command(StudyRequest(**fields))
+    processes = [subprocess.Popen(command) for _ in range(request.workers)]
+    replacements = opened.spec.max_retries * request.workers
+    try:
+        while processes:
+            time.sleep(POLL_S)
+            for process in [p for p in processes if p.poll() is not None]:
+                processes.remove(process)
+                if process.returncode == 2:  # the worker printed the error
+                    raise BenchmarkError(f"a worker of study {opened.spec.name} stopped on an error")
+                if process.returncode != 0:
+                    print(f"a worker of study {opened.spec.name} ended with status {process.returncode}",
+                          file=sys.stderr)  # fmt: skip
+                    sweep_stale(opened)
+                    if replacements > 0 and not is_complete(opened):
+                        replacements -= 1
+                        processes.append(subprocess.Popen(command))
+    except BaseException:  # Ctrl-C, or the error above: each worker ends its trial and runs first
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            process.wait()
+        sweep_stale(opened)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# The study: set up, search, refit
+# ---------------------------------------------------------------------------------------------
+
+
+def queue_fixed(opened: OpenStudy) -> None:
+    """Queue the spec's fixed trials once per study, in their order (under the claim lock)."""
+    study = opened.study
+    with opened.storage.claim(study._storage):
+        if study.user_attrs.get(QUEUED_ATTR):
+            return
+        for row in opened.spec.fixed:
+            study.enqueue_trial(dict(row))
+        study.set_user_attr(QUEUED_ATTR, True)
+
+
+def refit_runs(run_id: str) -> dict[int, str]:
+    """The FINISHED refit runs of a study run, by the trial they refit."""
+    client = MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.study_run = '{run_id}' and attributes.status = 'FINISHED'"
+    )
+    return {int(run.data.tags["refit_of"]): run.info.run_id for run in runs if "refit_of" in run.data.tags}
+
+
+def refit(opened: OpenStudy, progress: bool) -> dict[int, str]:
+    """Train the chosen trials' parameters on the full training part and score the test part once."""
+    spec, study = opened.spec, opened.study
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise BenchmarkError(f"study {spec.name} has no complete trial to refit")
+    best = study.best_trial
+    chosen = complete if spec.refit == "every" else [best]
+    done = refit_runs(opened.run_id)
+    seen: list[dict[str, Any]] = []
+    for trial in sorted(chosen, key=lambda t: t.number):
+        if trial.params in seen:  # a retried point: refit once
+            continue
+        seen.append(trial.params)
+        if trial.number in done:
+            continue
+        kind = "study-best" if trial.number == best.number else "study-refit"
+        tags = {
+            "kind": kind, "study": spec.name, "optuna_study": study.study_name, "study_run": opened.run_id,
+            "refit_of": str(trial.number), f"trial.{spec.objective.metric}": f"{trial.value:.6g}",
+        }  # fmt: skip
+        summary = run_experiment(
+            run_request(
+                spec,
+                trial.params,
+                tags=tags,
+                name=f"{spec.name} refit of trial {trial.number}",
+                progress=progress,
+            )
+        )
+        done[trial.number] = summary.run_id
+    if spec.refit == "best":
+        _tag(opened.run_id, {"best_trial": str(best.number), "best_run": done[best.number]})
+    return done
+
+
+def report_study(request: StudyRequest) -> StudySummary:
+    """`--report`: the study as it stands (no trial run), its plots logged again to its run."""
+    from benchmark.track.study_report import log_study_plots
+
+    opened = open_study(StudyRequest(**{**request.__dict__, "worker": True}))
+    log_study_plots(opened.study, opened.spec, opened.run_id)
+    refits = refit_runs(opened.run_id)
+    return StudySummary(opened.spec, opened.study, opened.storage, opened.run_id, refits, is_complete(opened))
+
+
+def run_study(request: StudyRequest) -> StudySummary | None:
+    """The whole `study` command (module docstring); a `--worker` returns None after its trials."""
+    if request.worker:
+        opened = open_study(request)
+        work(opened, request.resume, request.progress)
+        return None
+    opened = open_study(request)
+    spec = opened.spec
+    with held_run(f"study {spec.name}", study_tags(opened), run_id=opened.run_id or None) as run_id:
+        if not opened.run_id:
+            opened.study.set_user_attr(RUN_ATTR, run_id)
+            opened.study.set_user_attr(TRACKING_ATTR, opened.mlflow.tracking_uri)
+            opened.study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
+            opened = OpenStudy(spec, opened.study, opened.storage, run_id, opened.mlflow)
+        queue_fixed(opened)
+        sweep_stale(opened)  # trials left RUNNING by a worker that died before this command
+        if request.workers == 1:
+            work(opened, request.resume, request.progress)
+        else:
+            run_workers(opened, request)
+        complete = is_complete(opened)
+        refits = refit(opened, request.progress) if complete and request.refit else refit_runs(run_id)
+        from benchmark.track.study_report import log_study_plots
+
+        log_study_plots(opened.study, spec, run_id)
+    return StudySummary(spec, opened.study, opened.storage, run_id, refits, complete)
