@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from benchmark.errors import BenchmarkError
 
@@ -461,16 +469,27 @@ class StudySpec(StrictModel):
     refit: Literal["best", "every"] = "best"
     max_retries: int = Field(3, ge=0)  # re-runs of a trial whose worker died or was stopped
 
+    @field_validator("params")
+    @classmethod
+    def _some_params(cls, params: dict[str, SearchParam]) -> dict[str, SearchParam]:
+        if not params:
+            raise ValueError("names no parameter to search")
+        return params
+
+    @field_validator("fixed")
+    @classmethod
+    def _fixed_in_space(cls, fixed: list[dict[str, ParamValue]], info: ValidationInfo) -> list:
+        params: dict[str, SearchParam] = info.data.get("params") or {}
+        for index, row in enumerate(fixed):
+            if set(row) != set(params):
+                raise ValueError(f"trial {index + 1} must give just the params {sorted(params)}")
+            for name, value in row.items():
+                if not params[name].admits(value):
+                    raise ValueError(f"trial {index + 1}: {name}={value!r} is outside its search space")
+        return fixed
+
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
-        if not self.params:
-            raise ValueError("'params' names no parameter to search")
-        for index, row in enumerate(self.fixed):
-            if set(row) != set(self.params):
-                raise ValueError(f"fixed trial {index + 1} must give just the params {sorted(self.params)}")
-            for name, value in row.items():
-                if not self.params[name].admits(value):
-                    raise ValueError(f"fixed trial {index + 1}: {name}={value!r} is outside its search space")
         if self.sampler.kind == "queue" and not self.fixed:
             raise ValueError("the 'queue' sampler runs the 'fixed' trials, and there are none")
         if self.sampler.kind == "queue" and self.trials not in (None, len(self.fixed)):
