@@ -126,9 +126,21 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.track.leaderboard import build_boards
     from benchmark.track.render import render
 
+    datasets, runs, protocol = args.dataset, args.runs, args.protocol
+    if args.study:  # the study's refit runs in their cells, in the table of their setup
+        from benchmark.track.store import load_mlflow_config, tracking_setup
+        from benchmark.track.study import study_runs
+
+        tracking_setup(load_mlflow_config())
+        found = study_runs(args.study)
+        datasets, runs, protocol = (
+            datasets or [found.dataset],
+            [*runs, *found.run_ids],
+            protocol or found.setup,
+        )
     # --out is opened before the boards are built, so an unwritable path fails before the slow part.
     with atomic_file(Path(args.out)) if args.out else nullcontext(sys.stdout) as handle:
-        boards = build_boards(args.table, args.dataset, args.runs, args.backbone, args.protocol)
+        boards = build_boards(args.table, datasets, runs, args.backbone, protocol)
         handle.write(render(boards, args.format))
     if args.out:
         print(f"wrote {args.out}")
@@ -373,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIGEST",
         help="only the table of this setup, or of this protocol's setup with its runs (custom included) "
         "in their cells; a digest or a unique prefix (default: one table per setup, registry runs)",
+    )
+    board.add_argument(
+        "--study", metavar="NAME", help="fill the cells with the refit runs of this study (e.g. table3)"
     )
     board.add_argument("--out", help="write to this file instead of standard output")
     board.set_defaults(func=cmd_leaderboard)

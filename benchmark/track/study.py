@@ -49,7 +49,7 @@ from benchmark.registry import load_study, registry_roots
 from benchmark.track.experiment import RunRequest, run_experiment
 from benchmark.track.lifecycle import FAILED, RUNNING, tracking_write
 from benchmark.track.runs import held_run
-from benchmark.track.store import MlflowConfig, load_mlflow_config, tracking_setup
+from benchmark.track.store import MlflowConfig, current_experiment, load_mlflow_config, tracking_setup
 from benchmark.track.study_storage import (
     StudyStorage,
     TrialHeartbeat,
@@ -474,12 +474,51 @@ def refit_runs(run_id: str) -> dict[int, str]:
     return {int(run.data.tags["refit_of"]): run.info.run_id for run in runs if "refit_of" in run.data.tags}
 
 
+@dataclass(frozen=True)
+class StudyRuns:
+    """The refit runs of the newest run of a study, for `leaderboard --study`."""
+
+    study_run: str
+    dataset: str
+    setup: str
+    run_ids: list[str]
+
+
+def study_runs(name: str) -> StudyRuns:
+    """The newest study run named `name` in the store (of `tracking_setup`) and its refit runs."""
+    client = MlflowClient()
+    experiment = current_experiment()
+    if experiment is None:
+        raise RuntimeError("call tracking_setup(config) before study_runs")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.kind = 'study' and tags.study = '{name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise BenchmarkError(
+            f"no run of study '{name}' in this store", hint=f"run `python -m benchmark study {name}`"
+        )
+    run = runs[0]
+    refits = refit_runs(run.info.run_id)
+    if not refits:
+        raise BenchmarkError(
+            f"study '{name}' (run {run.info.run_id}) has no refit runs yet",
+            hint="a study refits once its trials are done; run the same `study` command again to finish it",
+        )
+    ids = [refits[number] for number in sorted(refits)]
+    setup = client.get_run(ids[0]).data.tags.get("setup", "")
+    return StudyRuns(run.info.run_id, run.data.tags.get("dataset", ""), setup, ids)
+
+
 def refit(opened: OpenStudy, progress: bool) -> dict[int, str]:
-    """Train the chosen trials' parameters on the full training part and score the test part once."""
+    """Train the chosen trials' parameters on the full training part and score the test part once;
+    nothing when no trial completed (all pruned or failed)."""
     spec, study = opened.spec, opened.study
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise BenchmarkError(f"study {spec.name} has no complete trial to refit")
+        return {}
     best = study.best_trial
     chosen = complete if spec.refit == "every" else [best]
     done = refit_runs(opened.run_id)
