@@ -39,3 +39,13 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     build_demo_corpus(size=40, seed=0, progress=False)
     yield tmp_path
     mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for the whole session (tests/postgres.py); stopped at the end."""
+    from postgres import PostgresServer
+
+    server = PostgresServer.start()
+    yield server
+    server.stop()
