@@ -196,8 +196,9 @@ def print_study(summary: StudySummary) -> None:
             f"{row.seconds:.0f}" if row.seconds is not None else "–", row.run_id,
         )  # fmt: skip
     console.print(table)
-    complete = [t for t in summary.study.get_trials(deepcopy=False) if t.value is not None]
-    if complete:
+    from optuna.trial import TrialState
+
+    if summary.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         best = summary.study.best_trial
         shown = ", ".join(f"{name}={_param(value)}" for name, value in best.params.items())
         console.print(
@@ -205,6 +206,8 @@ def print_study(summary: StudySummary) -> None:
         )
     if not summary.complete:
         console.print(f"the study is short of its {spec.n_trials} trials: run the same command to continue")
+    else:
+        console.print("no trial completed (all pruned or failed): nothing to refit", markup=False)
     for number, run_id in sorted(summary.refits.items()):
         console.print(f"refit of trial {number} on the test part: MLflow run {run_id}", markup=False)
     journal = summary.storage.journal_path if summary.storage.is_journal else None

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import optuna
 import pytest
 import yaml
@@ -100,7 +101,7 @@ def test_a_study_runs_its_trials_as_runs_and_refits_the_best_on_the_test_part(wo
     assert refit.data.tags["study_run"] == study_run.info.run_id
     assert refit.data.tags["refit_of"] == str(study.best_trial.number)
     assert float(refit.data.tags["beta"]) == pytest.approx(study.best_trial.params["beta"])
-    assert refit.data.tags["validation"] == "False" and "ser.ua" in refit.data.metrics
+    assert refit.data.tags["validation"] == "off" and "ser.ua" in refit.data.metrics
     assert client.get_run(study_run.info.run_id).data.tags["best_run"] == refit.info.run_id
 
     # the same command continues the same study: it is complete, so nothing runs again
@@ -212,3 +213,25 @@ def test_table3_shortened_fills_table_3_through_the_leaderboard(
     assert len(measured) == 8  # every row of Table 3, measured where the study ran it
     filled = [line for line in measured if "demo" in table and line.count("–") < line.count(",") - 4]
     assert len(filled) == 3, table
+
+
+def test_two_workers_share_a_study_on_postgresql(
+    workdir: Path, postgres, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+):
+    """The scale-out path on loopback: MLflow and the Optuna study on one PostgreSQL server."""
+    tracking, storage = postgres.create_database("mlflow_two"), postgres.create_database("optuna_two")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    process = start_study(workdir, "--trials", "3", "--workers", "2", "--no-refit", "--storage", storage)
+    assert process.wait(timeout=1500) == 0, (workdir / "study.log").read_text()[-3000:]
+    mlflow.set_tracking_uri(tracking)
+    request.addfinalizer(lambda: mlflow.set_tracking_uri(None))  # later tests find their own store
+    study = load(workdir, "beta", trials=3, storage=storage)
+    check_trials_and_runs(study, 3)
+    owners = {t.user_attrs.get("owner.pid") for t in study.trials}
+    assert owners == {None}  # an RDB storage keeps Optuna's own heartbeat, not ours
+    (study_run,) = all_runs("tags.kind = 'study'")
+    assert study_run.data.tags["optuna_storage"] == storage
+    workers = {
+        MlflowClient().get_run(t.user_attrs["mlflow_run_id"]).data.tags["owner.pid"] for t in study.trials
+    }
+    assert len(workers) == 2  # both worker processes took trials

@@ -563,6 +563,9 @@ def run_study(request: StudyRequest) -> StudySummary | None:
     """The whole `study` command (module docstring); a `--worker` returns None after its trials."""
     if request.worker:
         opened = open_study(request)
+        # Workers seeded alike would draw the same points: the spec's seed makes one worker's study
+        # reproducible, and N workers take their trials in no fixed order anyway.
+        opened.study.sampler.reseed_rng()
         work(opened, request.resume, request.progress)
         return None
     opened = open_study(request)

@@ -43,7 +43,8 @@ def trial_rows(study: optuna.Study) -> list[TrialRow]:
         seconds = trial.duration.total_seconds() if trial.duration is not None else None
         rows.append(
             TrialRow(
-                trial.number, trial.state.name, dict(trial.params), trial.value, seconds,
+                trial.number, trial.state.name, dict(trial.params),
+                trial.value if trial.state == TrialState.COMPLETE else None, seconds,  # pruned: an epoch's
                 str(trial.user_attrs.get("mlflow_run_id", "")), trial.system_attrs.get("failed_trial"),
             )
         )  # fmt: skip
