@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from benchmark import registry
 from benchmark.cli import main
+from benchmark.track.store import load_mlflow_config, tracking_setup
 from benchmark.track.study import StudyRequest, resolve_spec, study_name
 
 pytestmark = pytest.mark.slow
@@ -45,9 +46,9 @@ def load(workdir: Path, name: str, trials: int | None = None, storage: str | Non
 
 
 def all_runs(filter_string: str = "") -> list[Run]:
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("explainable-ser")
-    return client.search_runs([experiment.experiment_id], filter_string=filter_string, max_results=1000)
+    """Runs of the store of the working folder's MLflow config (where the study's processes log)."""
+    experiment_id = tracking_setup(load_mlflow_config())
+    return MlflowClient().search_runs([experiment_id], filter_string=filter_string, max_results=1000)
 
 
 def check_trials_and_runs(study: optuna.Study, trials: int) -> None:
@@ -223,7 +224,6 @@ def test_two_workers_share_a_study_on_postgresql(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
     process = start_study(workdir, "--trials", "3", "--workers", "2", "--no-refit", "--storage", storage)
     assert process.wait(timeout=1500) == 0, (workdir / "study.log").read_text()[-3000:]
-    mlflow.set_tracking_uri(tracking)
     request.addfinalizer(lambda: mlflow.set_tracking_uri(None))  # later tests find their own store
     study = load(workdir, "beta", trials=3, storage=storage)
     check_trials_and_runs(study, 3)
