@@ -3,6 +3,8 @@ their MLflow runs, pruning, a worker killed mid-trial, Ctrl-C, and Table 3 throu
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import signal
 import subprocess
@@ -209,11 +211,17 @@ def test_table3_shortened_fills_table_3_through_the_leaderboard(
     )
     capsys.readouterr()
     assert main(["leaderboard", "--table", "ablation", "--study", "table3", "--format", "csv"]) == 0
-    table = capsys.readouterr().out
-    measured = [line for line in table.splitlines() if line.startswith("ours")]
-    assert len(measured) == 8  # every row of Table 3, measured where the study ran it
-    filled = [line for line in measured if "demo" in table and line.count("–") < line.count(",") - 4]
-    assert len(filled) == 3, table
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    measured = {row["ID"]: row for row in rows if row["source"] == "measured"}
+    assert sorted(measured) == [str(n) for n in range(1, 9)]  # Table 3's eight rows, in its layout
+    assert [measured[n]["System"] for n in "12345678"] == [
+        "one-stage",
+        "two-stage",
+        "fd-ser-asr",
+        *["full"] * 5,
+    ]
+    assert {n for n, row in measured.items() if row["DEMO UA% ↑"] != "–"} == {"1", "3", "4"}
+    assert measured["3"]["DEMO B@4 ↑"] == "–" and measured["4"]["DEMO B@4 ↑"] != "–"  # row 3: no descriptor
 
 
 def test_two_workers_share_a_study_on_postgresql(
