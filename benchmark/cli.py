@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
-from benchmark.track.signals import Stopped, killed_runs, stop_on_signals
+from benchmark.signals import Stopped, killed_runs, stop_on_signals
 
 # Verbs whose implementation arrives with later milestones of the roadmap (README).
 PLANNED = {

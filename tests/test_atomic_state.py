@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from benchmark.data.builds import atomic_build, atomic_file, read_build_info
 from benchmark.data.prepare import prepare_corpus
 from benchmark.errors import BenchmarkError
 from benchmark.registry import load_dataset_card
+from benchmark.signals import Stopped, stop_on_signals
 from benchmark.train import checkpoint
 from benchmark.train.loop import train
 
@@ -180,3 +183,24 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkey
         train(make(alternating()), examples(4), checkpoint_dir=tmp_path, progress=False)
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint.CHECKPOINT]
     assert (tmp_path / checkpoint.CHECKPOINT).read_bytes() == saved[0]
+
+
+def test_a_stop_during_a_checkpoint_write_waits_until_the_checkpoint_is_whole(tmp_path: Path, monkeypatch):
+    """SIGTERM inside torch.save: raised inside its zip writer it would surface as a RuntimeError
+    (a crash, not a stop) and lose that epoch's checkpoint; held, it stops the run right after."""
+    real_save = torch.save
+    saved: list[int] = []
+
+    def signalled_mid_write(state, handle):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler has run by now
+        real_save(state, handle)
+        saved.append(state["global_step"])
+
+    monkeypatch.setattr(checkpoint.torch, "save", signalled_mid_write)
+    with stop_on_signals(), pytest.raises(Stopped) as stop:
+        train(make(alternating()), examples(4), checkpoint_dir=tmp_path, progress=False)
+    assert stop.value.name == "SIGTERM" and len(saved) == 1  # stopped after the first checkpoint
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.CHECKPOINT]
+    state = torch.load(tmp_path / checkpoint.CHECKPOINT, weights_only=False)
+    assert (state["stage"], state["epoch"], state["global_step"]) == (0, 0, saved[0])

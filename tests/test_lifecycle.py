@@ -22,11 +22,11 @@ from mlflow.entities import Run, RunData, RunInfo, RunTag
 from mlflow.exceptions import MlflowException
 
 from benchmark.cli import main
+from benchmark.signals import Stopped, signals_held, stop_on_signals
 from benchmark.track import lifecycle
 from benchmark.track.experiment import RunRequest, run_experiment
 from benchmark.track.lifecycle import owner_gone, process_start, tracking_write
 from benchmark.track.runs import run_context
-from benchmark.track.signals import Stopped, signals_held, stop_on_signals
 from benchmark.track.store import EXPERIMENT_KIND, MlflowConfig, RunsConfig, tracking_setup
 
 RUN = ["run", "--system", "full", "--backbone", "tiny", "--epochs", "1", "--fold", "1"]
@@ -62,6 +62,19 @@ def wait_for_fold_run(process: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.5)
 
 
+def finish_or_show_stacks(process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Wait for the process; if it hangs, fail with the stacks of its threads (SIGUSR1) and its log."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        tail = log.read_text(errors="replace")[-6000:]
+        pytest.fail(f"{log.name}: no exit within {timeout} s; its log ends:\n{tail}")
+
+
 def last_line(log: Path) -> str:
     return log.read_text(errors="replace").strip().splitlines()[-1]
 
@@ -72,7 +85,8 @@ def test_sigterm_ends_the_runs_killed_with_exit_143_and_one_line(workdir: Path):
     process = start_run_process(log)
     wait_for_fold_run(process)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 143
+    finish_or_show_stacks(process, log, timeout=120)
+    assert process.returncode == 143, log.read_text(errors="replace")[-6000:]
     runs = store_runs(process.pid)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"KILLED"}
     text = log.read_text(errors="replace")
@@ -127,7 +141,7 @@ def test_sigint_at_ten_moments_ends_every_run_killed_with_exit_130(workdir: Path
         time.sleep(moment)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=300)
+        finish_or_show_stacks(process, log, timeout=300)
         return process, log
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time also keeps the store busy
@@ -291,6 +305,6 @@ def test_runs_config_needs_several_heartbeats_before_a_run_is_stale():
 
 def test_the_signal_module_imports_nothing_heavy():
     """The CLI installs the handlers before any command: that must not cost mlflow's or torch's import."""
-    code = "import sys, benchmark.track.signals; print(sorted({'mlflow', 'torch'} & set(sys.modules)))"
+    code = "import sys, benchmark.signals; print(sorted({'mlflow', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -35,6 +35,7 @@ from benchmark.data.audio import load_audio
 from benchmark.data.batching import LengthBucketSampler, pad_waveforms
 from benchmark.data.builds import atomic_file
 from benchmark.data.manifest import Utterance
+from benchmark.signals import signals_held
 
 FEATURES_VERSION = 1  # bump when the way features are computed from an encoder changes
 
@@ -120,7 +121,8 @@ class FeatureCache:
                 for i, feature in zip(indices, self._encode([utterances[i] for i in indices]), strict=True):
                     if paths[i] is not None:
                         feature = feature.half()
-                        with atomic_file(paths[i], "wb", durable=False) as handle:
+                        # A stop inside torch.save would fail its zip writer: hold it until written.
+                        with signals_held(), atomic_file(paths[i], "wb", durable=False) as handle:
                             torch.save(feature, handle)
                     features[i] = feature.float()
                 bar.update(len(batch))

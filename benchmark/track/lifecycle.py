@@ -2,7 +2,7 @@
 
 Three ways a run could otherwise stay RUNNING for ever, and what this module does about each:
 
-- **A signal** (SIGINT, SIGTERM): `benchmark.track.signals` turns it into an exception that ends
+- **A signal** (SIGINT, SIGTERM): `benchmark.signals` turns it into an exception that ends
   every open run KILLED, and holds it while a tracking write (`tracking_write`) is in progress.
 - **A busy store.** MLflow on SQLite answers "database is locked" while another process writes
   (or while a write cut by a signal elsewhere holds its lock); `tracking_write` retries such a
@@ -34,7 +34,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 
-from benchmark.track.signals import signals_held
+from benchmark.signals import signals_held
 
 T = TypeVar("T")
 

@@ -22,9 +22,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
+from benchmark.signals import killed_runs, signals_held
 from benchmark.track.lifecycle import FAILED, FINISHED, KILLED, RUNNING, heartbeat, owner_tags, tracking_write
 from benchmark.track.log import log_config
-from benchmark.track.signals import killed_runs, signals_held
 from benchmark.track.store import RunsConfig, current_experiment
 
 # Parent run id -> the status of a nested run that did not finish (read when the parent ends).

@@ -235,7 +235,7 @@ def serve_ui(
 ) -> NoReturn:
     """Serve the MLflow UI of `config`'s store until the command is stopped (SIGINT, SIGTERM).
 
-    The stop arrives as an exception (`benchmark.track.signals.Stopped` under the CLI, which also
+    The stop arrives as an exception (`benchmark.signals.Stopped` under the CLI, which also
     keeps a second Ctrl-C from cutting the clean-up short). `on_ready` is called once the server
     answers, with the URLs to open. Raises `BenchmarkError` if the address cannot be used, or if
     the server exits or never answers; the server's whole process tree has ended whenever this

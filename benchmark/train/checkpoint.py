@@ -2,7 +2,9 @@
 
 One file, `last.pt`, is the commit point: it is written to a unique temporary name, fsynced and
 renamed over the previous one (`benchmark.data.builds.atomic_file`), so a crash or a full disk
-leaves the previous checkpoint intact and no stray temporary file. It holds
+leaves the previous checkpoint intact and no stray temporary file. A Ctrl-C or SIGTERM that arrives
+while a checkpoint is written is held until it is whole (`benchmark.signals.signals_held`), so the
+stopped run resumes from that epoch. It holds
 
 - the weights of every module group (content, descriptor, llm), not just the ones the current
   stage trains: a resumed stage 2 needs the content branch that stage 1 trained;
@@ -25,6 +27,7 @@ import torch
 from benchmark.data.builds import atomic_file
 from benchmark.errors import BenchmarkError
 from benchmark.nn.system import SpeechEmotionCaptioner
+from benchmark.signals import signals_held
 from benchmark.train.engine import DeepSpeedEngine, PlainEngine
 from benchmark.train.rng import rng_state
 
@@ -46,27 +49,28 @@ def save_checkpoint(
     rank: int = 0,
 ) -> None:
     """Write the state after `epoch` of `stage` (collective under DeepSpeed: every rank calls it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tag = f"ds-s{stage}-e{epoch}"
-    engine_state = engine.save_state(folder, tag)
-    params = _group_parameters(model)
-    with engine.gathered(list(params.values())):
-        groups = {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
-    if rank != 0:
-        return
-    state = {
-        "stages": [s.name for s in model.config.stages],
-        "stage": stage,
-        "epoch": epoch,
-        "global_step": global_step,
-        "groups": groups,
-        "engine": engine_state,
-        "rng": rng_state(),
-    }
-    with atomic_file(folder / CHECKPOINT, "wb") as handle:
-        torch.save(state, handle)
-    for stale in engine.stale_states(folder, keep=tag):
-        shutil.rmtree(stale)
+    with signals_held():  # a stop waits until the checkpoint is whole
+        folder.mkdir(parents=True, exist_ok=True)
+        tag = f"ds-s{stage}-e{epoch}"
+        engine_state = engine.save_state(folder, tag)
+        params = _group_parameters(model)
+        with engine.gathered(list(params.values())):
+            groups = {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
+        if rank != 0:
+            return
+        state = {
+            "stages": [s.name for s in model.config.stages],
+            "stage": stage,
+            "epoch": epoch,
+            "global_step": global_step,
+            "groups": groups,
+            "engine": engine_state,
+            "rng": rng_state(),
+        }
+        with atomic_file(folder / CHECKPOINT, "wb") as handle:
+            torch.save(state, handle)
+        for stale in engine.stale_states(folder, keep=tag):
+            shutil.rmtree(stale)
 
 
 def load_checkpoint(folder: Path, model: SpeechEmotionCaptioner) -> dict[str, Any] | None:
