@@ -18,13 +18,17 @@ from benchmark.data.prepare import prepare_corpus
 from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict
 from benchmark.nn.backbones import get_backbone
+from benchmark.nn.encoder import build_encoder
+from benchmark.nn.ssl_baseline import SSLBaseline
 from benchmark.nn.system import build_system
 from benchmark.registry import load_dataset_card
 from benchmark.track.experiment import RunRequest, resolve_system, run_experiment
+from benchmark.track.models import fold_model
 from benchmark.track.records import load_run_records
 from benchmark.track.zero_shot import evaluate_run
-from benchmark.train.checkpoint import export_trained_system, load_group_weights
 from benchmark.train.loop import train
+from benchmark.train.ssl import build_ssl_baseline, pretrained_top_layers
+from benchmark.train.trained import export_trained_model, rebuild_trained_model
 
 CAPTIONS = ["语气平静，语速正常", "声音响亮，情绪激动", "语调低沉，显得伤心"]
 
@@ -52,22 +56,46 @@ def emosec(workdir: Path) -> Path:
 
 def test_exported_weights_rebuild_the_same_model(tmp_path: Path):
     system = resolve_system(RunRequest(system="full", epochs=1), get_backbone("tiny"))
+    encoder = build_encoder("tiny")
     torch.manual_seed(0)
     examples = [
-        Example(f"u{k}", torch.randn(3, 20 + 5 * k, 16), transcript="a b", descriptor="d", emotion="sad")
+        Example(f"u{k}", torch.randn(encoder.num_layers, 20 + 5 * k, encoder.hidden_size), transcript="a b",
+                descriptor="d", emotion="sad")
         for k in range(4)
-    ]
+    ]  # fmt: skip
     torch.manual_seed(system.training.seed)
-    model = build_system(system, 3, 16, backbone="tiny")
+    model = build_system(system, encoder.num_layers, encoder.hidden_size, backbone="tiny")
     train(model, examples, progress=False)
-    path = export_trained_system(model, tmp_path / "system.pt")
-    torch.manual_seed(123)  # a different random LLM: only the exported weights may make them equal
-    rebuilt = build_system(system, 3, 16, backbone="tiny")
-    load_group_weights(rebuilt, torch.load(path, weights_only=True)["groups"], path)
+    shape = (encoder.num_layers, encoder.hidden_size)
+    path = export_trained_model(model, system, tmp_path / "system.pt", "tiny", shape)
+    torch.manual_seed(123)  # a different global seed: only the file and the system's seed may decide
+    rebuilt = rebuild_trained_model(torch.load(path, weights_only=True), encoder, str(path))
     labels = ["neutral", "happy", "angry", "sad"]
     assert predict(rebuilt, examples, labels, None, progress=False) == predict(
         model, examples, labels, None, progress=False
     )
+
+
+@pytest.mark.parametrize("finetune_layers", [0, 1])
+def test_an_exported_ssl_baseline_rebuilds_the_same_model(tmp_path: Path, finetune_layers: int):
+    overrides = {"ssl": {"finetune_layers": finetune_layers}}
+    system = resolve_system(
+        RunRequest(system="ssl-hubert", epochs=1, overrides=overrides), get_backbone("tiny")
+    )
+    encoder = build_encoder("tiny")
+    shape = (encoder.num_layers, encoder.hidden_size)
+    labels = ["neutral", "happy", "angry", "sad"]
+    model = build_ssl_baseline(system, *shape, labels, top_layers=pretrained_top_layers(system, encoder))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param))  # trained weights differ from a fresh build's
+    path = export_trained_model(model, system, tmp_path / "system.pt", "tiny", shape)
+    rebuilt = rebuild_trained_model(torch.load(path, weights_only=True), encoder, str(path))
+    hidden, mask = torch.randn(shape[0], 2, 30, shape[1]), torch.ones(2, 30, dtype=torch.bool)
+    assert isinstance(rebuilt, SSLBaseline) and rebuilt.labels == labels
+    assert torch.equal(rebuilt(hidden, mask)[0], model.eval()(hidden, mask)[0])
+    fresh = build_ssl_baseline(system, *shape, labels, top_layers=pretrained_top_layers(system, encoder))
+    assert not torch.equal(fresh.eval()(hidden, mask)[0], model(hidden, mask)[0])
 
 
 @pytest.mark.slow
@@ -98,3 +126,15 @@ def test_several_fold_models_need_a_choice(emosec: Path):
         evaluate_run(source.run_id, "emosec", progress=False)
     summary = evaluate_run(source.run_id, "emosec", fold="3", progress=False)
     assert MlflowClient().get_run(summary.run_id).data.tags["source_fold"] == "3"
+
+
+@pytest.mark.slow
+def test_an_ssl_run_logs_its_model_and_is_refused_zero_shot(emosec: Path):
+    source = run_experiment(
+        RunRequest(system="ssl-hubert", backbone="tiny", fold="1", epochs=1, progress=False)
+    )
+    _, fold, saved = fold_model(source.run_id, None)
+    assert (fold, saved["kind"], saved["backbone"]) == ("1", "ssl", "tiny")
+    assert saved["labels"] == list(load_dataset_card("demo").labels)
+    with pytest.raises(BenchmarkError, match="is an SSL baseline"):
+        evaluate_run(source.run_id, "emosec", progress=False)

@@ -64,9 +64,7 @@ from benchmark.track.store import load_mlflow_config, tracking_setup
 
 if TYPE_CHECKING:
     from benchmark.nn.encoder import TopLayers
-    from benchmark.nn.system import SpeechEmotionCaptioner
-
-SYSTEM_ARTIFACT = Path("model/system.pt")  # in each fold run of an LLM system
+    from benchmark.train.trained import TrainedModel
 
 
 class RunObserver(Protocol):
@@ -329,6 +327,7 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
         validation = plan.examples(fold.validation)
         log = training_log(request)
         train_ssl(model, training, system, log=log, progress=request.progress, validation=validation)
+        log_trained_model(model, system, plan.backbone.name, plan.encoder_shape)
 
         def predict_rows(rows: list[Utterance]) -> list[dict]:
             return predict_ssl(model, plan.examples(rows), fold.name, progress=request.progress)
@@ -352,7 +351,7 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
             progress=request.progress,
             validation=plan.examples(fold.validation),
         )
-        log_trained_system(model, plan.backbone.name, plan.encoder_shape)
+        log_trained_model(model, system, plan.backbone.name, plan.encoder_shape)
 
         def predict_rows(rows: list[Utterance]) -> list[dict]:
             return predict(model, plan.examples(rows), card.labels, fold.name, progress=request.progress)
@@ -378,19 +377,16 @@ def run_metrics(
     return scores
 
 
-def log_trained_system(model: SpeechEmotionCaptioner, backbone: str, encoder_shape: tuple[int, int]) -> None:
-    """Log the trained weights as `model/system.pt` of the active (fold) run, for `benchmark evaluate`."""
-    from benchmark.train.checkpoint import export_trained_system
+def log_trained_model(
+    model: TrainedModel, system: SystemConfig, backbone: str, encoder_shape: tuple[int, int]
+) -> None:
+    """Log the trained weights as `model/system.pt` of the active (fold) run, for `benchmark
+    evaluate` and `benchmark explain` (`benchmark.train.trained`)."""
+    from benchmark.train.trained import ARTIFACT, export_trained_model
 
     with tempfile.TemporaryDirectory(prefix="system-") as tmp:
-        path = export_trained_system(
-            model,
-            Path(tmp) / SYSTEM_ARTIFACT.name,
-            system=model.config.model_dump(mode="json"),
-            backbone=backbone,
-            encoder_shape=list(encoder_shape),
-        )
-        log_artifact(path, str(SYSTEM_ARTIFACT.parent))
+        path = export_trained_model(model, system, Path(tmp) / ARTIFACT.name, backbone, encoder_shape)
+        log_artifact(path, str(ARTIFACT.parent))
 
 
 def run_experiment(request: RunRequest) -> RunSummary:

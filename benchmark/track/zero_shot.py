@@ -15,13 +15,7 @@ one is chosen with `--fold`, because one evaluation must pair each utterance wit
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-
-import mlflow
-import torch
-from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 
 from benchmark.config import SystemConfig
 from benchmark.data.examples import examples_of
@@ -32,9 +26,9 @@ from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict
 from benchmark.nn.backbones import get_backbone
 from benchmark.registry import load_dataset_card
-from benchmark.track.experiment import SYSTEM_ARTIFACT, log_confusion, run_metrics
+from benchmark.track.experiment import log_confusion, run_metrics
 from benchmark.track.log import log_environment, log_metrics, log_predictions
-from benchmark.track.lookup import finished_run, fold_runs
+from benchmark.track.models import fold_model
 from benchmark.track.protocol import RunProtocol
 from benchmark.track.runs import run_context
 from benchmark.track.store import load_mlflow_config, tracking_setup
@@ -48,39 +42,13 @@ class EvaluationSummary:
     metrics: dict[str, float]
 
 
-def _source_model(run_id: str, fold: str | None) -> tuple[Run, str, dict]:
-    """Find the run, pick its fold, and load the fold's `model/system.pt`."""
-    run = finished_run(run_id, top_level=False)
-    by_fold = fold_runs(run)
-    if fold is None and len(by_fold) == 1:
-        fold = next(iter(by_fold))
-    if fold not in by_fold:
-        raise BenchmarkError(
-            f"run {run_id} has models of folds {sorted(by_fold)}; pick one with --fold",
-            hint="each fold's model was trained without that fold's speakers; any of them is a valid source",
-        )
-    model_run = by_fold[fold]
-    with tempfile.TemporaryDirectory(prefix="system-") as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=model_run.info.run_id, artifact_path=str(SYSTEM_ARTIFACT), dst_path=tmp
-            )
-        except (MlflowException, OSError) as err:
-            raise BenchmarkError(
-                f"run {model_run.info.run_id} (fold {fold}) holds no {SYSTEM_ARTIFACT}",
-                hint="SSL baselines and runs of older versions cannot be evaluated again; re-run the system",
-            ) from err
-        return run, fold, torch.load(path, map_location="cpu", weights_only=True)
-
-
 def evaluate_run(
     run_id: str, dataset: str, fold: str | None = None, progress: bool = True
 ) -> EvaluationSummary:
     """Score the model of `run_id` (fold `fold`) on the test split of `dataset`; see the module docstring."""
     from benchmark.nn.encoder import build_encoder
-    from benchmark.nn.system import build_system
-    from benchmark.train.checkpoint import load_group_weights
     from benchmark.train.demo_backbone import encoder_weights
+    from benchmark.train.trained import ARTIFACT, rebuild_trained_model
 
     card = load_dataset_card(dataset)
     if card.protocol.test is None:
@@ -94,23 +62,22 @@ def evaluate_run(
             hint=f"run `python -m benchmark data prepare {card.name} --root ...`",
         )
     tracking_setup(load_mlflow_config())
-    source, source_fold, saved = _source_model(run_id, fold)
+    source, source_fold, saved = fold_model(run_id, fold)
+    if saved.get("kind") == "ssl":
+        raise BenchmarkError(
+            f"run {run_id} is an SSL baseline: its classifier knows only its training corpus's labels",
+            hint="zero-shot evaluation is for LLM systems, whose responses any corpus's labels can parse",
+        )
     system = SystemConfig.model_validate(saved["system"])
     backbone = get_backbone(saved["backbone"])
     rows = load_split(card, card.protocol.test)
 
     encoder = build_encoder(backbone.encoder, system.encoder_family, encoder_weights(backbone.encoder))
-    if [encoder.num_layers, encoder.hidden_size] != saved["encoder_shape"]:
-        raise BenchmarkError(
-            f"run {run_id}: encoder shape {saved['encoder_shape']} is not the {backbone.name} backbone's"
-        )
+    model = rebuild_trained_model(saved, encoder, f"{ARTIFACT} of run {run_id}, fold {source_fold}")
     features = dict(
         zip([r.id for r in rows], FeatureCache(None, encoder, progress=progress).get(rows), strict=True)
     )
     del encoder
-    torch.manual_seed(system.training.seed)  # rebuilds the same random tiny LLM the weights were trained on
-    model = build_system(system, *saved["encoder_shape"], backbone=backbone.decoder)
-    load_group_weights(model, saved["groups"], f"{SYSTEM_ARTIFACT} of run {run_id}, fold {source_fold}")
 
     source_tags = source.data.tags
     train_with = source_tags.get("train_with", "none")

@@ -55,7 +55,7 @@ def save_checkpoint(
         engine_state = engine.save_state(folder, tag)
         params = _group_parameters(model)
         with engine.gathered(list(params.values())):
-            groups = {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
+            groups = group_weights(model)
         if rank != 0:
             return
         state = {
@@ -71,6 +71,11 @@ def save_checkpoint(
             torch.save(state, handle)
         for stale in engine.stale_states(folder, keep=tag):
             shutil.rmtree(stale)
+
+
+def group_weights(model: SpeechEmotionCaptioner) -> dict[str, torch.Tensor]:
+    """CPU copies of the weights of every module group (what a checkpoint and a trained model keep)."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in _group_parameters(model).items()}
 
 
 def load_checkpoint(folder: Path, model: SpeechEmotionCaptioner) -> dict[str, Any] | None:
@@ -105,15 +110,3 @@ def load_group_weights(
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(groups[name])
-
-
-def export_trained_system(model: SpeechEmotionCaptioner, path: Path, **metadata: Any) -> Path:
-    """Write what a finished run needs to be evaluated again later (`benchmark evaluate`).
-
-    Like a checkpoint it holds the module-group weights only (the base LLM and the random tiny
-    LLM's untrained weights are rebuilt from their checkpoint or seed); `metadata` records how to
-    rebuild the rest (system config, backbone, encoder shape).
-    """
-    groups = {name: p.detach().to("cpu", copy=True) for name, p in _group_parameters(model).items()}
-    torch.save({"groups": groups, **metadata}, path)
-    return path

@@ -1,0 +1,74 @@
+"""The trained model a fold run logs (`model/system.pt`), and its rebuild long after the run.
+
+`benchmark evaluate` scores it on another corpus and `benchmark explain` explains its decisions,
+so each fold run logs what it takes to rebuild its model exactly:
+
+- LLM systems: the module-group weights (both branches and the LoRA adapters,
+  `benchmark.train.checkpoint`); the frozen base LLM is rebuilt from its own checkpoint, and the
+  random tiny LLM from the system's seed, as training built it.
+- SSL baselines: the whole `SSLBaseline` state (layer weightings, heads and any fine-tuned top
+  layers; with a frozen encoder a few hundred thousand parameters) and its labels, the classes of
+  its classifier in order.
+
+The file also records the model's kind, the resolved system config, the backbone and the
+encoder's shape (hidden states, width), which the rebuild checks against the encoder it is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.config import SystemConfig
+from benchmark.errors import BenchmarkError
+from benchmark.nn.backbones import get_backbone
+from benchmark.nn.encoder import SpeechEncoder
+from benchmark.nn.ssl_baseline import SSLBaseline
+from benchmark.nn.system import SpeechEmotionCaptioner, build_system
+from benchmark.train.checkpoint import group_weights, load_group_weights
+from benchmark.train.ssl import build_ssl_baseline, pretrained_top_layers
+
+TrainedModel = SpeechEmotionCaptioner | SSLBaseline
+ARTIFACT = Path("model/system.pt")  # where each fold run logs its trained model
+
+
+def export_trained_model(
+    model: TrainedModel, system: SystemConfig, path: Path, backbone: str, encoder_shape: tuple[int, int]
+) -> Path:
+    """Write `model` of `system` with what `rebuild_trained_model` needs (module docstring) to `path`."""
+    weights: dict[str, Any]
+    if isinstance(model, SSLBaseline):
+        state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+        weights = {"state": state, "labels": model.labels}
+    else:
+        weights = {"groups": group_weights(model)}
+    metadata = {"kind": system.kind, "system": system.model_dump(mode="json"), "backbone": backbone}
+    torch.save({**weights, **metadata, "encoder_shape": list(encoder_shape)}, path)
+    return path
+
+
+def rebuild_trained_model(saved: dict[str, Any], encoder: SpeechEncoder, source: str) -> TrainedModel:
+    """The model of a file `export_trained_model` wrote (`saved`, as loaded), in eval mode.
+
+    `encoder` is the frozen encoder of the file's backbone: its shape must match, and an SSL
+    baseline that fine-tuned top layers takes their structure from it. `source` names the file
+    in errors. Files written before the kind was recorded are LLM systems.
+    """
+    system = SystemConfig.model_validate(saved["system"])
+    shape = [encoder.num_layers, encoder.hidden_size]
+    if shape != saved["encoder_shape"]:
+        raise BenchmarkError(
+            f"{source}: encoder shape {saved['encoder_shape']}, but the {encoder.key} encoder's is {shape}"
+        )
+    if saved.get("kind", "llm") == "ssl":
+        model: TrainedModel = build_ssl_baseline(
+            system, *shape, saved["labels"], top_layers=pretrained_top_layers(system, encoder)
+        )
+        model.load_state_dict(saved["state"])
+    else:
+        torch.manual_seed(system.training.seed)  # the same random tiny LLM the weights were trained on
+        model = build_system(system, *shape, backbone=get_backbone(saved["backbone"]).decoder)
+        load_group_weights(model, saved["groups"], source)
+    return model.eval()
