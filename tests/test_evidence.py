@@ -350,14 +350,6 @@ def test_demo_cue_verdicts_follow_the_synthesised_prosody(demo):
     assert all(c.verdict != "unmeasured" for e in evidence for c in e.cues.values()), report
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the demo's design leaves happy rate and anger F0 range inside the baseline"
-)
-def test_demo_reaches_ninety_percent(demo):
-    share, _, report = agreement_report(demo[1])
-    assert share >= 0.9, report
-
-
 def test_flipped_expert_direction_is_caught(demo):
     _, evidence, judged = demo
     table = load_expert_table()
