@@ -234,12 +234,22 @@ class FrameEnergy(EncoderDecision):
         return hidden_states[:, :, 40:50].pow(2).sum(dim=(0, 2, 3))
 
 
+@pytest.fixture(scope="module")
+def biased_encoder() -> SpeechEncoder:
+    """A tiny encoder whose silence is not all-zero hidden states (the random one's is: no biases),
+    so that the `silence` and `zeros` baselines of integrated gradients can be told apart."""
+    encoder = build_encoder("tiny", "hubert")
+    bias = encoder.model.feature_projection.projection.bias
+    bias.copy_(torch.randn(bias.shape, generator=torch.Generator().manual_seed(0)))
+    return encoder
+
+
 @pytest.mark.parametrize(
     ("method", "baseline"),
     [("input_x_gradient", "zeros"), ("integrated_gradients", "zeros"), ("integrated_gradients", "silence")],
 )
-def test_gradient_methods_put_the_mass_on_the_frames_that_decide(encoder, method, baseline):
-    wave = noise()
+def test_gradient_methods_put_the_mass_on_the_frames_that_decide(biased_encoder, method, baseline):
+    encoder, wave = biased_encoder, noise()
     saliency = gradient_saliency(FrameEnergy(encoder), wave, method=method, baseline=baseline, n_steps=16)
     assert saliency.method == method and saliency.baseline == baseline
     assert saliency.hop == pytest.approx(0.02) and saliency.times[0] == 0
@@ -254,7 +264,9 @@ def test_gradient_methods_put_the_mass_on_the_frames_that_decide(encoder, method
     else:  # completeness: attributions add up to f(x) - f(the silent waveform's hidden states)
         decision = FrameEnergy(encoder)
         waves, mask = one(wave)
-        gap = decision.from_waveforms(waves, mask) - decision.from_waveforms(torch.zeros_like(waves), mask)
+        silent = decision.from_waveforms(torch.zeros_like(waves), mask)
+        assert silent.item() > 0.1 * decision.from_waveforms(waves, mask).item()  # not the zeros baseline
+        gap = decision.from_waveforms(waves, mask) - silent
         assert saliency.values.sum() == pytest.approx(gap.item(), rel=1e-2)
 
 
@@ -389,5 +401,11 @@ def test_top_windows_are_non_overlapping_sorted_and_inside():
     for a in windows:
         for b in windows:
             assert a is b or a.end <= b.start + 1e-9 or b.end <= a.start + 1e-9
+    # The last bin's only window inside the clip, [1.85, 2.0), overlaps the best one: no window for
+    # it, rather than one running past the end.
+    values = np.zeros(40)
+    values[35:38], values[39] = 10.0, 5.0
+    windows = top_windows(hand_map(values), k=5)
+    assert [(w.start, w.end) for w in windows] == [(1.75, 1.9)]  # whole samples: exact
     short = top_windows(hand_map(np.array([1.0, 2.0]), hop=0.05, duration=0.1), k=3)
     assert [(w.start, w.end) for w in short] == [(0.0, 0.1)]
