@@ -15,7 +15,7 @@ Both are computed from a batch of waveforms (the frozen encoder runs inside: occ
 audio) and from the encoder's hidden states (gradient methods differentiate through those). The
 model is put in eval mode (z = mu, no dropout), so the number is the one prediction used.
 
-**Methods**, all through Captum (0.9 works with the suite's torch 2.13):
+**Methods**, all through Captum (0.9 works with the suite's torch 2.13; earlier releases need numpy<2):
 
 - `occlusion_saliency`: windows of the waveform itself (0.15 s, stride 0.05 s by default) are
   replaced by a baseline and the drop of the target is recorded. Captum averages, for every
