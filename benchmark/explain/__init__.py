@@ -1,4 +1,10 @@
-"""Explanations: descriptor faithfulness, whether what a generated descriptor says about the voice
-(pitch, energy, speed, gender) agrees with the utterance's measured acoustic cues; and
-saliency-linked cues, what the voice does inside the salient windows against expert-referenced
-directions per emotion (`evidence.py`, `expert_cues.py`)."""
+"""Explanations of a trained system's emotion decisions, in words and with evidence.
+
+- descriptor faithfulness (`faithfulness.py`): whether what a generated descriptor says about the
+  voice (pitch, energy, speed, gender) agrees with the utterance's measured acoustic cues;
+- time saliency of the decision (`saliency.py`, on the one timeline of `timeline.py`): which
+  windows of the original audio drove it;
+- saliency-linked cues (`evidence.py`, `expert_cues.py`): what the voice does inside those windows,
+  against the speaker's baseline and expert-referenced directions per emotion;
+- the picture of one explanation (`figure.py`).
+"""

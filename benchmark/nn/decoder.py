@@ -215,6 +215,29 @@ class SpeechLLMDecoder(nn.Module):
         num_tokens = int((batch.labels != IGNORE_INDEX).sum())
         return DecoderOutput(loss=out.loss, logits=out.logits, num_response_tokens=num_tokens, batch=batch)
 
+    def response_log_probs(
+        self,
+        content_emb: torch.Tensor,
+        content_mask: torch.Tensor | None,
+        descriptor_emb: torch.Tensor | None,
+        descriptor_mask: torch.Tensor | None,
+        targets: list[str],
+    ) -> list[torch.Tensor]:
+        """Each teacher-forced response's per-token log-probabilities, float32, gradients kept.
+
+        One 1-D tensor per row: the log-probability of each token of its target (tokenised as in
+        training), then of `<|eot_id|>`, given everything before it. These are the positions of
+        the training loss (`response_token_cross_entropy` sums their negatives), kept per token so
+        that a caller can score part of a response, e.g. the emotion label alone (saliency).
+        """
+        batch = self.splice(content_emb, content_mask, descriptor_emb, descriptor_mask, targets)
+        logits = self.lm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask).logits
+        labels = batch.labels[:, 1:]
+        keep = labels != IGNORE_INDEX
+        log_probs = logits[:, :-1][keep].float().log_softmax(dim=-1)
+        picked = log_probs.gather(1, labels[keep][:, None]).squeeze(1)
+        return list(picked.split(keep.sum(dim=1).tolist()))
+
     @torch.no_grad()
     def generate(
         self,

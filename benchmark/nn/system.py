@@ -205,6 +205,15 @@ class SpeechEmotionCaptioner(nn.Module):
         loss = vib_loss(ce, [kl_content, kl_descriptor], self.beta, self.loss_reduction)
         return SystemOutput(loss, ce.mean, kl_content.mean, kl_descriptor.mean, out.num_response_tokens)
 
+    def response_log_probs(
+        self, hidden_states: torch.Tensor, frame_mask: torch.Tensor, targets: list[str]
+    ) -> list[torch.Tensor]:
+        """Per-token log-probabilities of each teacher-forced response, both branches active
+        (`SpeechLLMDecoder.response_log_probs`); differentiable in `hidden_states`, so gradient
+        saliency can run through it. Call `.eval()` first for z = mu and no dropout."""
+        content, content_mask, descriptor, descriptor_mask, _, _ = self.embed(hidden_states, frame_mask)
+        return self.decoder.response_log_probs(content, content_mask, descriptor, descriptor_mask, targets)
+
     @torch.no_grad()
     def generate(
         self,

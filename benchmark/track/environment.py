@@ -24,7 +24,7 @@ from benchmark.registry import dataset_cards
 PACKAGES = [
     "torch", "transformers", "peft", "deepspeed", "mlflow", "optuna", "optuna-integration",
     "pycocoevalcap", "jiwer", "statsmodels", "scipy", "numpy", "soundfile", "soxr", "av",
-    "opensmile", "espeakng-loader", "pydantic",
+    "opensmile", "espeakng-loader", "pydantic", "captum",
 ]  # fmt: skip
 
 

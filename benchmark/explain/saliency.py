@@ -1,0 +1,385 @@
+"""Time saliency of the emotion decision, on the original audio's timeline, for every kind of system.
+
+**What is explained** (`Decision`): one number per utterance on which the system's emotion answer
+rests, so that a saliency map says which stretches of audio that answer depends on.
+
+- LLM captioners (`CaptionerEmotion`): the log-probability of the *predicted* label's tokens. The
+  response the system generated for its emotion task (`Descriptor: …\\nEmotion: angry` for systems
+  with a descriptor target, `Emotion: angry` otherwise; `benchmark.data.tasks`) is teacher-forced
+  up to and including the label, and only the label's tokens are summed: the forced prefix and the
+  generated descriptor are context, not the decision. The response is re-tokenised as a training
+  target is (`SpeechLLMDecoder.splice`), the form the model learnt.
+- SSL baselines (`SSLEmotion`): the classifier's logit of the predicted label.
+
+Both are computed from a batch of waveforms (the frozen encoder runs inside: occlusion perturbs
+audio) and from the encoder's hidden states (gradient methods differentiate through those). The
+model is put in eval mode (z = mu, no dropout), so the number is the one prediction used.
+
+**Methods**, all through Captum (0.9 works with the suite's torch 2.13; earlier releases need numpy<2):
+
+- `occlusion_saliency`: windows of the waveform itself (0.15 s, stride 0.05 s by default) are
+  replaced by a baseline and the drop of the target is recorded. Captum averages, for every
+  sample, the drops of all windows that cover it; the map averages those over regular time bins.
+  The baseline is stated and configurable: `silence` (0.0 in the waveform domain) or `mean` (the
+  utterance's mean sample value). An encoder that normalises its input does so after occlusion,
+  over the occluded waveform, as it would for any recording.
+- `gradient_saliency`: input x gradient or integrated gradients with respect to the encoder's
+  hidden states (all L+1 layers), summed over layers and dimensions per frame and placed at the
+  frame's start time (`benchmark.explain.timeline`). Integrated gradients start from the hidden
+  states of a silent waveform of the same length (`silence`, what the encoder makes of no sound)
+  or from all-zero hidden states (`zeros`, Captum's usual choice).
+
+Unlike "Beyond saliency" (a spectrogram CNN with Captum occlusion), nothing is trimmed: silence
+stays in the input and every map covers the whole utterance on one timeline, seconds of the
+original audio at 16 kHz (`load_audio` resamples with soxr's high-quality filter).
+
+**Top-k windows** (`top_windows`): values below the map's mean are set to zero, as the reference
+paper does, and the k non-overlapping windows with the largest summed saliency are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+from captum.attr import InputXGradient, IntegratedGradients, Occlusion
+
+from benchmark.config import Task
+from benchmark.data.audio import SAMPLE_RATE
+from benchmark.data.tasks import format_response, parse_response, response_prefix
+from benchmark.errors import BenchmarkError
+from benchmark.eval.predict import generation_tasks
+from benchmark.explain.timeline import encoder_frame_start, encoder_hop_samples
+from benchmark.nn.encoder import SpeechEncoder
+from benchmark.nn.ssl_baseline import SSLBaseline
+from benchmark.nn.system import SpeechEmotionCaptioner
+
+OcclusionBaseline = Literal["silence", "mean"]
+GradientMethod = Literal["input_x_gradient", "integrated_gradients"]
+GradientBaseline = Literal["silence", "zeros"]
+Waveform = np.ndarray | torch.Tensor  # one utterance, mono, 16 kHz, shape (S,)
+
+
+@dataclass(frozen=True, eq=False)
+class SaliencyMap:
+    """Relevance over the utterance's own timeline: bin i covers [times[i], times[i] + hop)."""
+
+    times: np.ndarray  # (N,) start of each bin, seconds of the original audio (times[0] = 0)
+    hop: float  # seconds between bin starts
+    values: np.ndarray  # (N,) relevance of each bin for the target (higher: the target needs it more)
+    duration: float  # seconds of the whole utterance; the bins cover [0, duration]
+    method: str  # "occlusion", "input_x_gradient" or "integrated_gradients"
+    target: str  # what was explained, e.g. "log p(angry)"
+    baseline: str  # what the input was compared with: "silence", "mean" or "zeros"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A stretch of the original audio, [start, end) in seconds, and its summed saliency."""
+
+    start: float
+    end: float
+    saliency: float
+
+
+class WaveformDecision(Protocol):
+    """A scalar per utterance computed from waveforms: all that occlusion needs."""
+
+    description: str  # e.g. "log p(angry)"
+
+    def from_waveforms(self, waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """waves (B, S) at 16 kHz, mask (B, S) True on real samples -> (B,)."""
+        ...
+
+
+class Decision(WaveformDecision, Protocol):
+    """A decision that can also be computed from the frozen encoder's outputs (gradient methods)."""
+
+    encoder: SpeechEncoder
+
+    def from_hidden_states(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """hidden_states (L+1, B, F, D), frame_mask (B, F) -> (B,)."""
+        ...
+
+
+class EncoderDecision:
+    """A decision on the encoder's outputs; from waveforms it runs the frozen encoder first."""
+
+    description = "decision"
+
+    def __init__(self, encoder: SpeechEncoder) -> None:
+        self.encoder = encoder
+
+    def from_waveforms(self, waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(waves, mask)
+        return self.from_hidden_states(out.hidden_states, out.frame_mask)
+
+    def from_hidden_states(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _one_utterance(wave: Waveform) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, S) float32 waveform and its all-True mask."""
+    waves = torch.as_tensor(wave).detach().to(torch.float32).reshape(1, -1)
+    return waves, torch.ones_like(waves, dtype=torch.bool)
+
+
+def emotion_task(model: SpeechEmotionCaptioner) -> Task:
+    """The task whose generation gives a system's emotion answer, as `predict` asks for it."""
+    tasks = [task for task in generation_tasks(model.config) if task in ("ser", "ser_sed")]
+    if not tasks:
+        raise BenchmarkError(
+            f"system '{model.config.name}' has no emotion target, so no emotion decision to explain"
+        )
+    return tasks[0]
+
+
+def label_response(task: Task, descriptor: str | None, label: str) -> tuple[str, str]:
+    """(context, label_text): the teacher-forced response is `context + label_text`.
+
+    The context is the response up to and including `Emotion:` (with the generated descriptor
+    for `ser_sed`), the label text is ` <label>`, as `format_response` writes them. The context
+    ends at the colon so that it tokenises the same alone as in front of the label.
+    """
+    prefix = response_prefix(task)
+    text = format_response(None, descriptor if task == "ser_sed" else None, label)
+    if not text.startswith(prefix):  # an empty generated descriptor: the forced prefix was there
+        text = f"{prefix}\n{text}"
+    context = text[: len(text) - len(label)].rstrip(" ")
+    return context, text[len(context) :]
+
+
+class CaptionerEmotion(EncoderDecision):
+    """log p(label tokens | audio, prompt, response up to `Emotion:`) of an LLM captioner."""
+
+    def __init__(
+        self,
+        model: SpeechEmotionCaptioner,
+        encoder: SpeechEncoder,
+        label: str,
+        descriptor: str | None = None,
+        task: Task | None = None,
+    ) -> None:
+        super().__init__(encoder)
+        self.model = model.eval()
+        self.label = label
+        self.task = task or emotion_task(model)
+        context, label_text = label_response(self.task, descriptor, label)
+        self.response = context + label_text
+        tokenizer = model.decoder.tokenizer
+        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+        response_ids = tokenizer(self.response, add_special_tokens=False)["input_ids"]
+        if response_ids[: len(context_ids)] != context_ids or len(response_ids) == len(context_ids):
+            raise BenchmarkError(
+                f"the label '{label}' does not tokenise apart from its context {context!r}",
+                hint="the label's tokens cannot be told from the prefix's; report this tokenizer",
+            )
+        self.label_tokens = slice(len(context_ids), len(response_ids))
+        self.description = f"log p({label})"
+
+    @classmethod
+    def from_response(
+        cls, model: SpeechEmotionCaptioner, encoder: SpeechEncoder, response: str, labels: list[str]
+    ) -> CaptionerEmotion:
+        """The decision of a generated `response`: its emotion label, after its own descriptor."""
+        parsed = parse_response(response, labels)
+        if not parsed.valid_emotion:
+            raise BenchmarkError(
+                f"the response names no single emotion label of {labels}: {response!r}",
+                hint="an unparseable answer has no label whose evidence could be mapped",
+            )
+        return cls(model, encoder, parsed.emotion, parsed.descriptor)
+
+    @classmethod
+    def predicted(
+        cls, model: SpeechEmotionCaptioner, encoder: SpeechEncoder, wave: Waveform, labels: list[str]
+    ) -> CaptionerEmotion:
+        """Generate the emotion response for `wave` as `predict` does, and explain its label."""
+        waves, mask = _one_utterance(wave)
+        out = encoder(waves, mask)
+        (response,) = model.eval().generate(
+            out.hidden_states,
+            out.frame_mask,
+            response_prefix(emotion_task(model)),
+            max_new_tokens=model.config.decoder.max_new_tokens,
+        )
+        return cls.from_response(model, encoder, response, labels)
+
+    def from_hidden_states(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        targets = [self.response] * hidden_states.shape[1]
+        per_token = self.model.response_log_probs(hidden_states, frame_mask, targets)
+        return torch.stack([log_probs[self.label_tokens].sum() for log_probs in per_token])
+
+
+class SSLEmotion(EncoderDecision):
+    """The emotion classifier's logit of `label` for an SSL baseline."""
+
+    def __init__(self, model: SSLBaseline, encoder: SpeechEncoder, label: str) -> None:
+        super().__init__(encoder)
+        if label not in model.labels:
+            raise BenchmarkError(f"'{label}' is not one of the classifier's labels {model.labels}")
+        self.model = model.eval()
+        self.label = label
+        self.index = model.labels.index(label)
+        self.description = f"logit({label})"
+
+    @classmethod
+    def predicted(cls, model: SSLBaseline, encoder: SpeechEncoder, wave: Waveform) -> SSLEmotion:
+        """The decision for the label the baseline predicts for `wave`."""
+        waves, mask = _one_utterance(wave)
+        out = encoder(waves, mask)
+        (label,), _ = model.eval().predict(out.hidden_states, out.frame_mask)
+        return cls(model, encoder, label)
+
+    def from_hidden_states(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        emotion_logits, _ = self.model(hidden_states, frame_mask)
+        return emotion_logits[:, self.index]
+
+
+def _bin_samples(per_sample: np.ndarray, hop_s: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mean of per-sample values over bins of `hop_s` seconds from time 0: (times, values, hop).
+
+    The last bin may be shorter; it is the mean of the samples it has, so the tail is kept.
+    """
+    hop = max(1, round(hop_s * SAMPLE_RATE))
+    count = math.ceil(len(per_sample) / hop)
+    padded = np.full(count * hop, np.nan)
+    padded[: len(per_sample)] = per_sample
+    values = np.nanmean(padded.reshape(count, hop), axis=1)
+    return np.arange(count) * hop / SAMPLE_RATE, values, hop / SAMPLE_RATE
+
+
+def occlusion_saliency(
+    decision: WaveformDecision,
+    wave: Waveform,
+    window_s: float = 0.15,
+    stride_s: float = 0.05,
+    baseline: OcclusionBaseline = "silence",
+    hop_s: float | None = None,
+    perturbations_per_eval: int = 16,
+) -> SaliencyMap:
+    """Occlusion of windows of the waveform: the target's drop, averaged over covering windows.
+
+    Captum slides a window of `window_s` seconds by `stride_s` over the whole utterance (the last
+    window is cut at the end, so every sample is occluded at least once), replaces it with the
+    baseline (`silence`: 0.0; `mean`: the utterance's mean sample value) and gives each sample the
+    mean drop of the windows that cover it. The map averages those over bins of `hop_s` seconds
+    (default: the stride) from time 0 to the end. `perturbations_per_eval` occluded copies go
+    through the model at once.
+    """
+    waves, _ = _one_utterance(wave)
+    length = waves.shape[1]
+    window = min(max(1, round(window_s * SAMPLE_RATE)), length)
+    stride = max(1, round(stride_s * SAMPLE_RATE))
+    if stride > window:
+        raise ValueError(f"stride {stride_s} s is longer than the window {window_s} s: samples go unseen")
+    if baseline not in ("silence", "mean"):
+        raise ValueError(f"occlusion baseline must be 'silence' or 'mean', got {baseline!r}")
+    fill = 0.0 if baseline == "silence" else float(waves.mean())
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return decision.from_waveforms(batch, torch.ones_like(batch, dtype=torch.bool))
+
+    attributions = Occlusion(forward).attribute(
+        waves,
+        sliding_window_shapes=(window,),
+        strides=(stride,),
+        baselines=fill,
+        perturbations_per_eval=perturbations_per_eval,
+    )
+    per_sample = attributions[0].detach().cpu().double().numpy()
+    times, values, hop = _bin_samples(per_sample, hop_s or stride_s)
+    return SaliencyMap(times, hop, values, length / SAMPLE_RATE, "occlusion", decision.description, baseline)
+
+
+def gradient_saliency(
+    decision: Decision,
+    wave: Waveform,
+    method: GradientMethod = "integrated_gradients",
+    baseline: GradientBaseline = "silence",
+    n_steps: int = 32,
+    internal_batch_size: int | None = 8,
+) -> SaliencyMap:
+    """Input x gradient or integrated gradients on the encoder's hidden states, per frame.
+
+    Attributions are summed over the L+1 hidden states and their dimensions of each frame (signed:
+    positive where a frame raises the target) and placed at the frame's start time. Input x
+    gradient compares implicitly with all-zero hidden states; integrated gradients (`n_steps` steps,
+    `internal_batch_size` at a time) start from `baseline`: `silence`, the hidden states of a
+    silent waveform of the same length, or `zeros`. The frames are the encoder's own
+    (`SpeechEncoder.frame_lengths`), so the map ends where the last full frame does.
+    """
+    waves, mask = _one_utterance(wave)
+    encoder = decision.encoder
+    out = encoder(waves, mask)
+    # (1, L+1, F, D): Captum wants the batch first; the encoder's outputs carry no gradient of their own
+    hidden = out.hidden_states.transpose(0, 1).float().requires_grad_()
+
+    def forward(states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        return decision.from_hidden_states(states.transpose(0, 1), frame_mask)
+
+    if method == "input_x_gradient":
+        attributions = InputXGradient(forward).attribute(hidden, additional_forward_args=(out.frame_mask,))
+        baseline_name = "zeros"
+    elif method == "integrated_gradients":
+        if baseline == "silence":
+            reference = encoder(torch.zeros_like(waves), mask).hidden_states.transpose(0, 1).float()
+        elif baseline == "zeros":
+            reference = torch.zeros_like(hidden)
+        else:
+            raise ValueError(f"integrated-gradients baseline must be 'silence' or 'zeros', got {baseline!r}")
+        attributions = IntegratedGradients(forward).attribute(
+            hidden,
+            baselines=reference,
+            additional_forward_args=(out.frame_mask,),
+            n_steps=n_steps,
+            internal_batch_size=internal_batch_size,
+        )
+        baseline_name = baseline
+    else:
+        raise ValueError(f"unknown gradient method {method!r}")
+    frames = int(out.frame_mask.sum())
+    per_frame = attributions[0, :, :frames].sum(dim=(0, 2)).detach().cpu().double().numpy()
+    times = encoder_frame_start(encoder, np.arange(frames))
+    hop = encoder_hop_samples(encoder) / SAMPLE_RATE
+    duration = waves.shape[1] / SAMPLE_RATE
+    return SaliencyMap(times, hop, per_frame, duration, method, decision.description, baseline_name)
+
+
+def _samples(seconds: np.ndarray | float) -> np.ndarray:
+    """Seconds as whole samples: windows are stretches of samples, and integer arithmetic keeps
+    float slivers (a bin ending at 0.6500000000000001) out of the window sums."""
+    return np.round(np.asarray(seconds, dtype=np.float64) * SAMPLE_RATE).astype(np.int64)
+
+
+def top_windows(saliency: SaliencyMap, k: int = 5, window_s: float = 0.15) -> list[Window]:
+    """The k non-overlapping windows of `window_s` seconds with the largest summed saliency.
+
+    Values below the map's mean are set to zero first (as "Beyond saliency" does), so a window's
+    saliency is the part of the map that stands out. A window's sum weights each bin by the share
+    of it inside the window. Candidate windows start at every bin start and at `duration -
+    window_s`, and lie inside [0, duration] (the whole utterance when it is shorter than a window).
+    Windows are chosen greedily, best first, skipping any that overlaps one already chosen; those
+    with no saliency left are not returned, so fewer than k may come back. Sorted by saliency,
+    descending. Times are handled in whole samples of the 16 kHz audio.
+    """
+    values = np.asarray(saliency.values, dtype=np.float64)
+    kept = np.where(values >= values.mean(), values, 0.0) if len(values) else values
+    duration, hop = int(_samples(saliency.duration)), max(1, int(_samples(saliency.hop)))
+    width = min(int(_samples(window_s)), duration)
+    last = duration - width
+    bin_start = _samples(saliency.times)
+    bin_end = np.minimum(bin_start + hop, duration)
+    starts = np.unique(np.append(bin_start[bin_start <= last], last).clip(0, last))
+    overlap = np.minimum(starts[:, None] + width, bin_end) - np.maximum(starts[:, None], bin_start)
+    sums = (overlap.clip(0, None) / hop) @ kept
+    chosen: list[tuple[int, float]] = []
+    for i in np.argsort(-sums, kind="stable"):
+        if len(chosen) == k or sums[i] <= 0:
+            break
+        if all(abs(int(starts[i]) - start) >= width for start, _ in chosen):
+            chosen.append((int(starts[i]), float(sums[i])))
+    return [Window(start / SAMPLE_RATE, (start + width) / SAMPLE_RATE, total) for start, total in chosen]
