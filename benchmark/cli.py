@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.signals import Stopped, killed_runs, stop_on_signals
-
-# Verbs whose implementation arrives with later milestones of the roadmap (README).
-PLANNED = {
-    "explain": "cue-level explanations of one prediction",
-}
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -86,6 +83,30 @@ def cmd_study(args: argparse.Namespace) -> int:
     if summary is not None:  # a --worker prints nothing: its coordinator reports the study
         print_study(summary)
         print_run_link(summary.run_id, "study")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from benchmark.console import print_explanation
+    from benchmark.track.explanations import ExplainRequest, explain_utterance
+
+    request = ExplainRequest(
+        run_id=args.run_id,
+        utterance=args.utterance,
+        method=args.method,
+        k=args.k,
+        window_s=args.window,
+        baseline=args.baseline,
+        log_figure=not args.no_figure,
+    )
+    # With --json, standard output holds the JSON object alone: what libraries print while the
+    # model is rebuilt (DeepSpeed's accelerator notice) goes to standard error.
+    with redirect_stdout(sys.stderr) if args.json else nullcontext():
+        explanation = explain_utterance(request)
+    if args.json:
+        print(json.dumps(explanation.to_json(), ensure_ascii=False))
+    else:
+        print_explanation(explanation)
     return 0
 
 
@@ -206,16 +227,6 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def planned(verb: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise BenchmarkError(
-            f"`{verb}` ({PLANNED[verb]}) is not implemented yet in this version",
-            hint="see the roadmap in README.md; the other verbs of `python -m benchmark --help` work now",
-        )
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark",
@@ -227,11 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra folder holding models/, datasets/ or studies/ (searched first; repeatable)",
     )  # fmt: skip
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-
-    for verb, what in PLANNED.items():
-        sub = verbs.add_parser(verb, help=f"{what} (not implemented yet)")
-        sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        sub.set_defaults(func=planned(verb))
 
     data = verbs.add_parser("data", help="list, prepare or synthesise corpora")
     data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
@@ -322,6 +328,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
     study.set_defaults(func=cmd_study)
+
+    explain = verbs.add_parser(
+        "explain", help="why a run predicted what it did for one test utterance: salient windows, their cues"
+    )
+    explain.add_argument("run_id", help="a run of `benchmark run` (or one of its fold runs)")
+    explain.add_argument("utterance", help="the id of one of its test utterances")
+    explain.add_argument(
+        "--method",
+        choices=["occlusion", "input_x_gradient", "integrated_gradients"],
+        default="occlusion",
+        help="saliency method (default: occlusion of windows of the audio)",
+    )
+    explain.add_argument("--k", type=_positive_int, default=5, help="salient windows kept (default 5)")
+    explain.add_argument("--window", type=float, default=0.15, help="window length in seconds (default 0.15)")
+    explain.add_argument(
+        "--baseline", choices=["silence", "mean"], default="silence", help="what occlusion puts in a window"
+    )
+    explain.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    explain.add_argument("--no-figure", action="store_true", help="do not log the PNG to the run")
+    explain.set_defaults(func=cmd_explain)
 
     evaluate = verbs.add_parser(
         "evaluate", help="score a trained run on another corpus's test split, zero-shot (no training)"

@@ -18,6 +18,7 @@ from benchmark.track.environment import Check
 
 if TYPE_CHECKING:
     from benchmark.track.compare import CompareReport
+    from benchmark.track.explanations import Explanation
     from benchmark.track.store import MlflowConfig
     from benchmark.track.study import StudySummary
     from benchmark.track.ui import ReadyUI
@@ -251,3 +252,53 @@ def print_stopped(why: str, killed_runs: Sequence[str]) -> None:
 def _metric(name: str, value: float) -> str:
     """Fractions as percentages (the paper's tables); counts such as `asr.skipped` as they are."""
     return f"{value:g}" if name.endswith("skipped") else f"{100 * value:.1f}"
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def print_explanation(explanation: Explanation) -> None:
+    """`explain RUN_ID UTT_ID`: the utterance and its prediction, each descriptor claim against the
+    cue inside the salient windows, the windows with their cues, and the cue verdicts."""
+    row, record = explanation.row, explanation.record
+    console.print(f"utterance {row.id} (speaker {row.speaker}, fold {explanation.fold})", markup=False)
+    console.print(f"  transcript: {row.transcript}  ->  {record.hyp_transcript or '–'}", markup=False)
+    console.print(f"  descriptor: {record.hyp_descriptor or '–'}", markup=False)
+    console.print(f"  emotion:    {record.hyp_emotion} (reference {row.emotion or '–'})", markup=False)
+
+    claims = Table(title="descriptor claims against the cues inside the salient windows")
+    for column in ("claim", "level said", "level measured", "cue", "value", "z", "verdict"):
+        claims.add_column(column)
+    for claim in explanation.claims.claims:
+        claims.add_row(
+            claim.attribute, claim.claimed, claim.measured or "–", claim.cue, _number(claim.value),
+            _number(claim.z), claim.verdict,
+        )  # fmt: skip
+    console.print(claims if explanation.claims.claims else "the descriptor makes no checkable claim")
+
+    saliency = explanation.saliency
+    windows = Table(title=f"top {len(explanation.windows)} windows by {saliency.method} of {saliency.target}")
+    cues = list(explanation.evidence.cues)[:-1]  # frame cues; speaking rate has no per-window value
+    for column in ("start s", "end s", "saliency", *cues):
+        windows.add_column(column, justify="right")
+    for window, values in zip(explanation.windows, explanation.window_cues, strict=True):
+        windows.add_row(
+            f"{window.start:.2f}", f"{window.end:.2f}", f"{window.saliency:.3g}",
+            *(_number(values.get(cue)) for cue in cues),
+        )  # fmt: skip
+    console.print(windows)
+
+    verdicts = Table(
+        title=f"cues inside vs outside the windows, against the expert table ({record.hyp_emotion})"
+    )
+    for column in ("cue", "inside", "outside", "z vs speaker", "expected", "verdict"):
+        verdicts.add_column(column)
+    for cue in explanation.evidence.cues.values():
+        expected = "–" if cue.expected is None else cue.expected + (" (weak)" if cue.weak else "")
+        verdicts.add_row(
+            cue.cue, _number(cue.inside), _number(cue.outside), _number(cue.z), expected, cue.verdict or "–"
+        )
+    console.print(verdicts)
+    if explanation.figure:
+        console.print(f"figure logged to run {explanation.run_id}: {explanation.figure}", markup=False)

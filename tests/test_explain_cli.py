@@ -1,0 +1,88 @@
+"""`benchmark explain RUN_ID UTT_ID`: a logged prediction explained from the run's own model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from benchmark.cli import main
+from benchmark.data.audio import load_audio
+from benchmark.data.records import PredictionRecord
+from benchmark.track import explanations
+from benchmark.track.experiment import RunRequest, run_experiment
+from benchmark.track.records import load_run_records
+
+LLD_KEYS = {"Loudness_sma3", "F0semitoneFrom27.5Hz_sma3nz"}
+
+
+def first_test_record(run_id: str) -> PredictionRecord:
+    client = MlflowClient()
+    fold_run = client.search_runs(
+        [client.get_run(run_id).info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+    )[0]
+    return load_run_records(fold_run.info.run_id, "fold-1")[0]
+
+
+def explain_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    capsys.readouterr()  # what training printed before
+    assert main(["explain", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_explain_an_ssl_baseline_prediction(workdir: Path, capsys: pytest.CaptureFixture[str]):
+    run = run_experiment(RunRequest(system="ssl-hubert", backbone="tiny", fold="1", epochs=1, progress=False))
+    record = first_test_record(run.run_id)
+    out = explain_json(capsys, run.run_id, record.id, "--k", "3")
+
+    assert out["utterance"]["id"] == record.id and out["fold"] == "1"
+    assert out["prediction"]["emotion"] == record.hyp_emotion
+    assert out["saliency"]["target"] == f"logit({record.hyp_emotion})"
+    duration = len(load_audio(out["audio"])) / 16000
+    windows = out["windows"]
+    assert 1 <= len(windows) <= 3
+    assert all(0 <= w["start"] < w["end"] <= duration + 1e-9 for w in windows)
+    assert [w["saliency"] for w in windows] == sorted((w["saliency"] for w in windows), reverse=True)
+    assert all(set(w["cues"]) >= LLD_KEYS for w in windows) and set(out["outside"]) >= LLD_KEYS
+    assert out["figure"] in {a.path for a in MlflowClient().list_artifacts(run.run_id, "explanations")}
+
+    assert main(["explain", run.run_id, record.id, "--no-figure", "--method", "input_x_gradient"]) == 0
+    text = capsys.readouterr().out
+    assert record.id in text and "top" in text and "input_x_gradient" in text
+
+    assert main(["explain", run.run_id, "no-such-utterance"]) == 2
+    err = capsys.readouterr().err
+    assert "is in no test split of run" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_explain_an_llm_prediction_and_refuse_one_without_a_label(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    run = run_experiment(RunRequest(system="full", backbone="tiny", fold="1", epochs=1, progress=False))
+    find = explanations.find_prediction
+
+    def unlabelled(*args):
+        fold, fold_run, record = find(*args)
+        return fold, fold_run, record.model_copy(update={"hyp_emotion": None})
+
+    record = first_test_record(run.run_id)
+    monkeypatch.setattr(explanations, "find_prediction", unlabelled)
+    assert main(["explain", run.run_id, record.id, "--no-figure"]) == 2
+    assert "names no emotion label" in capsys.readouterr().err
+
+    def labelled(*args):  # an untrained tiny LLM rarely writes a label: give the record one
+        fold, fold_run, record = find(*args)
+        said = {"hyp_emotion": "sad", "hyp_descriptor": "She speaks slowly and quietly."}
+        return fold, fold_run, record.model_copy(update=said)
+
+    monkeypatch.setattr(explanations, "find_prediction", labelled)
+    out = explain_json(capsys, run.run_id, record.id, "--no-figure", "--k", "2")
+    assert out["saliency"]["target"] == "log p(sad)" and len(out["windows"]) <= 2
+    claims = {c["attribute"]: c for c in out["claims"]["claims"]}
+    assert claims["speed"]["claimed"] == "low" and claims["energy"]["claimed"] == "low"
+    assert {c["verdict"] for c in claims.values()} <= {"agrees", "disagrees", "unmeasured"}
+    assert out["evidence"]["emotion"] == "sad" and out["evidence"]["reference"] == "sadness"
