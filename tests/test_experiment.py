@@ -13,6 +13,7 @@ from benchmark.nn.backbones import get_backbone
 from benchmark.track import experiment
 from benchmark.track.experiment import RunRequest, resolve_system, run_experiment
 from benchmark.track.records import load_run_records
+from benchmark.train import loop
 
 
 def request(**changes) -> RunRequest:
@@ -63,6 +64,31 @@ def test_a_crash_marks_the_runs_failed(workdir: Path, monkeypatch: pytest.Monkey
         run_experiment(request())
     runs = MlflowClient().search_runs([mlflow.get_experiment_by_name("explainable-ser").experiment_id])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}
+    parent = next(r for r in runs if "fold" not in r.data.tags)
+    assert (Path(parent.data.tags["checkpoints"]) / "fold-1" / "last.pt").is_file()  # kept for --resume
+
+
+@pytest.mark.slow
+def test_runs_of_one_configuration_keep_their_checkpoints_apart(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Runs of one configuration keep their own checkpoint folders, so two at once never write into
+    (or delete) each other's files."""
+    folders = []
+    real_train = loop.train
+
+    def train_and_look(*args, checkpoint_dir: Path, **kwargs):
+        real_train(*args, checkpoint_dir=checkpoint_dir, **kwargs)
+        folders.append(checkpoint_dir)
+        assert (checkpoint_dir / "last.pt").is_file()
+
+    monkeypatch.setattr(loop, "train", train_and_look)
+    first, second = run_experiment(request()), run_experiment(request())
+    tags = [MlflowClient().get_run(s.run_id).data.tags for s in (first, second)]
+    assert tags[0]["config_digest"] == tags[1]["config_digest"]
+    assert tags[0]["checkpoints"] != tags[1]["checkpoints"]
+    assert [f.parent for f in folders] == [Path(t["checkpoints"]) for t in tags]
+    assert not any(f.exists() for f in folders)  # removed once the run finished
 
 
 def test_bad_requests_fail_before_any_work(workdir: Path, capsys: pytest.CaptureFixture[str]):

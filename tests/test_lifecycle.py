@@ -122,6 +122,8 @@ def test_sigkill_leaves_a_stale_run_that_the_next_command_marks_and_resume_conti
     assert resumed.info.status == "FINISHED"
     assert resumed.data.tags["resumed_from"] == parent.info.run_id
     assert resumed.data.tags["config_digest"] == parent.data.tags["config_digest"]
+    assert resumed.data.tags["checkpoints"] == parent.data.tags["checkpoints"]  # continued in its folder
+    assert not Path(resumed.data.tags["checkpoints"]).exists()  # a finished run removes its checkpoints
 
 
 @pytest.mark.slow

@@ -16,17 +16,22 @@ teacher-forced loss is logged every epoch and its metrics as `val.<metric>` next
 
 The frozen encoder's hidden states are computed once per utterance and cached on disk
 (`benchmark.data.features`), so every fold, stage and system after the first pays only for the
-trainable parts. Training checkpoints live under `$BENCHMARK_HOME/checkpoints/<config digest>/`,
-so `--resume` continues an interrupted run of the same configuration: the digest is also the run's
-`config_digest` tag, and the new run links to the interrupted one with the tag `resumed_from`.
+trainable parts. Training checkpoints live under `$BENCHMARK_HOME/checkpoints/<system>-<config
+digest>/<id>/`, one folder per run (its tag `checkpoints`), so two runs of one configuration at once
+never write into each other's files, and `--resume` continues the newest interrupted run of the
+same configuration in its folder: the digest is the run's `config_digest` tag, and the new run
+links to the interrupted one with the tag `resumed_from`. A run that finishes removes its folder,
+since a finished run is never resumed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+from mlflow.entities import Run
 
 from benchmark.config import DatasetCard, SystemConfig, benchmark_home, override_system
 from benchmark.data.examples import Example, examples_of
@@ -192,8 +198,16 @@ def config_digest(system: SystemConfig, request: RunRequest, train_with: list[st
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def checkpoint_folder(digest: str, system: SystemConfig, fold: str) -> Path:
-    return benchmark_home() / "checkpoints" / f"{system.name}-{digest}" / f"fold-{fold}"
+CHECKPOINTS_TAG = "checkpoints"  # the run's checkpoint folder
+
+
+def checkpoint_root(digest: str, system: SystemConfig, resumed: Run | None) -> Path:
+    """Where a run keeps its checkpoints: the interrupted run's folder when it resumes one (runs of
+    before per-run folders used the configuration's folder itself), else a folder of its own."""
+    configuration = benchmark_home() / "checkpoints" / f"{system.name}-{digest}"
+    if resumed is not None:
+        return Path(resumed.data.tags.get(CHECKPOINTS_TAG, configuration))
+    return configuration / uuid.uuid4().hex[:12]
 
 
 @dataclass(frozen=True)
@@ -281,8 +295,9 @@ class RunPlan:
     mixture: Mixture
     features: dict[str, torch.Tensor]
     encoder_shape: tuple[int, int]
-    digest: str  # config_digest: checkpoints and --resume
+    digest: str  # config_digest: --resume
     top_layers: TopLayers | None = None  # pretrained encoder layers a `kind: ssl` system fine-tunes
+    checkpoints: Path | None = None  # the run's checkpoint folder (`checkpoint_root`)
 
     def examples(self, rows: list[Utterance]) -> list[Example]:
         return examples_of(rows, self.features)
@@ -336,9 +351,7 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
         from benchmark.nn.system import build_system
         from benchmark.train.loop import train
 
-        checkpoints = checkpoint_folder(plan.digest, system, fold.name)
-        if not request.resume and checkpoints.exists():
-            shutil.rmtree(checkpoints)
+        checkpoints = plan.checkpoints / f"fold-{fold.name}" if plan.checkpoints else None
         torch.manual_seed(system.training.seed)
         model = build_system(system, *plan.encoder_shape, backbone=plan.backbone.decoder)
         train(
@@ -432,8 +445,11 @@ def run_experiment(request: RunRequest) -> RunSummary:
         "engine": request.engine, "config_digest": digest, **protocol.tags(system),
     }  # fmt: skip
     resumed = interrupted_run("config_digest", digest) if request.resume else None
+    checkpoints = checkpoint_root(digest, system, resumed)
+    plan = dataclasses.replace(plan, checkpoints=checkpoints)
     fold_metrics: dict[str, dict[str, float]] = {}
-    parent_tags = {**tags, "resumed_from": resumed.info.run_id} if resumed else tags
+    parent_tags = {**tags, CHECKPOINTS_TAG: str(checkpoints)}
+    parent_tags |= {"resumed_from": resumed.info.run_id} if resumed else {}
     name = request.name or f"{system.name} on {card.name}"
     with run_context(name, tags={**parent_tags, **request.tags}, params=system) as parent:
         if request.observer is not None:
@@ -455,11 +471,11 @@ def run_experiment(request: RunRequest) -> RunSummary:
         std = {n: float(np.std([s[n] for s in fold_metrics.values() if n in s])) for n in names}
         log_metrics(mean)
         log_metrics({f"{n}.std": v for n, v in std.items()})
-        if not request.test:  # a study's trial: nothing of the test part
-            return RunSummary(parent.info.run_id, system, fold_metrics, mean, std)
-        if len(mixture.folds) > 1:  # with one fold the pooled scores are the fold's
+        if request.test and len(mixture.folds) > 1:  # with one fold the pooled scores are the fold's
             tested = [row for fold in mixture.folds for row in fold.test]
             log_metrics({f"pooled.{n}": v for n, v in run_metrics(pooled, card, system, tested).items()})
-        log_predictions([PredictionRecord(**r) for r in pooled], "pooled")
-        log_confusion(pooled, labels, "confusion_matrix_pooled.png")
+        if request.test:  # not in a study's trial: nothing of the test part
+            log_predictions([PredictionRecord(**r) for r in pooled], "pooled")
+            log_confusion(pooled, labels, "confusion_matrix_pooled.png")
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return RunSummary(parent.info.run_id, system, fold_metrics, mean, std)
