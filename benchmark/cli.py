@@ -87,26 +87,29 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from benchmark.console import print_explanation
-    from benchmark.track.explanations import ExplainRequest, explain_utterance
+    from benchmark.console import print_explanation, print_run_explanations
+    from benchmark.track.explanations import ExplainSettings, explain_run, explain_utterance
 
-    request = ExplainRequest(
-        run_id=args.run_id,
-        utterance=args.utterance,
-        method=args.method,
-        k=args.k,
-        window_s=args.window,
-        baseline=args.baseline,
-        log_figure=not args.no_figure,
-    )
+    if args.all == (args.utterance is not None):
+        raise BenchmarkError("name one utterance, or --all of the run's test utterances", hint="not both")
+    settings = ExplainSettings(method=args.method, k=args.k, window_s=args.window, baseline=args.baseline)
+    if args.all:
+        result = explain_run(args.run_id, settings, limit=args.limit, progress=not args.json)
+        if args.json:
+            print(json.dumps(result.summary, ensure_ascii=False))
+        else:
+            print_run_explanations(result)
+        return 0
     # With --json, standard output holds the JSON object alone: what libraries print while the
     # model is rebuilt (DeepSpeed's accelerator notice) goes to standard error.
     with redirect_stdout(sys.stderr) if args.json else nullcontext():
-        explanation = explain_utterance(request)
+        explanation, figure = explain_utterance(args.run_id, args.utterance, settings, not args.no_figure)
     if args.json:
-        print(json.dumps(explanation.to_json(), ensure_ascii=False))
+        print(
+            json.dumps({**explanation.to_json(), "run_id": args.run_id, "figure": figure}, ensure_ascii=False)
+        )
     else:
-        print_explanation(explanation)
+        print_explanation(explanation, args.run_id, figure)
     return 0
 
 
@@ -161,7 +164,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         )
     # --out is opened before the boards are built, so an unwritable path fails before the slow part.
     with atomic_file(Path(args.out)) if args.out else nullcontext(sys.stdout) as handle:
-        boards = build_boards(args.table, datasets, runs, args.backbone, protocol)
+        boards = build_boards(args.table, datasets, runs, args.backbone, protocol, args.explain)
         handle.write(render(boards, args.format))
     if args.out:
         print(f"wrote {args.out}")
@@ -333,7 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="why a run predicted what it did for one test utterance: salient windows, their cues"
     )
     explain.add_argument("run_id", help="a run of `benchmark run` (or one of its fold runs)")
-    explain.add_argument("utterance", help="the id of one of its test utterances")
+    explain.add_argument("utterance", nargs="?", help="the id of one of its test utterances")
+    explain.add_argument(
+        "--all", action="store_true", help="every test utterance: log the quality metrics to the run"
+    )
+    explain.add_argument("--limit", type=_positive_int, help="with --all: only the first N utterances")
     explain.add_argument(
         "--method",
         choices=["occlusion", "input_x_gradient", "integrated_gradients"],
@@ -346,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", choices=["silence", "mean"], default="silence", help="what occlusion puts in a window"
     )
     explain.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    explain.add_argument("--no-figure", action="store_true", help="do not log the PNG to the run")
+    explain.add_argument(
+        "--no-figure", action="store_true", help="one utterance: do not log its PNG to the run"
+    )
     explain.set_defaults(func=cmd_explain)
 
     evaluate = verbs.add_parser(
@@ -414,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     board.add_argument(
         "--study", metavar="NAME", help="fill the cells with the refit runs of this study (e.g. table3)"
+    )
+    board.add_argument(
+        "--explain",
+        action="store_true",
+        help="add the explanation-quality columns (deletion, cue plausibility, descriptor agreement) "
+        "from `explain RUN_ID --all`",
     )
     board.add_argument("--out", help="write to this file instead of standard output")
     board.set_defaults(func=cmd_leaderboard)

@@ -18,7 +18,7 @@ from benchmark.track.environment import Check
 
 if TYPE_CHECKING:
     from benchmark.track.compare import CompareReport
-    from benchmark.track.explanations import Explanation
+    from benchmark.track.explanations import Explanation, RunExplanations
     from benchmark.track.store import MlflowConfig
     from benchmark.track.study import StudySummary
     from benchmark.track.ui import ReadyUI
@@ -258,7 +258,7 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def print_explanation(explanation: Explanation) -> None:
+def print_explanation(explanation: Explanation, run_id: str, figure: str | None) -> None:
     """`explain RUN_ID UTT_ID`: the utterance and its prediction, each descriptor claim against the
     cue inside the salient windows, the windows with their cues, and the cue verdicts."""
     row, record = explanation.row, explanation.record
@@ -300,5 +300,33 @@ def print_explanation(explanation: Explanation) -> None:
             cue.cue, _number(cue.inside), _number(cue.outside), _number(cue.z), expected, cue.verdict or "–"
         )
     console.print(verdicts)
-    if explanation.figure:
-        console.print(f"figure logged to run {explanation.run_id}: {explanation.figure}", markup=False)
+    deletion = explanation.deletion
+    console.print(
+        f"p({record.hyp_emotion}) {deletion.original:.3f}; with the windows occluded {deletion.top:.3f}, "
+        f"with as many random windows occluded {deletion.random:.3f}",
+        markup=False,
+    )
+    if figure:
+        console.print(f"figure logged to run {run_id}: {figure}", markup=False)
+
+
+def print_run_explanations(result: RunExplanations) -> None:
+    """`explain RUN_ID --all`: the quality metrics logged to the run, and cue plausibility by emotion."""
+    table = Table(title=f"explanation quality of run {result.run_id} ({len(result.records)} utterances)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.metrics.items():
+        table.add_row(name, f"{value:.4g}")
+    console.print(table)
+    by_emotion = Table(title="cue plausibility by predicted emotion (established cues)")
+    for column in ("emotion", "agrees", "disagrees", "neutral", "share"):
+        by_emotion.add_column(column, justify="left" if column == "emotion" else "right")
+    for emotion, counts in result.summary["plausibility"]["per_emotion"].items():
+        share = counts["share"]
+        by_emotion.add_row(
+            emotion, str(counts["agrees"]), str(counts["disagrees"]), str(counts["neutral"]),
+            "–" if share is None else f"{share:.1%}",
+        )  # fmt: skip
+    console.print(by_emotion)
+    console.print(f"logged to run {result.run_id} under explanations/ (utterances.jsonl, summary.json, "
+                  "cues_by_emotion.png)", markup=False)  # fmt: skip

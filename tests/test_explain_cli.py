@@ -13,7 +13,7 @@ from benchmark.data.audio import load_audio
 from benchmark.data.records import PredictionRecord
 from benchmark.track import explanations
 from benchmark.track.experiment import RunRequest, run_experiment
-from benchmark.track.records import load_run_records
+from benchmark.track.records import load_run_explanations, load_run_records
 
 LLD_KEYS = {"Loudness_sma3", "F0semitoneFrom27.5Hz_sma3nz"}
 
@@ -86,3 +86,39 @@ def test_explain_an_llm_prediction_and_refuse_one_without_a_label(
     assert claims["speed"]["claimed"] == "low" and claims["energy"]["claimed"] == "low"
     assert {c["verdict"] for c in claims.values()} <= {"agrees", "disagrees", "unmeasured"}
     assert out["evidence"]["emotion"] == "sad" and out["evidence"]["reference"] == "sadness"
+
+
+@pytest.mark.slow
+def test_explain_all_logs_the_quality_metrics_that_the_leaderboard_shows(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+):
+    run = run_experiment(RunRequest(system="ssl-hubert", backbone="tiny", fold="1", epochs=1, progress=False))
+    other = run_experiment(
+        RunRequest(system="ssl-wavlm", backbone="tiny", fold="1", epochs=1, progress=False)
+    )
+    capsys.readouterr()
+    assert main(["explain", run.run_id, "--all", "--limit", "4", "--k", "2"]) == 0
+    assert "explain.deletion" in capsys.readouterr().out
+    logged = MlflowClient().get_run(run.run_id).data.metrics
+    assert logged["explain.utterances"] + logged["explain.skipped"] == 4
+    assert {"explain.deletion", "explain.plausibility"} <= set(logged) and "explain.agreement" not in logged
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.run_id, "explanations")}
+    assert {
+        f"explanations/{n}" for n in ("utterances.jsonl", "summary.json", "cues_by_emotion.png")
+    } <= artifacts
+    records = load_run_explanations(run.run_id)
+    assert len(records) == logged["explain.utterances"] and all(len(r.windows) <= 2 for r in records)
+
+    ids = ["--runs", run.run_id, other.run_id]
+    assert main(["leaderboard", "--table", "ser", "--dataset", "demo", "--explain", *ids]) == 0
+    board = capsys.readouterr().out
+    header = next(line for line in board.splitlines() if "Plaus.%" in line)
+    assert "DEMO Del.pp" in header and "DEMO Agr.%" in header
+    row = next(line for line in board.splitlines() if "ssl-hubert" in line and "measured" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    deletion = cells[[c.strip() for c in header.strip("|").split("|")].index("DEMO Del.pp ↑")]
+    assert deletion == f"{100 * logged['explain.deletion']:.1f}"  # the cell is the logged metric
+    assert "has no explanation records" in board  # ssl-wavlm was not explained: said, not hidden
+
+    assert main(["explain", run.run_id]) == 2
+    assert "one utterance, or --all" in capsys.readouterr().err

@@ -80,6 +80,9 @@ class MetricSpec:
     target: Target
 
 
+# Explanation quality (`benchmark.explain.quality` computes them from a run's explanation records).
+EXPLAIN_METRICS = ("explain.deletion", "explain.plausibility", "explain.agreement")
+
 # Metric name -> how to test it; SER and ASR scores come from `per_utterance_scores`, captioning
 # ones from `caption_utterance_scores` (a lower language-mismatch share is better).
 METRICS: dict[str, MetricSpec] = {
@@ -87,6 +90,7 @@ METRICS: dict[str, MetricSpec] = {
     "ser.wa": MetricSpec(True, "emotion"),
     "asr.wer": MetricSpec(False, "transcript"),
     **{name: MetricSpec(not name.endswith("mismatch"), "descriptor") for name in CAPTION_SCORE_NAMES},
+    **{name: MetricSpec(True, "emotion") for name in EXPLAIN_METRICS},  # of the emotion decision
 }
 
 

@@ -95,6 +95,14 @@ class WaveformDecision(Protocol):
         ...
 
 
+class ProbabilityDecision(WaveformDecision, Protocol):
+    """A decision whose label also has a probability (what deletion faithfulness measures)."""
+
+    def probability(self, waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """waves (B, S), mask (B, S) -> (B,) the probability of the explained label."""
+        ...
+
+
 class Decision(WaveformDecision, Protocol):
     """A decision that can also be computed from the frozen encoder's outputs (gradient methods)."""
 
@@ -208,6 +216,11 @@ class CaptionerEmotion(EncoderDecision):
         )
         return cls.from_response(model, encoder, response, labels)
 
+    @torch.no_grad()
+    def probability(self, waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """p(label tokens | ...) per waveform: the probability deletion faithfulness compares."""
+        return self.from_waveforms(waves, mask).exp()
+
     def from_hidden_states(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         targets = [self.response] * hidden_states.shape[1]
         per_token = self.model.response_log_probs(hidden_states, frame_mask, targets)
@@ -237,6 +250,13 @@ class SSLEmotion(EncoderDecision):
     def from_hidden_states(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         emotion_logits, _ = self.model(hidden_states, frame_mask)
         return emotion_logits[:, self.index]
+
+    @torch.no_grad()
+    def probability(self, waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The classifier's softmax probability of the label per waveform (deletion faithfulness)."""
+        out = self.encoder(waves, mask)
+        emotion_logits, _ = self.model(out.hidden_states, out.frame_mask)
+        return emotion_logits.softmax(dim=-1)[:, self.index]
 
 
 def _bin_samples(per_sample: np.ndarray, hop_s: float) -> tuple[np.ndarray, np.ndarray, float]:

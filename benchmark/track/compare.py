@@ -55,6 +55,7 @@ from benchmark.eval.captioning import LANGUAGE_MISMATCH, available_caption_metri
 from benchmark.eval.metrics import UtteranceScores, reference_languages
 from benchmark.eval.stats import (
     CAPTION_SCORE_NAMES,
+    EXPLAIN_METRICS,
     SED_METRICS,
     MetricUnavailable,
     PairedTest,
@@ -64,6 +65,7 @@ from benchmark.eval.stats import (
     per_utterance_scores,
     with_holm,
 )
+from benchmark.explain.quality import explanation_scores
 from benchmark.registry import load_dataset_card
 from benchmark.track.log import log_metrics, log_text
 from benchmark.track.lookup import (
@@ -76,7 +78,7 @@ from benchmark.track.lookup import (
     resolve_run,
     setup_of,
 )
-from benchmark.track.records import load_run_records
+from benchmark.track.records import load_run_explanations, load_run_records
 from benchmark.track.render import markdown_table
 from benchmark.track.runs import run_context
 from benchmark.track.store import load_mlflow_config, tracking_setup
@@ -117,6 +119,8 @@ class EvaluatedRun:
         """
         if metric in self._unavailable:
             raise MetricUnavailable(self._unavailable[metric])
+        if metric in EXPLAIN_METRICS and metric not in self._scores:
+            self._explanation_scores(metric)
         if metric in CAPTION_SCORE_NAMES and metric not in self._scores:
             # asked before scoring: an unavailable metric must not re-run the other scorers
             if reason := self._caption_unavailable(metric):
@@ -133,6 +137,22 @@ class EvaluatedRun:
         if metric not in self._scores:
             self._scores[metric] = per_utterance_scores(metric, self.records, self.labels)
         return self._scores[metric]
+
+    def _explanation_scores(self, metric: str) -> None:
+        """Explanation quality from the run's explanation records (`explain RUN_ID --all`)."""
+        try:
+            records = load_run_explanations(self.run_id)
+        except BenchmarkError:
+            why = f"run {self.run_id} has no explanation records (`benchmark explain {self.run_id} --all`)"
+            reasons = dict.fromkeys(EXPLAIN_METRICS, why)
+            self._unavailable.update(reasons)
+            raise MetricUnavailable(reasons[metric]) from None
+        self._scores.update(explanation_scores(records))
+        for name in EXPLAIN_METRICS:
+            if name not in self._scores:
+                self._unavailable[name] = f"{name}: run {self.run_id}'s answers make no claim to check"
+        if metric in self._unavailable:
+            raise MetricUnavailable(self._unavailable[metric])
 
     def _caption_unavailable(self, metric: str) -> str | None:
         """Why the captioning score `metric` cannot be had for this run, judged without scoring

@@ -1,23 +1,28 @@
-"""`python -m benchmark explain RUN_ID UTT_ID`: one prediction of a trained run, explained.
+"""`python -m benchmark explain RUN_ID UTT_ID` and `explain RUN_ID --all`: logged predictions explained.
 
-The utterance is looked up among the test predictions of the run's folds (each fold's model was
+An utterance is looked up among the test predictions of the run's folds (each fold's model was
 trained without it), that fold's model is rebuilt (`model/system.pt`, `benchmark.train.trained`)
 and the decision it logged is explained two ways:
 
 - *with evidence*: the time saliency of the predicted emotion (`benchmark.explain.saliency`), its
   top-k windows and the eGeMAPS cues inside them against the rest of the utterance, the speaker's
   baseline (every utterance of that speaker in the corpus) and the expert-referenced directions
-  (`benchmark.explain.evidence`);
+  (`benchmark.explain.evidence`); and whether occluding those windows removes the decision more
+  than occluding random ones (`benchmark.explain.deletion`);
 - *in words*: each pitch / energy / speed claim of the generated descriptor against the cue
   measured inside the salient windows.
 
 The decision explained is the one the run logged (its prediction record), not a new generation,
-so the explanation is of the number that was scored. A picture of it (`benchmark.explain.figure`)
-is logged to the run under `explanations/`.
+so the explanation is of the answer that was scored. One utterance's picture
+(`benchmark.explain.figure`) is logged to the run under `explanations/`. `--all` explains every
+test utterance whose answer names a label, logs their records (`explanations/utterances.jsonl`,
+`benchmark.explain.quality`), a summary and a cue-by-emotion plot, and adds the quality metrics
+`explain.deletion`, `explain.plausibility` and `explain.agreement` to the run.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,7 @@ from typing import Any, Literal
 import matplotlib.pyplot as plt
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from tqdm import tqdm
 
 from benchmark.config import SystemConfig
 from benchmark.data.audio import load_audio
@@ -33,20 +39,23 @@ from benchmark.data.cues import frame_cues, utterance_cues
 from benchmark.data.manifest import Utterance
 from benchmark.data.records import PredictionRecord
 from benchmark.errors import BenchmarkError
+from benchmark.explain.deletion import Deletion, deletion_test, summarise_deletions
 from benchmark.explain.evidence import (
+    Baseline,
     DescriptorEvidence,
     UtteranceEvidence,
     cue_evidence,
+    cue_plausibility,
     descriptor_evidence,
     region_stats,
     speaker_baselines,
     utterance_profile,
     window_mask,
 )
-from benchmark.explain.figure import explanation_figure
+from benchmark.explain.figure import cue_agreement_figure, explanation_figure
+from benchmark.explain.quality import ExplanationRecord, explanation_scores, write_explanations
 from benchmark.explain.saliency import (
     CaptionerEmotion,
-    Decision,
     SaliencyMap,
     SSLEmotion,
     Window,
@@ -54,8 +63,8 @@ from benchmark.explain.saliency import (
     occlusion_saliency,
     top_windows,
 )
-from benchmark.registry import load_dataset_card
 from benchmark.track.experiment import load_corpus
+from benchmark.track.lifecycle import tracking_write
 from benchmark.track.lookup import finished_run, fold_runs
 from benchmark.track.models import fold_model
 from benchmark.track.records import load_run_records
@@ -66,19 +75,17 @@ FIGURES = "explanations"  # artifact folder of the run
 
 
 @dataclass(frozen=True)
-class ExplainRequest:
-    run_id: str
-    utterance: str
+class ExplainSettings:
+    """How a decision is explained (the options both forms of `explain` share)."""
+
     method: Method = "occlusion"
     k: int = 5
     window_s: float = 0.15
-    baseline: Literal["silence", "mean"] = "silence"  # occlusion's
-    log_figure: bool = True
+    baseline: Literal["silence", "mean"] = "silence"  # what occlusion (and deletion) puts in a window
 
 
 @dataclass(frozen=True)
 class Explanation:
-    run_id: str
     fold: str
     row: Utterance
     record: PredictionRecord
@@ -87,13 +94,12 @@ class Explanation:
     window_cues: list[dict[str, float | None]]  # per window, LLD column -> mean (F0: voiced only)
     evidence: UtteranceEvidence
     claims: DescriptorEvidence
-    figure: str | None  # the artifact path of the logged picture
+    deletion: Deletion
 
     def to_json(self) -> dict[str, Any]:
         """The `--json` object (the keys the README documents)."""
         outside = {name: c.outside for name, c in self.evidence.cues.items() if c.scope == "window"}
         return {
-            "run_id": self.run_id,
             "fold": self.fold,
             "utterance": {
                 "id": self.row.id, "speaker": self.row.speaker, "transcript": self.row.transcript,
@@ -115,7 +121,10 @@ class Explanation:
             "outside": outside,
             "evidence": self.evidence.to_json(),
             "claims": self.claims.to_json(),
-            "figure": self.figure,
+            "deletion": {
+                "p_original": self.deletion.original, "p_top_occluded": self.deletion.top,
+                "p_random_occluded": self.deletion.random, "random_windows": self.deletion.random_windows,
+            },
         }  # fmt: skip
 
 
@@ -132,80 +141,184 @@ def find_prediction(run: Run, utterance: str) -> tuple[str, Run, PredictionRecor
     )
 
 
-def decision_of(model: Any, encoder: Any, record: PredictionRecord) -> Decision:
-    """The logged decision as a saliency target: the predicted label, after its own descriptor."""
-    from benchmark.nn.ssl_baseline import SSLBaseline
+class RunExplainer:
+    """Explains the logged decisions of one run: its corpus rows, its fold models (rebuilt once per
+    fold) and its speakers' baselines (measured once per speaker)."""
 
-    if record.hyp_emotion is None:
-        raise BenchmarkError(
-            f"utterance {record.id}: the run's answer names no emotion label ({record.raw_output!r})",
-            hint="an unparseable answer has no decision to explain; pick another utterance",
-        )
-    if isinstance(model, SSLBaseline):
-        return SSLEmotion(model, encoder, record.hyp_emotion)
-    return CaptionerEmotion(model, encoder, record.hyp_emotion, record.hyp_descriptor)
+    def __init__(self, run: Run, settings: ExplainSettings) -> None:
+        self.run, self.settings = run, settings
+        dataset = run.data.tags.get("dataset")
+        if dataset is None:
+            raise BenchmarkError(f"run {run.info.run_id} has no dataset tag: not a `benchmark run` run")
+        self.rows = {row.id: row for split in load_corpus(dataset).values() for row in split}
+        self.dataset = dataset
+        self._models: dict[str, tuple[Any, Any]] = {}
+        self._baselines: dict[str, Baseline] = {}
+
+    def model(self, fold: str) -> tuple[Any, Any]:
+        """(model, encoder) of `fold`; the previous fold's are dropped (one model in memory)."""
+        if fold not in self._models:
+            from benchmark.nn.backbones import get_backbone
+            from benchmark.nn.encoder import build_encoder
+            from benchmark.train.demo_backbone import encoder_weights
+            from benchmark.train.trained import ARTIFACT, rebuild_trained_model
+
+            _, _, saved = fold_model(self.run.info.run_id, fold)
+            backbone = get_backbone(saved["backbone"])
+            family = SystemConfig.model_validate(saved["system"]).encoder_family
+            encoder = build_encoder(backbone.encoder, family, encoder_weights(backbone.encoder)).eval()
+            source = f"{ARTIFACT} of run {self.run.info.run_id}, fold {fold}"
+            self._models = {fold: (rebuild_trained_model(saved, encoder, source), encoder)}
+        return self._models[fold]
+
+    def baseline(self, speaker: str) -> Baseline:
+        """The speaker's cue baseline over all of its utterances in the corpus."""
+        if speaker not in self._baselines:
+            mine = [row for row in self.rows.values() if row.speaker == speaker]
+            profiles = [utterance_profile(r.audio, self.speaking_rate(r)) for r in mine]
+            self._baselines[speaker] = speaker_baselines(profiles, [speaker] * len(mine))[speaker]
+        return self._baselines[speaker]
+
+    @staticmethod
+    def speaking_rate(row: Utterance) -> float | None:
+        return utterance_cues(row.audio, row.transcript).speaking_rate
+
+    def row(self, utterance: str) -> Utterance:
+        if utterance not in self.rows:
+            raise BenchmarkError(f"utterance {utterance} is not in the {self.dataset} manifests any more")
+        return self.rows[utterance]
+
+    def explain(self, fold: str, record: PredictionRecord) -> Explanation:
+        """Explain the decision `record` logged for its utterance with the model of `fold`."""
+        from benchmark.nn.ssl_baseline import SSLBaseline
+
+        if record.hyp_emotion is None:
+            raise BenchmarkError(
+                f"utterance {record.id}: the run's answer names no emotion label ({record.raw_output!r})",
+                hint="an unparseable answer has no decision to explain; pick another utterance",
+            )
+        model, encoder = self.model(fold)
+        if isinstance(model, SSLBaseline):
+            decision = SSLEmotion(model, encoder, record.hyp_emotion)
+        else:
+            decision = CaptionerEmotion(model, encoder, record.hyp_emotion, record.hyp_descriptor)
+        settings, row = self.settings, self.row(record.id)
+        wave = load_audio(row.audio)
+        if settings.method == "occlusion":
+            saliency = occlusion_saliency(
+                decision, wave, window_s=settings.window_s, baseline=settings.baseline
+            )
+        else:
+            saliency = gradient_saliency(decision, wave, method=settings.method)
+        windows = top_windows(saliency, k=settings.k, window_s=settings.window_s)
+        spans = [(w.start, w.end) for w in windows]
+        frames = frame_cues(row.audio)
+        evidence = cue_evidence(
+            frames, spans, record.hyp_emotion, self.baseline(row.speaker),
+            speaking_rate=self.speaking_rate(row), utterance_id=row.id,
+        )  # fmt: skip
+        window_cues = [
+            {
+                cue: stats.value
+                for cue, stats in region_stats(frames, window_mask(frames.index, [span])).items()
+            }
+            for span in spans
+        ]
+        claims = descriptor_evidence(record.hyp_descriptor, evidence)
+        deletion = deletion_test(decision, wave, spans, row.id, settings.baseline)
+        return Explanation(fold, row, record, saliency, windows, window_cues, evidence, claims, deletion)
 
 
-def speaker_rows(rows: list[Utterance], speaker: str) -> list[Utterance]:
-    return [row for row in rows if row.speaker == speaker]
+def _log_file(run_id: str, path: Path) -> str:
+    tracking_write(MlflowClient().log_artifact, run_id, str(path), FIGURES)
+    return f"{FIGURES}/{path.name}"
 
 
-def explain_utterance(request: ExplainRequest) -> Explanation:
-    """Explain one logged prediction (module docstring)."""
-    from benchmark.nn.backbones import get_backbone
-    from benchmark.nn.encoder import build_encoder
-    from benchmark.train.demo_backbone import encoder_weights
-    from benchmark.train.trained import ARTIFACT, rebuild_trained_model
-
+def explain_utterance(
+    run_id: str, utterance: str, settings: ExplainSettings, log_figure: bool = True
+) -> tuple[Explanation, str | None]:
+    """Explain one logged prediction (module docstring); the artifact path of its figure, if logged."""
     tracking_setup(load_mlflow_config())
-    run = finished_run(request.run_id, top_level=False)
-    fold, fold_run, record = find_prediction(run, request.utterance)
-    _, _, saved = fold_model(request.run_id, fold)
-    backbone = get_backbone(saved["backbone"])
-    family = SystemConfig.model_validate(saved["system"]).encoder_family
-    encoder = build_encoder(backbone.encoder, family, encoder_weights(backbone.encoder)).eval()
-    model = rebuild_trained_model(saved, encoder, f"{ARTIFACT} of run {request.run_id}, fold {fold}")
-
-    dataset = fold_run.data.tags.get("dataset") or run.data.tags["dataset"]
-    load_dataset_card(dataset)
-    rows = [row for split in load_corpus(dataset).values() for row in split]
-    by_id = {row.id: row for row in rows}
-    if request.utterance not in by_id:
-        raise BenchmarkError(f"utterance {request.utterance} is not in the {dataset} manifests any more")
-    row = by_id[request.utterance]
-
-    wave = load_audio(row.audio)
-    decision = decision_of(model, encoder, record)
-    if request.method == "occlusion":
-        saliency = occlusion_saliency(decision, wave, window_s=request.window_s, baseline=request.baseline)
-    else:
-        saliency = gradient_saliency(decision, wave, method=request.method)
-    windows = top_windows(saliency, k=request.k, window_s=request.window_s)
-
-    mine = speaker_rows(rows, row.speaker)
-    rates = {r.id: utterance_cues(r.audio, r.transcript).speaking_rate for r in mine}
-    profiles = [utterance_profile(r.audio, rates[r.id]) for r in mine]
-    baseline = speaker_baselines(profiles, [r.speaker for r in mine])[row.speaker]
-    spans = [(w.start, w.end) for w in windows]
-    evidence = cue_evidence(
-        row.audio, spans, record.hyp_emotion, baseline, speaking_rate=rates[row.id], utterance_id=row.id
+    run = finished_run(run_id, top_level=False)
+    fold, _, record = find_prediction(run, utterance)
+    explainer = RunExplainer(run, settings)
+    explanation = explainer.explain(fold, record)
+    if not log_figure:
+        return explanation, None
+    saliency, row = explanation.saliency, explanation.row
+    title = f"{row.id}: predicted {record.hyp_emotion} ({saliency.method}, {saliency.target})"
+    spans = [(w.start, w.end) for w in explanation.windows]
+    picture = explanation_figure(
+        load_audio(row.audio), frame_cues(row.audio), saliency.times, saliency.values, spans, title
     )
-    frames = frame_cues(row.audio)
-    window_cues = [
-        {cue: stats.value for cue, stats in region_stats(frames, window_mask(frames.index, [span])).items()}
-        for span in spans
-    ]
-    claims = descriptor_evidence(record.hyp_descriptor, evidence)
-    figure = None
-    if request.log_figure:
-        title = f"{row.id}: predicted {record.hyp_emotion} ({saliency.method}, {saliency.target})"
-        picture = explanation_figure(wave, frames, saliency.times, saliency.values, spans, title)
-        with tempfile.TemporaryDirectory(prefix="explain-") as tmp:
-            path = Path(tmp) / f"{row.id}-{saliency.method}.png"
-            picture.savefig(path, dpi=110)
-            plt.close(picture)
-            MlflowClient().log_artifact(request.run_id, str(path), FIGURES)
-        figure = f"{FIGURES}/{path.name}"
-    return Explanation(
-        request.run_id, fold, row, record, saliency, windows, window_cues, evidence, claims, figure
-    )
+    with tempfile.TemporaryDirectory(prefix="explain-") as tmp:
+        path = Path(tmp) / f"{row.id}-{saliency.method}.png"
+        picture.savefig(path, dpi=110)
+        plt.close(picture)
+        return explanation, _log_file(run_id, path)
+
+
+@dataclass(frozen=True)
+class RunExplanations:
+    run_id: str
+    records: list[ExplanationRecord]
+    metrics: dict[str, float]
+    summary: dict[str, Any]  # summary.json: metrics, deletion test, plausibility by emotion, skipped
+
+
+def explain_run(
+    run_id: str, settings: ExplainSettings, limit: int | None = None, progress: bool = True
+) -> RunExplanations:
+    """`explain RUN_ID --all`: every test utterance of every fold (the first `limit` of them)."""
+    tracking_setup(load_mlflow_config())
+    run = finished_run(run_id)
+    explainer = RunExplainer(run, settings)
+    todo = [
+        (fold, record)
+        for fold, fold_run in sorted(fold_runs(run).items())
+        for record in load_run_records(fold_run.info.run_id, f"fold-{fold}")
+    ][:limit]
+    records, evidence, deletions, skipped = [], [], [], []
+    for fold, record in tqdm(todo, desc="explaining", disable=not progress):
+        if record.hyp_emotion is None:
+            skipped.append(record.id)  # no label, no decision: counted, never hidden
+            continue
+        explanation = explainer.explain(fold, record)
+        evidence.append(explanation.evidence)
+        deletions.append(explanation.deletion)
+        records.append(
+            ExplanationRecord.of(
+                fold, settings.method, explanation.row.emotion, explanation.evidence, explanation.claims,
+                explanation.deletion,
+            )
+        )  # fmt: skip
+    if not records:
+        raise BenchmarkError(
+            f"run {run_id}: none of its {len(todo)} test answers names an emotion label; nothing to explain"
+        )
+    metrics = {name: scores.value for name, scores in explanation_scores(records).items()}
+    test = summarise_deletions(deletions)
+    metrics |= {"explain.utterances": len(records), "explain.skipped": len(skipped)}
+    metrics |= {"explain.deletion.top": test.top_drop, "explain.deletion.random": test.random_drop}
+    if test.p_value is not None:
+        metrics["explain.deletion.p"] = test.p_value
+    summary = {
+        "settings": settings.__dict__,
+        "metrics": metrics,
+        "plausibility": cue_plausibility(evidence).to_json(),
+        "skipped": {"no emotion label": skipped},
+    }
+    client = MlflowClient()
+    for name, value in metrics.items():
+        tracking_write(client.log_metric, run_id, name, value)
+    with tempfile.TemporaryDirectory(prefix="explain-") as tmp:
+        write_explanations(Path(tmp) / "utterances.jsonl", records)
+        (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        figure = cue_agreement_figure(
+            records, f"cue verdicts by predicted emotion: {run.data.tags.get('system')}"
+        )
+        figure.savefig(Path(tmp) / "cues_by_emotion.png", dpi=110)
+        plt.close(figure)
+        for name in ("utterances.jsonl", "summary.json", "cues_by_emotion.png"):
+            _log_file(run_id, Path(tmp) / name)
+    return RunExplanations(run_id, records, metrics, summary)

@@ -58,6 +58,7 @@ from mlflow.entities import Run
 from benchmark.errors import BenchmarkError
 from benchmark.eval.metrics import UtteranceScores
 from benchmark.eval.stats import (
+    EXPLAIN_METRICS,
     SED_METRICS,
     MetricUnavailable,
     PairedTest,
@@ -88,6 +89,7 @@ ALPHA = 0.05
 SHORT = {
     "sed.bleu4": "B@4", "sed.meteor": "M", "sed.rouge_l": "R", "sed.cider": "C", "sed.spice": "S",
     "ser.ua": "UA%", "asr.wer": "WER%",
+    "explain.deletion": "Del.pp", "explain.plausibility": "Plaus.%", "explain.agreement": "Agr.%",
 }  # fmt: skip
 SETUP_HEADERS = ("β", "Training Strategy", "Trans.", "Des.", "Emo.")
 
@@ -125,14 +127,18 @@ Column = tuple[str, str]  # (dataset, metric)
 RunKey = tuple[str, str]  # (row id, dataset)
 
 
-def _columns(table: PublishedTable, datasets: Sequence[str]) -> list[Column]:
-    """The paper's columns, or every metric of the table for each of `datasets`."""
+def _columns(table: PublishedTable, datasets: Sequence[str], explain: bool = False) -> list[Column]:
+    """The paper's columns, or every metric of the table for each of `datasets`; with `explain`,
+    the explanation-quality metrics of each dataset after them (ours: the paper has none)."""
     for dataset in datasets:
         load_dataset_card(dataset)  # an unknown name fails here, listing the known ones
     if not datasets:
-        return table.dataset_metrics()
-    metrics = list(dict.fromkeys(metric for _, metric in table.dataset_metrics()))
-    return [(dataset, metric) for dataset in datasets for metric in metrics]
+        columns = table.dataset_metrics()
+    else:
+        metrics = list(dict.fromkeys(metric for _, metric in table.dataset_metrics()))
+        columns = [(dataset, metric) for dataset in datasets for metric in metrics]
+    shown = dict.fromkeys(dataset for dataset, _ in columns)
+    return columns + [(dataset, metric) for dataset in shown for metric in EXPLAIN_METRICS if explain]
 
 
 def _header(column: Column) -> str:
@@ -433,13 +439,14 @@ def build_board(
     backbone: str | None = None,
     protocol: str | None = None,
     selection: TableRuns | None = None,
+    explain: bool = False,
 ) -> Board:
     """One of the paper's tables with published and measured rows (see the module docstring), for
     the runs of `selection` (one table of `select_tables`). Without one, the runs must all be of
     one setup (`build_boards` builds a table per setup)."""
     table = load_published().tables[name]
     marking = MARKING[name]
-    columns = _columns(table, datasets)
+    columns = _columns(table, datasets, explain)
     rows = _measured_rows(table)
     if selection is None:
         tracking_setup(load_mlflow_config())
@@ -491,13 +498,15 @@ def build_boards(
     run_ids: Sequence[str] = (),
     backbone: str | None = None,
     protocol: str | None = None,
+    explain: bool = False,
 ) -> list[Board]:
-    """`python -m benchmark leaderboard`: the table `name` once per setup of its runs, newest first."""
+    """`python -m benchmark leaderboard`: the table `name` once per setup of its runs, newest first;
+    `explain` adds the explanation-quality columns."""
     table = load_published().tables[name]
     columns = _columns(table, datasets)
     tracking_setup(load_mlflow_config())
     tables = select_tables(_measured_rows(table), _shown(columns), run_ids, backbone, protocol)
-    return [build_board(name, datasets, run_ids, backbone, protocol, selection=t) for t in tables]
+    return [build_board(name, datasets, run_ids, backbone, protocol, t, explain) for t in tables]
 
 
 def _shown(columns: Sequence[Column]) -> list[str]:

@@ -1,15 +1,21 @@
-"""Finding a run's prediction records in MLflow (the record contract is `benchmark.data.records`)."""
+"""Finding a run's records in MLflow: its prediction records (the contract is
+`benchmark.data.records`) and its explanation records (`benchmark.explain.quality`)."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
 from benchmark.data.records import PredictionRecord, read_records
 from benchmark.errors import BenchmarkError
+from benchmark.explain.quality import ExplanationRecord, read_explanations
+
+T = TypeVar("T")
 
 
 def load_run_records(run_id: str, split: str, tracking_uri: str | None = None) -> list[PredictionRecord]:
@@ -18,7 +24,17 @@ def load_run_records(run_id: str, split: str, tracking_uri: str | None = None) -
     `tracking_uri` defaults to mlflow's current one, which `benchmark.track.store.tracking_setup`
     sets; the download goes to a temporary folder that is removed afterwards.
     """
-    artifact = f"predictions/{split}.jsonl"
+    return _read_artifact(run_id, f"predictions/{split}.jsonl", read_records, tracking_uri)
+
+
+def load_run_explanations(run_id: str) -> list[ExplanationRecord]:
+    """The explanation records `explain RUN_ID --all` logged (`explanations/utterances.jsonl`)."""
+    return _read_artifact(run_id, "explanations/utterances.jsonl", read_explanations)
+
+
+def _read_artifact(
+    run_id: str, artifact: str, read: Callable[[Path], list[T]], tracking_uri: str | None = None
+) -> list[T]:
     with tempfile.TemporaryDirectory(prefix="records-") as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(
@@ -29,4 +45,4 @@ def load_run_records(run_id: str, split: str, tracking_uri: str | None = None) -
                 f"run {run_id}: cannot load {artifact} ({str(err).splitlines()[0]})",
                 hint="check the run id and split in the MLflow UI (`python -m benchmark ui`)",
             ) from err
-        return read_records(Path(local))
+        return read(Path(local))
