@@ -325,7 +325,7 @@ def test_demo_cue_verdicts_follow_the_synthesised_prosody(demo):
     and happy (+30), so anger's F0 variability rises past 0.5 speaker std in only 3 of 10; (3)
     the demo does not control spectral slope at all (eSpeak's amplitude does not change the
     spectral tilt), so that cue is a coin toss. The bars below are set under the measured values
-    with that explanation; `test_demo_reaches_ninety_percent` keeps the 90 % aim visible.
+    with that explanation; the README states the 90 % aim and the measured shares.
     """
     rows, evidence, _ = demo
     assert len(evidence) == len(rows) == 40
