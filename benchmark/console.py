@@ -199,7 +199,8 @@ def print_study(summary: StudySummary) -> None:
     console.print(table)
     from optuna.trial import TrialState
 
-    if summary.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    completed = summary.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if completed:
         best = summary.study.best_trial
         shown = ", ".join(f"{name}={_param(value)}" for name, value in best.params.items())
         console.print(
@@ -207,8 +208,10 @@ def print_study(summary: StudySummary) -> None:
         )
     if not summary.complete:
         console.print(f"the study is short of its {spec.n_trials} trials: run the same command to continue")
-    else:
+    elif not completed:
         console.print("no trial completed (all pruned or failed): nothing to refit", markup=False)
+    elif not summary.refits:
+        console.print("no refit yet: the same command without --no-refit trains and tests it", markup=False)
     for number, run_id in sorted(summary.refits.items()):
         console.print(f"refit of trial {number} on the test part: MLflow run {run_id}", markup=False)
     journal = summary.storage.journal_path if summary.storage.is_journal else None

@@ -196,3 +196,29 @@ def test_the_claim_lock_is_exclusive_between_processes(tmp_path: Path):
     with storage.claim(study._storage):
         assert other_process() == "held"
     assert other_process() == "free"
+
+
+@pytest.mark.parametrize(
+    ("values", "complete", "refits", "said"),
+    [
+        ([0.5, None], True, {0: "r0"}, "refit of trial 0 on the test part: MLflow run r0"),
+        ([0.5, None], True, {}, "no refit yet: the same command without --no-refit"),
+        ([None, None], True, {}, "no trial completed (all pruned or failed): nothing to refit"),
+        ([0.5], False, {}, "the study is short of its 12 trials"),
+    ],
+)
+def test_the_study_summary_says_what_was_refit(values, complete, refits, said, capsys, tmp_path: Path):
+    from benchmark.console import print_study
+    from benchmark.track.study import StudySummary
+
+    study = optuna.create_study(direction="maximize")
+    distribution = {"beta": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
+    for value in values:
+        state = TrialState.COMPLETE if value is not None else TrialState.PRUNED
+        study.add_trial(optuna.trial.create_trial(params={"beta": 0.01}, distributions=distribution,
+                                                  value=value, state=state))  # fmt: skip
+    storage = parse_storage(f"journal:{tmp_path / 'study.journal'}")
+    print_study(StudySummary(resolve_spec(StudyRequest("beta")), study, storage, "run", refits, complete))
+    out = capsys.readouterr().out
+    assert said in out
+    assert ("nothing to refit" in out) == (said.startswith("no trial completed"))
