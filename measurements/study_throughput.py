@@ -103,7 +103,7 @@ def main() -> None:
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()
         )
-        value = f"{trial.value:.3f}" if trial.value is not None else "-"
+        value = f"{trial.value:.3f}" if trial.state == TrialState.COMPLETE else "-"
         console.print(
             f"| {trial.number} | {trial.state.name} | {params} | {value} | {total:.0f} | {folds:.0f} | "
             f"{total - folds:.1f} |"

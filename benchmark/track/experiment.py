@@ -74,11 +74,11 @@ if TYPE_CHECKING:
 
 
 class RunObserver(Protocol):
-    """Follows a run as it goes (a study's trial): told the parent run's id when it opens, and the
-    validation metrics of every epoch (`val.ce`, `val.loss`), on which it may stop the run by
-    raising (a pruned trial)."""
+    """Follows a run as it goes (a study's trial): told the parent run's id and the resolved system
+    when it opens, and the validation metrics of every epoch (`val.ce`, `val.loss`, in the order of
+    the system's stages and epochs), on which it may stop the run by raising (a pruned trial)."""
 
-    def started(self, run_id: str) -> None: ...
+    def started(self, run_id: str, system: SystemConfig) -> None: ...
 
     def validated(self, metrics: dict[str, float]) -> None: ...
 
@@ -453,7 +453,7 @@ def run_experiment(request: RunRequest) -> RunSummary:
     name = request.name or f"{system.name} on {card.name}"
     with run_context(name, tags={**parent_tags, **request.tags}, params=system) as parent:
         if request.observer is not None:
-            request.observer.started(parent.info.run_id)
+            request.observer.started(parent.info.run_id, system)
         log_environment()
         pooled: list[dict] = []
         for fold in mixture.folds:

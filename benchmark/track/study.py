@@ -43,7 +43,7 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from benchmark.config import SYSTEM_PARAM, StudySpec, dotted_override, merge_configs, validate
+from benchmark.config import SYSTEM_PARAM, StudySpec, SystemConfig, dotted_override, merge_configs, validate
 from benchmark.errors import BenchmarkError
 from benchmark.registry import load_study, registry_roots
 from benchmark.track.experiment import RunRequest, run_experiment
@@ -238,30 +238,45 @@ def run_request(spec: StudySpec, params: dict[str, Any], **fields: Any) -> RunRe
 
 
 class TrialObserver:
-    """Links a trial to its MLflow run and reports each epoch's validation loss, pruning on it.
+    """Links a trial to its MLflow run and reports the validation loss of each epoch of the system's
+    last stage, pruning on it.
 
-    Optuna's pruners compare intermediate values in the study's direction, so a metric of the
-    other direction (`val.ce`, lower is better, in a study that maximises UA) is reported negated.
+    Only the last stage counts: an earlier stage trains other tasks on its own validation loss
+    (stage 1 of the alternating schedule: ASR alone, with zero descriptor tokens), which says
+    nothing of an emotion objective and jumps at the stage boundary; pruning on it stopped trials
+    of the paper's own beta after three epochs of ASR. Steps are the last stage's epochs, so the
+    pruner's `warmup_steps` count those. Optuna's pruners compare intermediate values in the
+    study's direction, so a metric of the other direction (`val.ce`, lower is better, in a study
+    that maximises UA) is reported negated.
     """
 
     def __init__(self, trial: Trial, spec: StudySpec) -> None:
         self.trial, self.spec = trial, spec
         self.run_id: str | None = None
         self.epoch = 0
+        self.earlier_epochs = 0  # epochs of the stages before the last, not reported
+        self.last_stage = ""
         self.sign = 1.0 if spec.pruner.direction == spec.objective.direction else -1.0
 
-    def started(self, run_id: str) -> None:
+    def started(self, run_id: str, system: SystemConfig) -> None:
         self.run_id = run_id
         self.trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
+        if system.stages:  # an LLM system; an SSL baseline's heads train in one run
+            self.earlier_epochs = sum(stage.epochs for stage in system.stages[:-1])
+            self.last_stage = f" of stage '{system.stages[-1].name}'"
 
     def validated(self, metrics: dict[str, float]) -> None:
         metric = self.spec.pruner.metric
         if metric not in metrics:
             return
         self.epoch += 1
-        self.trial.report(self.sign * metrics[metric], self.epoch)
+        step = self.epoch - self.earlier_epochs
+        if step < 1:
+            return
+        self.trial.report(self.sign * metrics[metric], step)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {self.epoch}: {metric} = {metrics[metric]:.4f}")
+            why = f"pruned after epoch {step}{self.last_stage}: {metric} = {metrics[metric]:.4f}"
+            raise optuna.TrialPruned(why)
 
 
 def _tag(run_id: str | None, tags: dict[str, str]) -> None:
