@@ -222,3 +222,15 @@ def test_the_study_summary_says_what_was_refit(values, complete, refits, said, c
     out = capsys.readouterr().out
     assert said in out
     assert ("nothing to refit" in out) == (said.startswith("no trial completed"))
+
+
+def test_workers_on_one_machine_share_its_cores(monkeypatch: pytest.MonkeyPatch):
+    from benchmark.track.study import worker_environment
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    assert worker_environment(2)["OMP_NUM_THREADS"] == "4" and worker_environment(3)["MKL_NUM_THREADS"] == "2"
+    assert worker_environment(16)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")  # the user's choice wins
+    assert worker_environment(2)["OMP_NUM_THREADS"] == "6" and "MKL_NUM_THREADS" not in worker_environment(2)
