@@ -73,9 +73,10 @@ DESCRIPTOR = (
 )
 DEEPSPEED_HOWTO = (
     "to bring DeepSpeed along, here: `pip download deepspeed hjson ninja py-cpuinfo msgpack einops "
-    "--no-deps -d wheels/` (DeepSpeed comes as a source archive: `pip wheel --no-deps "
-    "--no-build-isolation -w wheels/ wheels/deepspeed-*.tar.gz` makes it a pure-Python wheel, its CUDA "
-    "ops compile just in time), there: `pip install --no-index --no-deps wheels/*.whl`"
+    "--no-deps -d wheels/` (add `--only-binary=:all: --python-version X.Y` for another Python there), "
+    "then `DS_BUILD_OPS=0 pip wheel --no-deps --no-build-isolation -w wheels/ wheels/deepspeed-*.tar.gz` "
+    "(a pure-Python wheel; its CUDA ops compile just in time); there: "
+    "`pip install --no-index --no-deps wheels/*.whl`"
 )
 
 
