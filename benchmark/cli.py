@@ -55,7 +55,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides=parse_overrides(args.set),
     )
     summary = run_experiment(request)
-    console.print(results_table(summary))
+    if args.backbone == "paper-shape":
+        console.print(
+            "note: paper-shape has random weights: this run measured training speed and memory "
+            "(train.tokens_per_s, train.gpu_peak_gib) and scored nothing"
+        )
+    else:
+        console.print(results_table(summary))
     print_run_link(summary.run_id)
     return 0
 
@@ -274,7 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--system", required=True, help="system name (see `systems`)")
     run.add_argument("--beta", type=float, help="IB weight of the KL terms (default: the system's)")
     run.add_argument("--dataset", default="demo", help="dataset card (default: the synthesised demo corpus)")
-    run.add_argument("--backbone", default="demo", choices=["demo", "tiny", "paper"], help="default: demo")
+    run.add_argument(
+        "--backbone",
+        default="demo",
+        choices=["demo", "tiny", "paper", "paper-shape"],
+        help="default: demo; paper-shape: the paper's architectures with random weights, GPU speed only",
+    )
     run.add_argument(
         "--fold", help="one fold (group or test split) or 'all' (default: the dataset card's default_fold)"
     )

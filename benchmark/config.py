@@ -263,7 +263,20 @@ class TinyLLMSettings(StrictModel):
 
 
 class DecoderSettings(StrictModel):
-    """The LLM and how it trains; `regime: full` trains every weight (random tiny LLMs)."""
+    """The LLM and how it trains; `regime: full` trains every weight (random tiny LLMs).
+
+    The last four fields (and `lora_dropout: 0`) are the speed and memory switches measured by
+    `measurements/gpu_check.py` (README, "Speed and memory at paper scale"). All are off by
+    default: every number in the README was measured without them.
+    - `loss_logits_only`: the output layer runs only at the positions that predict a response
+      token, instead of over the whole prompt and speech (128256 logits per position at paper
+      size). The loss is the same up to float rounding.
+    - `lora_dtype: bfloat16`: LoRA weights (and so their AdamW state) in bf16 like the base LLM;
+      peft otherwise keeps them in float32, which costs a cast around every adapted projection.
+    - `compile_layers`: `torch.compile` each decoder layer (one graph, reused by all of them).
+    - `gradient_checkpointing`: recompute each decoder layer's activations in the backward pass;
+      saves memory, costs about a third more compute.
+    """
 
     regime: Literal["lora", "full"] = "lora"
     lora_r: int = Field(8, ge=1)
@@ -272,6 +285,10 @@ class DecoderSettings(StrictModel):
     lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     max_new_tokens: int = 96
     tiny: TinyLLMSettings = Field(default_factory=TinyLLMSettings)
+    loss_logits_only: bool = False
+    lora_dtype: Literal["float32", "bfloat16"] = "float32"
+    compile_layers: bool = False
+    gradient_checkpointing: bool = False
 
 
 class TrainingSettings(StrictModel):

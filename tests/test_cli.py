@@ -41,5 +41,5 @@ def test_doctor_runs_as_a_module():
         [sys.executable, "-m", "benchmark", "doctor"], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    for item in ("torch", "deepspeed", "java", "hubert-large", "METEOR", "SPICE", "iemocap"):
+    for item in ("torch", "deepspeed", "java", "hubert-large", "paper-shape", "METEOR", "SPICE", "iemocap"):
         assert item in proc.stdout

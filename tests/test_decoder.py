@@ -195,3 +195,75 @@ def test_a_tiny_decoder_overfits_one_example():
         schedule.step()
     assert loss.item() < 0.1
     assert decoder.eval().generate(content, mask, max_new_tokens=30) == [TARGET]
+
+
+# The speed switches of DecoderSettings against the plain path, on a LoRA decoder whose adapters
+# already contribute (B != 0, as after some training; at B = 0 a broken adapter path could hide).
+# Both sides run without LoRA dropout, whose random masks would differ; the dropout switch is
+# checked on its own below. Tolerances, on the loss and on the relative norm of the gradient
+# difference: exact recomputation (checkpointing) 1e-6 / 1e-5; the output layer at the loss
+# positions only, the same float32 sums in another order, 1e-5 / 1e-4; compiled layers, fused
+# float32 kernels, 1e-4 / 1e-3; bf16 LoRA weights, rounded to 8 bits of mantissa, 1e-2 / 5e-2.
+SWITCHES = [
+    pytest.param({"gradient_checkpointing": True}, 1e-6, 1e-5, id="checkpointing"),
+    pytest.param({"loss_logits_only": True}, 1e-5, 1e-4, id="logits-at-loss"),
+    pytest.param({"lora_dtype": "bfloat16"}, 1e-2, 5e-2, id="bf16-lora"),
+    pytest.param({"compile_layers": True}, 1e-4, 1e-3, id="compile", marks=pytest.mark.slow),
+]
+
+
+def trained_lora_decoder(**switches) -> SpeechLLMDecoder:
+    torch.manual_seed(0)
+    decoder = build_decoder(DecoderSettings(regime="lora", lora_dropout=0.0, **switches), backbone="tiny")
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in decoder.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    return decoder.train()
+
+
+def loss_and_gradient(decoder: SpeechLLMDecoder) -> tuple[float, torch.Tensor]:
+    content, mask = speech(2, 6, [4, 6], seed=7)
+    out = decoder(content, mask, None, None, [TARGET, "Emotion: sad"])
+    out.loss.backward()
+    gradient = [p.grad.float().flatten() for p in decoder.parameters() if p.requires_grad]
+    return out.loss.item(), torch.cat(gradient)
+
+
+@pytest.mark.parametrize(("switches", "loss_tol", "gradient_tol"), SWITCHES)
+def test_speed_switches_keep_the_loss_and_its_gradient(switches, loss_tol, gradient_tol):
+    plain_loss, plain_gradient = loss_and_gradient(trained_lora_decoder())
+    loss, gradient = loss_and_gradient(trained_lora_decoder(**switches))
+    assert loss == pytest.approx(plain_loss, abs=loss_tol)
+    assert (gradient - plain_gradient).norm() <= gradient_tol * plain_gradient.norm()
+    assert plain_gradient.norm() > 0
+
+
+def test_bf16_lora_weights_are_bf16_and_the_llm_stays_as_it_was():
+    decoder = trained_lora_decoder(lora_dtype="bfloat16")
+    dtypes = {name: p.dtype for name, p in decoder.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.bfloat16}
+    assert {d for n, d in dtypes.items() if "lora_" not in n} == {torch.float32}
+
+
+def test_logits_at_the_loss_positions_only():
+    """The output layer runs on the response positions alone: one row of logits per target token."""
+    decoder = trained_lora_decoder(loss_logits_only=True)
+    content, mask = speech(2, 6, [4, 6], seed=7)
+    out = decoder(content, mask, None, None, [TARGET, "Emotion: sad"])
+    assert out.logits.shape == (out.num_response_tokens, len(decoder.tokenizer))
+
+
+def test_no_lora_dropout_keeps_the_first_loss_and_runs_no_dropout():
+    """At the first training step LoRA's B is zero, so dropout on the adapters' input cannot change
+    the loss (tolerance 1e-6); without dropout, peft puts no dropout module on the path at all."""
+    content, mask = speech(2, 6, [4, 6], seed=7)
+    losses = {}
+    for p in (0.05, 0.0):
+        torch.manual_seed(0)
+        decoder = build_decoder(DecoderSettings(regime="lora", lora_dropout=p), backbone="tiny").train()
+        losses[p] = decoder(content, mask, None, None, [TARGET, "Emotion: sad"]).loss.item()
+        dropouts = [m for name, m in decoder.named_modules() if name.endswith("lora_dropout.default")]
+        assert dropouts and all(isinstance(m, torch.nn.Identity) == (p == 0.0) for m in dropouts)
+    assert losses[0.0] == pytest.approx(losses[0.05], abs=1e-6)

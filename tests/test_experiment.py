@@ -9,9 +9,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
-from benchmark.nn.backbones import get_backbone
+from benchmark.errors import BenchmarkError
+from benchmark.nn.backbones import BACKBONES, Backbone, get_backbone
 from benchmark.track import experiment
 from benchmark.track.experiment import RunRequest, resolve_system, run_experiment
+from benchmark.track.lookup import find_runs, finished_run
 from benchmark.track.records import load_run_records
 from benchmark.train import loop
 
@@ -89,6 +91,34 @@ def test_runs_of_one_configuration_keep_their_checkpoints_apart(
     assert tags[0]["checkpoints"] != tags[1]["checkpoints"]
     assert [f.parent for f in folders] == [Path(t["checkpoints"]) for t in tags]
     assert not any(f.exists() for f in folders)  # removed once the run finished
+
+
+@pytest.mark.slow
+def test_random_weights_log_training_curves_and_no_results(workdir: Path, monkeypatch: pytest.MonkeyPatch):
+    """A backbone with random weights (paper-shape; here one of tiny size, so that it runs on a CPU)
+    trains and logs its curves under `random_weights=true`, and nothing that could pass for a
+    result: no scores (validation ones neither), predictions or model, and no lookup takes it."""
+    random_tiny = Backbone(
+        "tiny-random", encoder="tiny", decoder="tiny", decoder_regime="full", random_weights=True
+    )
+    monkeypatch.setitem(BACKBONES, random_tiny.name, random_tiny)
+    monkeypatch.setattr(experiment, "require_gpu", lambda backbone: None)  # paper-shape's refusal on CPU
+    summary = run_experiment(request(backbone=random_tiny.name, validation=True))
+    assert summary.fold_metrics == {"1": {}} and summary.mean == {}
+    client = MlflowClient()
+    parent = client.get_run(summary.run_id)
+    (child,) = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{summary.run_id}'"
+    )
+    assert parent.info.status == child.info.status == "FINISHED"
+    assert parent.data.tags["random_weights"] == child.data.tags["random_weights"] == "true"
+    assert len(client.get_metric_history(child.info.run_id, "train.tokens_per_s")) > 1
+    for run in (parent, child):
+        assert not [key for key in run.data.metrics if any(task in key for task in ("ser.", "asr.", "sed."))]
+        assert not {"model", "predictions"} & {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert find_runs() == []
+    with pytest.raises(BenchmarkError, match="random weights"):
+        finished_run(summary.run_id)
 
 
 def test_bad_requests_fail_before_any_work(workdir: Path, capsys: pytest.CaptureFixture[str]):

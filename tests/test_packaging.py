@@ -36,6 +36,8 @@ def test_wheel_ships_the_registries(tmp_path: Path):
     zipfile.ZipFile(wheel).extractall(site)
     shipped = {p.name for p in (site / "benchmark" / "registry_data" / "datasets").glob("*.yaml")}
     assert shipped == {p.name for p in (ROOT / "datasets").glob("*.yaml")}
+    configs = {p.name for p in (site / "benchmark" / "nn").glob("*.json")}
+    assert configs == {"hubert-large-ls960-ft.json", "llama-3.1-8b-instruct.json"}  # --backbone paper-shape
     code = (
         "from benchmark.registry import dataset_cards, registry_roots;"
         "print(registry_roots()); print(sorted(dataset_cards()))"

@@ -194,6 +194,20 @@ def test_paper_loss_sums_tokens_and_frames_per_example(zero_descriptor):
     assert out.loss.item() == pytest.approx(sum(alone) / 2, rel=1e-4)
 
 
+def test_paper_loss_is_the_same_with_logits_at_the_loss_positions_only():
+    """`decoder.loss_logits_only` hands the system (N, vocab) logits; the per-example sums match."""
+    hidden, mask = encoder_outputs(LENGTHS)
+    plain = make(loss_reduction="paper").eval()(hidden, mask, TARGETS)
+    config = tiny_system(loss_reduction="paper")
+    config = config.model_copy(
+        update={"decoder": config.decoder.model_copy(update={"loss_logits_only": True})}
+    )
+    torch.manual_seed(0)
+    fast = build_system(config, LAYERS, DIM, "tiny").eval()(hidden, mask, TARGETS)
+    assert fast.loss.item() == pytest.approx(plain.loss.item(), rel=1e-5)
+    assert fast.ce.item() == pytest.approx(plain.ce.item(), rel=1e-5)
+
+
 def test_paper_loss_without_disentangle_is_the_summed_ce_per_example():
     model = make(disentangle=False, loss_reduction="paper").eval()
     hidden, mask = encoder_outputs(LENGTHS)

@@ -13,6 +13,12 @@
   then re-checked on validation data only (`measurements/demo_recipe.py`, which reproduces the
   comparison); the numbers of both searches are in the README ("How the demo recipe was chosen").
 - `tiny`: random small configs of the same classes for tests; also `regime: full`.
+- `paper-shape`: the exact architectures of `paper` (HuBERT-large, Llama-3.1-8B-Instruct with a
+  tokenizer of its vocabulary size) from configs shipped in the package, with random weights and
+  nothing downloaded, trained as the system says (LoRA). It exists to measure speed and memory at
+  paper size on any GPU before (or without) the weights: a random frozen LLM with LoRA learns
+  nothing worth scoring, so `random_weights` makes `run` train and log its throughput but never
+  predict or score (README, "Speed and memory at paper scale").
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ from benchmark.errors import BenchmarkError
 @dataclass(frozen=True)
 class Backbone:
     name: str
-    encoder: Literal["tiny", "demo", "paper"]
-    decoder: Literal["tiny", "paper"]
+    encoder: Literal["tiny", "demo", "paper", "paper-shape"]
+    decoder: Literal["tiny", "paper", "paper-shape"]
     decoder_regime: Literal["lora", "full"] | None  # None: the system's own setting
     stage_lr: float | None = None  # replaces every stage's peak learning rate (None: the system's)
     epoch_scale: int = 1  # multiplies every stage's epochs
+    random_weights: bool = False  # random stand-ins for pretrained weights: speed and memory only
 
     def overrides(self, system: SystemConfig) -> dict[str, Any]:
         """This backbone's profile as overrides of `system` (`benchmark.config.override_system`):
@@ -54,6 +61,9 @@ BACKBONES = {
         "demo", encoder="demo", decoder="tiny", decoder_regime="full", stage_lr=1e-3, epoch_scale=6
     ),
     "tiny": Backbone("tiny", encoder="tiny", decoder="tiny", decoder_regime="full"),
+    "paper-shape": Backbone(
+        "paper-shape", encoder="paper-shape", decoder="paper-shape", decoder_regime=None, random_weights=True
+    ),
 }
 
 

@@ -12,6 +12,10 @@ token is added to the paper's vocabulary and nothing depends on how a BPE happen
 `<Content>`. The spliced sequence of an utterance holds its real speech frames only (the masks
 drop padding frames), so an utterance gives the same sequence alone or in any batch; batches are
 right-padded for training and left-padded for generation.
+
+`--backbone paper-shape` is Llama-3.1-8B-Instruct's architecture (its shipped config) with random
+weights and a tokenizer of its vocabulary size: for speed and memory only. The speed switches of
+`DecoderSettings` are applied in `build_decoder` and `SpeechLLMDecoder.forward`.
 """
 
 from __future__ import annotations
@@ -19,14 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from benchmark.config import DecoderSettings, TinyLLMSettings
 from benchmark.errors import BenchmarkError
-from benchmark.nn.hub import PAPER_CHECKPOINTS, require_checkpoint
+from benchmark.nn.hub import PAPER_CHECKPOINTS, paper_shape_config, require_checkpoint
 from benchmark.nn.tokenizer import END_OF_TEXT, EOT, load_tokenizer
 
 SYSTEM_PROMPT = "You are a helpful language and speech assistant."
@@ -39,6 +44,7 @@ USER_PROMPT = (
 IGNORE_INDEX = -100  # label of positions outside the response; torch's cross-entropy skips it
 # Llama-3.1-8B-Instruct is released in bfloat16; float32 would double its memory for nothing.
 PAPER_DTYPE = torch.bfloat16
+DECODER_BACKBONES = ("tiny", "paper", "paper-shape")
 
 
 @dataclass
@@ -62,7 +68,9 @@ class SplicedBatch:
 @dataclass
 class DecoderOutput:
     loss: torch.Tensor  # mean cross-entropy over all response tokens of the batch
-    logits: torch.Tensor  # (B, T, vocab)
+    # (B, T, vocab); with `loss_logits_only` (N, vocab): only the N positions that predict a
+    # response token, row by row (`response_token_cross_entropy` takes either)
+    logits: torch.Tensor
     num_response_tokens: int
     batch: SplicedBatch = field(repr=False)
 
@@ -75,12 +83,14 @@ def response_token_cross_entropy(
     The same positions as the LM's own loss (`DecoderOutput.loss`): the logits at t predict the
     label at t + 1, and positions labelled IGNORE_INDEX (prompt, speech, padding) do not count.
     Only the response positions' logits are gathered before torch's cross-entropy (no reduction),
-    so the memory is that of the response tokens, not of the whole spliced sequence.
+    so the memory is that of the response tokens, not of the whole spliced sequence. `logits` may
+    also be those positions' alone, (N, vocab), as `loss_logits_only` computes them.
     """
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     rows = keep.nonzero()[:, 0]
-    token_ce = F.cross_entropy(logits[:, :-1][keep].float(), targets[keep], reduction="none")
+    response_logits = logits if logits.dim() == 2 else logits[:, :-1][keep]
+    token_ce = F.cross_entropy(response_logits.float(), targets[keep], reduction="none")
     sums = token_ce.new_zeros(labels.shape[0]).index_add(0, rows, token_ce)
     return sums, keep.sum(dim=1)
 
@@ -115,13 +125,32 @@ def _tiny_lm(sizes: TinyLLMSettings, tokenizer: PreTrainedTokenizerBase) -> Llam
     return LlamaForCausalLM(lm_config)
 
 
+def _paper_shape_lm() -> LlamaForCausalLM:
+    """Llama-3.1-8B-Instruct's architecture with random weights, in its release dtype.
+
+    Built on the current default device: `with torch.device("cuda")` initialises it on the GPU
+    (seconds, where the CPU takes minutes), `with torch.device("meta")` counts parameters
+    without allocating them.
+    """
+    config = LlamaConfig.from_dict(paper_shape_config("llama-3.1-8b-instruct"))
+    return AutoModelForCausalLM.from_config(config, dtype=PAPER_DTYPE)
+
+
+def causal_lm(lm: nn.Module) -> LlamaForCausalLM:
+    """The transformers LM inside `lm`, under peft's wrapper in the `lora` regime."""
+    return lm.get_base_model() if isinstance(lm, PeftModel) else lm
+
+
 class SpeechLLMDecoder(nn.Module):
     """A causal LM (with LoRA in the `lora` regime) that captions spliced speech embeddings."""
 
-    def __init__(self, lm: nn.Module, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(
+        self, lm: nn.Module, tokenizer: PreTrainedTokenizerBase, loss_logits_only: bool = False
+    ) -> None:
         super().__init__()
         self.lm = lm
         self.tokenizer = tokenizer
+        self.loss_logits_only = loss_logits_only
         self.prompt = prompt_ids(tokenizer)
         self.eos_token_id = tokenizer.convert_tokens_to_ids(EOT)
         vocab = tokenizer.get_vocab()
@@ -207,13 +236,31 @@ class SpeechLLMDecoder(nn.Module):
         descriptor_mask: torch.Tensor | None,
         targets: list[str],
     ) -> DecoderOutput:
-        """Teacher-forced cross-entropy of the responses (plus `<|eot_id|>`), prompt and speech excluded."""
+        """Teacher-forced cross-entropy of the responses (plus `<|eot_id|>`), prompt and speech excluded.
+
+        With `loss_logits_only` the LM body runs as usual and its output layer only at the
+        positions whose next token is a response token: the same loss as transformers' own, whose
+        output layer runs over the whole sequence, up to float rounding.
+        """
         batch = self.splice(content_emb, content_mask, descriptor_emb, descriptor_mask, targets)
-        out = self.lm(
-            inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, labels=batch.labels
-        )
         num_tokens = int((batch.labels != IGNORE_INDEX).sum())
-        return DecoderOutput(loss=out.loss, logits=out.logits, num_response_tokens=num_tokens, batch=batch)
+        if not self.loss_logits_only:
+            out = self.lm(
+                inputs_embeds=batch.inputs_embeds,
+                attention_mask=batch.attention_mask,
+                labels=batch.labels,
+                use_cache=False,
+            )
+            return DecoderOutput(out.loss, out.logits, num_tokens, batch)
+        lm = causal_lm(self.lm)
+        hidden = lm.model(
+            inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state
+        targets = batch.labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = lm.lm_head(hidden[:, :-1][keep])
+        loss = F.cross_entropy(logits.float(), targets[keep])
+        return DecoderOutput(loss, logits, num_tokens, batch)
 
     def response_log_probs(
         self,
@@ -300,18 +347,24 @@ class SpeechLLMDecoder(nn.Module):
 
 
 def build_decoder(settings: DecoderSettings, backbone: str) -> SpeechLLMDecoder:
-    """The LM of `backbone` ("tiny" or "paper"), wrapped in LoRA (peft) when `settings.regime` is `lora`.
+    """The LM of `backbone`, wrapped in LoRA (peft) when `settings.regime` is `lora`, with the
+    speed switches of `settings` applied.
 
     `lora` (the paper) trains LoRA adapters on the attention projections only; `full` trains every
     LM weight, which is what a random `tiny` LM needs to learn anything. `tiny` is a random Llama
     of `settings.tiny`'s sizes, initialised from torch's global RNG (seed it for reproducible
-    tests); `paper` loads Llama-3.1-8B-Instruct from the local checkpoint (`benchmark.nn.hub`).
+    tests); `paper` loads Llama-3.1-8B-Instruct from the local checkpoint (`benchmark.nn.hub`);
+    `paper-shape` is its architecture with random weights (`_paper_shape_lm`).
     """
-    if backbone not in ("tiny", "paper"):
-        raise BenchmarkError(f"unknown decoder backbone {backbone!r}", hint="use 'tiny' or 'paper'")
+    if backbone not in DECODER_BACKBONES:
+        raise BenchmarkError(
+            f"unknown decoder backbone {backbone!r}", hint=f"use one of {', '.join(DECODER_BACKBONES)}"
+        )
     tokenizer = load_tokenizer(backbone)
     if backbone == "tiny":
         lm = _tiny_lm(settings.tiny, tokenizer)
+    elif backbone == "paper-shape":
+        lm = _paper_shape_lm()
     else:
         path = require_checkpoint(PAPER_CHECKPOINTS["llama-3.1-8b-instruct"])
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=PAPER_DTYPE)
@@ -324,4 +377,16 @@ def build_decoder(settings: DecoderSettings, backbone: str) -> SpeechLLMDecoder:
             task_type="CAUSAL_LM",
         )
         lm = get_peft_model(lm, lora)
-    return SpeechLLMDecoder(lm, tokenizer)
+        # peft keeps adapters in float32 even on a bf16 LLM; `lora_dtype` decides.
+        dtype = getattr(torch, settings.lora_dtype)
+        for module in lm.modules():
+            if isinstance(module, LoraLayer):
+                module.lora_A.to(dtype)
+                module.lora_B.to(dtype)
+    if settings.gradient_checkpointing:
+        # Non-reentrant: the frozen LLM's inputs (the speech embeddings) carry the gradient.
+        causal_lm(lm).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if settings.compile_layers:
+        for layer in causal_lm(lm).model.layers:
+            layer.compile()
+    return SpeechLLMDecoder(lm, tokenizer, loss_logits_only=settings.loss_logits_only)

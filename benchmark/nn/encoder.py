@@ -6,7 +6,9 @@
 - `paper`: the paper's checkpoints, found offline only (`benchmark.nn.hub`);
 - `demo`: the suite's own tiny HuBERT, trained with CTC on the synthesised backbone pool by the
   recipe `benchmark.train.demo_backbone`, whose folder the caller passes (`weights`);
-- `tiny`: small random-initialised configs of the same classes, seeded, for tests.
+- `tiny`: small random-initialised configs of the same classes, seeded, for tests;
+- `paper-shape`: HuBERT-large's architecture (its shipped config) with seeded random weights, for
+  speed and memory at paper size only.
 
 The encoder is never trained: its parameters do not require grad, it stays in eval mode whatever
 its parent does (`train()` is overridden), and its config has `layerdrop=0` and `mask_time_prob=0`,
@@ -59,7 +61,7 @@ from transformers import (
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 from benchmark.errors import BenchmarkError
-from benchmark.nn.hub import PAPER_CHECKPOINTS, require_checkpoint
+from benchmark.nn.hub import PAPER_CHECKPOINTS, paper_shape_config, require_checkpoint
 
 Family = Literal["hubert", "wavlm", "wav2vec2"]
 
@@ -71,7 +73,8 @@ FAMILIES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel], str]] =
 }
 # Settings that keep a frozen encoder deterministic and its layer count fixed (module docstring).
 FROZEN_OVERRIDES = {"layerdrop": 0.0, "mask_time_prob": 0.0, "mask_feature_prob": 0.0}
-TINY_SEED = 0  # tiny weights are the same in every process, so their feature-cache key is stable
+# Random (tiny, paper-shape) weights are the same in every process, so their feature-cache key is stable.
+RANDOM_WEIGHTS_SEED = 0
 
 
 def tiny_config(family: Family) -> PretrainedConfig:
@@ -193,18 +196,23 @@ class SpeechEncoder(nn.Module):
 
 
 def build_encoder(backbone: str, family: str = "hubert", weights: Path | None = None) -> SpeechEncoder:
-    """The frozen encoder of `backbone` (`tiny`, `demo` or `paper`) and `family`.
+    """The frozen encoder of `backbone` (`tiny`, `demo`, `paper` or `paper-shape`) and `family`.
 
     `weights` is the folder of a `demo` backbone (`benchmark.train.demo_backbone.encoder_weights`
     builds it); `paper` weights are looked up offline when it is not given."""
     if family not in FAMILIES:
         raise BenchmarkError(f"unknown encoder family '{family}'", hint=f"choose one of {sorted(FAMILIES)}")
-    _, model_class, checkpoint_name = FAMILIES[family]
+    config_class, model_class, checkpoint_name = FAMILIES[family]
     do_normalize = True
-    if backbone == "tiny":
+    if backbone in ("tiny", "paper-shape"):
+        config = (
+            tiny_config(family)
+            if backbone == "tiny"
+            else config_class.from_dict({**paper_shape_config(checkpoint_name), **FROZEN_OVERRIDES})
+        )
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TINY_SEED)
-            model = model_class(tiny_config(family))
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = model_class(config)
     elif backbone == "demo":
         if family != "hubert":
             raise BenchmarkError(
@@ -223,7 +231,9 @@ def build_encoder(backbone: str, family: str = "hubert", weights: Path | None = 
         model = model_class.from_pretrained(path, **FROZEN_OVERRIDES)
         do_normalize = read_do_normalize(path)
     else:
-        raise BenchmarkError(f"unknown backbone '{backbone}'", hint="choose one of tiny, demo, paper")
+        raise BenchmarkError(
+            f"unknown backbone '{backbone}'", hint="choose one of tiny, demo, paper, paper-shape"
+        )
     return SpeechEncoder(model, backbone, family, do_normalize)
 
 

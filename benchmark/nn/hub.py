@@ -5,12 +5,19 @@ a folder of checkpoints (`<dir>/<repo name>/config.json`, e.g. `<dir>/hubert-lar
 or has them in the HuggingFace cache (`huggingface-cli download <repo id>` once, on a machine
 with access). Missing weights give one error saying where they were looked for and how to get
 them, never a hub stack trace.
+
+`--backbone paper-shape` needs no weights at all: the `config.json` of HuBERT-large and of
+Llama-3.1-8B-Instruct ship inside the package (`benchmark/nn/<repo name>.json`, copied from the
+checkpoints), so the paper's exact architectures can be built with random weights anywhere.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from benchmark.errors import BenchmarkError
 
@@ -52,3 +59,19 @@ def require_checkpoint(repo_id: str) -> Path:
             f"$BENCHMARK_WEIGHTS_DIR/{repo_id.split('/')[-1]}"
         ),
     )
+
+
+def paper_shape_config(name: str) -> dict[str, Any]:
+    """The shipped `config.json` of a paper checkpoint (`PAPER_CHECKPOINTS` name), as a dict.
+
+    Only the checkpoints `--backbone paper-shape` builds are shipped: HuBERT-large and the LLM.
+    """
+    file = PAPER_CHECKPOINTS[name].split("/")[-1].lower() + ".json"
+    try:
+        text = resources.files("benchmark.nn").joinpath(file).read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise BenchmarkError(
+            f"no shipped config for {name!r}: --backbone paper-shape has HuBERT-large and Llama-3.1-8B only",
+            hint="the SSL baselines' WavLM and wav2vec2 need --backbone paper or tiny",
+        ) from err
+    return json.loads(text)

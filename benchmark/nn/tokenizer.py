@@ -7,9 +7,18 @@ few hundred common English words. Byte-level means every string, in any script, 
 decodes back unchanged; the merges only make the usual words short. It carries Llama 3's special
 tokens and chat template, so the decoder builds its prompt through `apply_chat_template` the same
 way for both backbones. Training takes milliseconds, so nothing is cached on disk.
+
+`--backbone paper-shape` needs Llama 3's vocabulary *size*, not its merges: the embedding and the
+output layer (128256 x 4096 each) are an eighth of the 8B parameters, and the logits' memory
+grows with the vocabulary. Its tokenizer is the same BPE with its ordinary vocabulary padded to
+128000 entries by tokens no merge produces, followed by Llama 3.1's 256 special tokens at their real ids
+(`<|begin_of_text|>` 128000 ... `<|eot_id|>` 128009 ... 128255), so ids, vocabulary size and
+chat template are the paper tokenizer's, while texts split into somewhat more tokens.
 """
 
 from __future__ import annotations
+
+import json
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -17,7 +26,16 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from benchmark.nn.hub import PAPER_CHECKPOINTS, require_checkpoint
 
 BOS, EOT, END_OF_TEXT, PAD = "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"
-SPECIAL_TOKENS = [BOS, END_OF_TEXT, "<|start_header_id|>", "<|end_header_id|>", EOT, PAD]
+START_HEADER, END_HEADER = "<|start_header_id|>", "<|end_header_id|>"
+SPECIAL_TOKENS = [BOS, END_OF_TEXT, START_HEADER, END_HEADER, EOT, PAD]
+
+LLAMA3_VOCAB_SIZE = 128256
+LLAMA3_FIRST_SPECIAL_ID = 128000
+# Llama 3.1's named special tokens by offset from 128000; every other id up to 128255 is reserved.
+_LLAMA3_NAMED_SPECIALS = {
+    0: BOS, 1: END_OF_TEXT, 4: PAD, 6: START_HEADER, 7: END_HEADER, 8: "<|eom_id|>", 9: EOT,
+    10: "<|python_tag|>",
+}  # fmt: skip
 
 # Meta-Llama-3-8B-Instruct's template. (3.1's also injects "Cutting Knowledge Date" lines and
 # tool-calling blocks into the system turn; a real paper tokenizer keeps its own template.)
@@ -80,19 +98,23 @@ language among yeah okay oh well I'm it's you're don't can't won't didn't what's
 """
 
 
-def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A deterministic byte-level BPE with Llama 3's special tokens and chat template."""
+def _train_bpe(special_tokens: list[str]) -> Tokenizer:
+    """The deterministic byte-level BPE of `_TINY_CORPUS`, `special_tokens` first in its vocabulary."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=TINY_VOCAB_SIZE,
         min_frequency=1,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(_TINY_CORPUS.strip().splitlines(), trainer=trainer)
+    return bpe
+
+
+def _llama3_chat_tokenizer(bpe: Tokenizer) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token=BOS,
@@ -103,14 +125,45 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A deterministic byte-level BPE with Llama 3's special tokens and chat template."""
+    return _llama3_chat_tokenizer(_train_bpe(SPECIAL_TOKENS))
+
+
+def llama3_special_tokens() -> list[str]:
+    """Llama 3.1's 256 special tokens in id order, from 128000 to 128255."""
+    reserved = iter(range(LLAMA3_VOCAB_SIZE - LLAMA3_FIRST_SPECIAL_ID))
+    return [
+        _LLAMA3_NAMED_SPECIALS.get(offset) or f"<|reserved_special_token_{next(reserved)}|>"
+        for offset in range(LLAMA3_VOCAB_SIZE - LLAMA3_FIRST_SPECIAL_ID)
+    ]
+
+
+def build_llama3_sized_tokenizer() -> PreTrainedTokenizerFast:
+    """The tiny BPE padded to Llama 3's 128256 ids, its special tokens at their real ids (module
+    docstring). The padding entries (`<unused_N>`) are in the vocabulary but no merge makes them."""
+    trained = json.loads(_train_bpe([]).to_str())["model"]
+    vocab = dict(trained["vocab"])
+    vocab |= {f"<unused_{i}>": i for i in range(len(vocab), LLAMA3_FIRST_SPECIAL_ID)}
+    merges = [tuple(merge) for merge in trained["merges"]]  # pairs, as tokenizers >= 0.20 writes them
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.add_special_tokens(llama3_special_tokens())
+    return _llama3_chat_tokenizer(bpe)
+
+
 def load_tokenizer(backbone: str) -> PreTrainedTokenizerBase:
-    """The decoder's tokenizer: built in-process for `tiny`, Llama-3.1-8B-Instruct's for `paper`.
+    """The decoder's tokenizer: built in-process for `tiny` and `paper-shape`, Llama-3.1-8B-Instruct's
+    for `paper`.
 
     Llama 3.1 ships no pad token; its reserved `<|finetune_right_pad_id|>` is used, as Meta's
     fine-tuning recipes do, so padding never aliases the end-of-turn token the loss is trained on.
     """
     if backbone == "tiny":
         return build_tiny_tokenizer()
+    if backbone == "paper-shape":
+        return build_llama3_sized_tokenizer()
     tokenizer = AutoTokenizer.from_pretrained(require_checkpoint(PAPER_CHECKPOINTS["llama-3.1-8b-instruct"]))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = PAD

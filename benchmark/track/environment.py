@@ -94,6 +94,15 @@ def backbone_checks() -> list[Check]:
     built = (demo / "config.json").is_file()
     detail = str(demo) if built else "not built yet (built on first use, offline)"
     checks.append(Check("backbones", "demo", built or None, detail))
+    checks.append(
+        Check(
+            "backbones",
+            "paper-shape",
+            True,
+            "HuBERT-large + Llama-3.1-8B-Instruct architectures with RANDOM weights (shipped configs, "
+            "nothing downloaded): GPU speed and memory only, never results",
+        )
+    )
     for name, repo_id in PAPER_CHECKPOINTS.items():
         path = local_checkpoint(repo_id)
         checks.append(

@@ -22,13 +22,20 @@ never write into each other's files, and `--resume` continues the newest interru
 same configuration in its folder: the digest is the run's `config_digest` tag, and the new run
 links to the interrupted one with the tag `resumed_from`. A run that finishes removes its folder,
 since a finished run is never resumed.
+
+A backbone with random weights (`--backbone paper-shape`) trains on a GPU and logs its training
+curves (throughput, peak memory) under the tag `random_weights=true`, and nothing else: no
+prediction, score or model, since a random frozen LLM's outputs are no result (README, "Speed and
+memory at paper scale").
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import uuid
@@ -63,7 +70,7 @@ from benchmark.track.log import (
     log_params,
     log_predictions,
 )
-from benchmark.track.lookup import interrupted_run
+from benchmark.track.lookup import RANDOM_WEIGHTS_TAG, interrupted_run
 from benchmark.track.protocol import RunProtocol
 from benchmark.track.runs import run_context
 from benchmark.track.store import load_mlflow_config, tracking_setup
@@ -324,13 +331,35 @@ def training_log(request: RunRequest) -> Callable[[dict[str, float], int], None]
     return log
 
 
+def require_gpu(backbone: Backbone) -> None:
+    """A backbone with random weights is paper-size (8B parameters) and for measuring GPU speed and
+    memory only: without a GPU, one line saying where to measure instead."""
+    if backbone.random_weights and not torch.cuda.is_available():
+        raise BenchmarkError(
+            f"--backbone {backbone.name} has random weights and paper-size models (8B parameters): it is "
+            "for measuring GPU speed and memory, and this machine has no GPU",
+            hint="on a GPU: python measurements/gpu_check.py --out DIR (on CPU, --tiny runs it small)",
+        )
+
+
+def build_device(backbone: Backbone) -> contextlib.AbstractContextManager:
+    """Where an LLM system is built: random stand-in weights on the GPU this process trains on
+    (initialising 8B parameters takes minutes on a CPU), loaded or tiny ones on the CPU."""
+    if not backbone.random_weights:
+        return contextlib.nullcontext()
+    from benchmark.train.engine import training_device
+
+    return torch.device(training_device(int(os.environ.get("LOCAL_RANK", "0"))))
+
+
 def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
     """Train from scratch on the fold's training rows (mixture included), then predict and score
     its test rows (unless `request.test` is off), and its validation rows first when it has them.
 
     `kind: ssl` systems train the SSL baseline's heads and, with `ssl.finetune_layers`, the
     encoder's top layers (`benchmark.train.ssl`), without checkpoints;
-    `kind: llm` systems train every stage of their schedule (`benchmark.train.loop`).
+    `kind: llm` systems train every stage of their schedule (`benchmark.train.loop`). With random
+    weights the fold stops after training: nothing is predicted, scored or logged but the curves.
     """
     system, request, card = plan.system, plan.request, plan.mixture.card
     training = plan.examples(plan.mixture.training_rows(fold))
@@ -342,7 +371,6 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
         validation = plan.examples(fold.validation)
         log = training_log(request)
         train_ssl(model, training, system, log=log, progress=request.progress, validation=validation)
-        log_trained_model(model, system, plan.backbone.name, plan.encoder_shape)
 
         def predict_rows(rows: list[Utterance]) -> list[dict]:
             return predict_ssl(model, plan.examples(rows), fold.name, progress=request.progress)
@@ -353,7 +381,8 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
 
         checkpoints = plan.checkpoints / f"fold-{fold.name}" if plan.checkpoints else None
         torch.manual_seed(system.training.seed)
-        model = build_system(system, *plan.encoder_shape, backbone=plan.backbone.decoder)
+        with build_device(plan.backbone):
+            model = build_system(system, *plan.encoder_shape, backbone=plan.backbone.decoder)
         train(
             model,
             training,
@@ -364,11 +393,13 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
             progress=request.progress,
             validation=plan.examples(fold.validation),
         )
-        log_trained_model(model, system, plan.backbone.name, plan.encoder_shape)
 
         def predict_rows(rows: list[Utterance]) -> list[dict]:
             return predict(model, plan.examples(rows), card.labels, fold.name, progress=request.progress)
 
+    if plan.backbone.random_weights:
+        return FoldResult([], {}, {})
+    log_trained_model(model, system, plan.backbone.name, plan.encoder_shape)
     validation: dict[str, float] = {}
     if fold.validation:
         scores = run_metrics(predict_rows(fold.validation), card, system, fold.validation)
@@ -410,6 +441,7 @@ def run_experiment(request: RunRequest) -> RunSummary:
     from benchmark.train.ssl import pretrained_top_layers
 
     backbone = get_backbone(request.backbone)
+    require_gpu(backbone)
     system = resolve_system(request, backbone)
     card = load_dataset_card(request.dataset)
     run_folds = fold_names(card, request.fold)  # a bad corpus or fold name fails before any data is read
@@ -444,6 +476,9 @@ def run_experiment(request: RunRequest) -> RunSummary:
         "system": system.name, "beta": system.beta, "schedule": system.schedule,
         "engine": request.engine, "config_digest": digest, **protocol.tags(system),
     }  # fmt: skip
+    if backbone.random_weights:
+        tags[RANDOM_WEIGHTS_TAG] = "true"
+    test = request.test and not backbone.random_weights  # random weights: nothing is scored
     resumed = interrupted_run("config_digest", digest) if request.resume else None
     checkpoints = checkpoint_root(digest, system, resumed)
     plan = dataclasses.replace(plan, checkpoints=checkpoints)
@@ -458,10 +493,10 @@ def run_experiment(request: RunRequest) -> RunSummary:
         pooled: list[dict] = []
         for fold in mixture.folds:
             with run_context(f"fold {fold.name}", tags={**tags, "fold": fold.name}):
-                log_fold_data(mixture, fold, system, request.test)
+                log_fold_data(mixture, fold, system, test)
                 result = run_fold(plan, fold)
                 log_metrics({**result.scores, **result.validation})
-                if request.test:
+                if test:
                     log_predictions([PredictionRecord(**r) for r in result.records], f"fold-{fold.name}")
                     log_confusion(result.records, labels, "confusion_matrix.png")
             fold_metrics[fold.name] = {**result.scores, **result.validation}
@@ -471,10 +506,10 @@ def run_experiment(request: RunRequest) -> RunSummary:
         std = {n: float(np.std([s[n] for s in fold_metrics.values() if n in s])) for n in names}
         log_metrics(mean)
         log_metrics({f"{n}.std": v for n, v in std.items()})
-        if request.test and len(mixture.folds) > 1:  # with one fold the pooled scores are the fold's
+        if test and len(mixture.folds) > 1:  # with one fold the pooled scores are the fold's
             tested = [row for fold in mixture.folds for row in fold.test]
             log_metrics({f"pooled.{n}": v for n, v in run_metrics(pooled, card, system, tested).items()})
-        if request.test:  # not in a study's trial: nothing of the test part
+        if test:  # not in a study's trial: nothing of the test part
             log_predictions([PredictionRecord(**r) for r in pooled], "pooled")
             log_confusion(pooled, labels, "confusion_matrix_pooled.png")
     shutil.rmtree(checkpoints, ignore_errors=True)

@@ -38,6 +38,9 @@ from benchmark.track.store import current_experiment
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 LEGACY = "legacy"
+# Tag of runs whose backbone stands in random weights for pretrained ones (`--backbone paper-shape`):
+# they measured speed and memory, so no table, comparison or evaluation ever takes them as results.
+RANDOM_WEIGHTS_TAG = "random_weights"
 
 
 def _experiment_id() -> str:
@@ -60,12 +63,13 @@ def find_runs(
     No run is dropped for a newer one of the same system and β: a newer quick run (or one of
     another setup) must not hide the real run of a cell; `pick_latest` chooses among them.
     `status=None` includes unfinished and failed runs. Comparison runs carry no `system` tag and
-    are never listed.
+    runs with random weights (`RANDOM_WEIGHTS_TAG`) no results: neither is ever listed.
     """
     clauses = [f"tags.system = '{system}'"] if system else []
     clauses += [f"tags.dataset = '{dataset}'"] if dataset else []
     clauses += [f"attributes.status = '{status}'"] if status else []
     clauses.append("tags.`mlflow.parentRunId` IS NULL")
+    clauses.append(f"tags.{RANDOM_WEIGHTS_TAG} IS NULL")
     experiment_id, client = _experiment_id(), MlflowClient()
     runs: list[Run] = []
     page_token = None
@@ -110,6 +114,12 @@ def finished_run(run_id: str, top_level: bool = True) -> Run:
         raise BenchmarkError(
             f"run {run_id} is {run.info.status}, not FINISHED",
             hint="only a finished run has complete results; pass a FINISHED run",
+        )
+    if run.data.tags.get(RANDOM_WEIGHTS_TAG) == "true":
+        raise BenchmarkError(
+            f"run {run_id} has random weights (backbone {run.data.tags.get('backbone')}): it measured "
+            "training speed and memory, and has no results or model",
+            hint="pass a run of the demo, tiny or paper backbone",
         )
     return run
 

@@ -13,7 +13,11 @@ With `validation` examples, each epoch ends with their teacher-forced loss on th
 generation), and the signal a study prunes on.
 The same loop runs the plain engine or DeepSpeed (`benchmark.train.engine`). Metrics are those of
 this rank's batches; `log(metrics, step)` is called on rank 0 only and is where the caller
-attaches MLflow.
+attaches MLflow. On a GPU each step also logs `train.gpu_peak_gib`, the process's peak allocation
+so far, so a run shows whether a configuration fits and by how much.
+
+`prepare_stage` and `train_step` are the loop's own set-up and step, shared with
+`measurements/gpu_check.py` so that the speed it measures is this loop's.
 """
 
 from __future__ import annotations
@@ -26,12 +30,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.config import StageConfig, Task
+from benchmark.config import StageConfig, Task, TrainingSettings
 from benchmark.data.examples import Example
 from benchmark.nn.system import SpeechEmotionCaptioner, SystemOutput
 from benchmark.train.checkpoint import load_checkpoint, save_checkpoint
-from benchmark.train.data import check_stage_rows, collate, epoch_plan
-from benchmark.train.engine import build_engine, init_distributed, training_device
+from benchmark.train.data import Batch, check_stage_rows, collate, epoch_plan
+from benchmark.train.engine import (
+    DeepSpeedEngine,
+    PlainEngine,
+    build_engine,
+    init_distributed,
+    training_device,
+)
 from benchmark.train.rng import seed_everything, set_rng_state
 from benchmark.train.schedule import build_scheduler
 
@@ -59,7 +69,39 @@ class _Window:
         metrics["train.lr"] = lr
         metrics["train.utterances_per_s"] = self.utterances / seconds
         metrics["train.tokens_per_s"] = self.tokens / seconds
+        if torch.cuda.is_available():
+            metrics["train.gpu_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         return metrics
+
+
+def prepare_stage(
+    model: SpeechEmotionCaptioner,
+    stage: StageConfig,
+    settings: TrainingSettings,
+    engine: str,
+    device: torch.device,
+    total_steps: int,
+) -> PlainEngine | DeepSpeedEngine:
+    """Freeze all but the stage's module groups, then AdamW over those, the stage's schedule over
+    `total_steps` optimizer steps and the engine around them: a fresh optimizer per stage."""
+    trainable = model.set_trainable(list(stage.train))
+    optimizer = torch.optim.AdamW(trainable, lr=stage.lr, weight_decay=settings.weight_decay)
+    scheduler = build_scheduler(optimizer, stage, total_steps)
+    return build_engine(engine, model, optimizer, scheduler, settings, device)
+
+
+def train_step(
+    runner: PlainEngine | DeepSpeedEngine, batch: Batch, zero_descriptor: bool, boundary: bool
+) -> tuple[SystemOutput, float]:
+    """One micro-batch on the batch's device: forward (bf16 autocast on CUDA), backward, and at an
+    accumulation boundary the optimizer step. Returns the output and the learning rate applied."""
+    device = batch.hidden_states.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = runner(batch.hidden_states, batch.frame_mask, batch.targets, zero_descriptor)
+    runner.backward(out.loss, boundary)
+    lr = runner.lr()  # the rate this step applies, before the scheduler moves on
+    runner.step(boundary)
+    return out, lr
 
 
 def train(
@@ -108,10 +150,7 @@ def train(
             )
 
         steps_per_epoch = math.ceil(len(plan(0)) / settings.grad_accum)
-        trainable = model.set_trainable(list(stage.train))
-        optimizer = torch.optim.AdamW(trainable, lr=stage.lr, weight_decay=settings.weight_decay)
-        scheduler = build_scheduler(optimizer, stage, steps_per_epoch * stage.epochs)
-        runner = build_engine(engine, model, optimizer, scheduler, settings, device)
+        runner = prepare_stage(model, stage, settings, engine, device, steps_per_epoch * stage.epochs)
         if checkpoint is not None and stage_index == checkpoint["stage"]:
             runner.load_state(checkpoint_dir, checkpoint["engine"])
         model.train()
@@ -127,12 +166,8 @@ def train(
             for i, (task, indices) in enumerate(batches):
                 boundary = (i + 1) % settings.grad_accum == 0 or i + 1 == len(batches)
                 batch = collate([examples[j] for j in indices], task).to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    out = runner(batch.hidden_states, batch.frame_mask, batch.targets, stage.zero_descriptor)
-                runner.backward(out.loss, boundary)
+                out, lr = train_step(runner, batch, stage.zero_descriptor, boundary)
                 window.add(out, len(indices))
-                lr = runner.lr()  # the rate this step applies, before the scheduler moves on
-                runner.step(boundary)
                 if not boundary:
                     continue
                 global_step += 1
