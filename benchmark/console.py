@@ -282,7 +282,7 @@ def print_explanation(explanation: Explanation, run_id: str, figure: str | None)
 
     saliency = explanation.saliency
     windows = Table(title=f"top {len(explanation.windows)} windows by {saliency.method} of {saliency.target}")
-    cues = list(explanation.evidence.cues)[:-1]  # frame cues; speaking rate has no per-window value
+    cues = list(explanation.window_cues[0]) if explanation.window_cues else []  # frame cues only
     for column in ("start s", "end s", "saliency", *cues):
         windows.add_column(column, justify="right")
     for window, values in zip(explanation.windows, explanation.window_cues, strict=True):

@@ -150,7 +150,7 @@ class EvaluatedRun:
         self._scores.update(explanation_scores(records))
         for name in EXPLAIN_METRICS:
             if name not in self._scores:
-                self._unavailable[name] = f"{name}: run {self.run_id}'s answers make no claim to check"
+                self._unavailable[name] = f"run {self.run_id}'s answers make no claim to check"
         if metric in self._unavailable:
             raise MetricUnavailable(self._unavailable[metric])
 
