@@ -225,7 +225,10 @@ def test_logged_metrics_are_the_values_compare_and_leaderboard_aggregate():
     pooled = [PredictionRecord(**r) for records, _ in folds.values() for r in records]
 
     captions = caption_utterance_scores(pooled, card.language)
-    tested = {name: per_utterance_scores(name, pooled, card.labels) for name in METRICS if name[:3] != "sed"}
+    prediction_metrics = [name for name in METRICS if not name.startswith(("sed", "explain"))]
+    tested = {name: per_utterance_scores(name, pooled, card.labels) for name in prediction_metrics}
+    with pytest.raises(MetricUnavailable, match="explanation records"):
+        per_utterance_scores("explain.deletion", pooled, card.labels)
     aggregated = {name: scores.value for name, scores in {**tested, **captions}.items()}
     assert {"sed.en.cider", "sed.zh.bleu4", "sed.zh.language_mismatch"} <= set(aggregated)
     assert aggregated == {name: parent[name] for name in aggregated}  # exactly, not approximately

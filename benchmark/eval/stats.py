@@ -137,6 +137,11 @@ def per_utterance_scores(
             f"no per-utterance scorer for {metric} is registered",
             hint="captioning scores come from caption_utterance_scores, or pass them as `precomputed`",
         )
+    if metric in EXPLAIN_METRICS:
+        raise MetricUnavailable(
+            f"{metric} is not scored from prediction records",
+            hint="it comes from a run's explanation records (benchmark.explain.quality.explanation_scores)",
+        )
     score = transcript_scores if spec.target == "transcript" else partial(emotion_scores, labels=labels)
     scores = fold_scores(records, score)
     if metric not in scores:
