@@ -25,6 +25,7 @@ from benchmark.explain.evidence import (
     judge,
     region_stats,
     speaker_baselines,
+    utterance_profile,
     window_mask,
 )
 from benchmark.explain.expert_cues import (
@@ -96,6 +97,13 @@ def test_inside_and_outside_means_by_hand():
     silent = region_stats(frames, window_mask(frames.index.to_numpy(), [(0.0, 0.01)]))
     assert silent[F0].value is None and silent[F0].frames == 0 and silent[JITTER].value is None
     assert silent[LOUDNESS].value == pytest.approx(0.1)
+    # In a verdict, F0 variability is the whole utterance's (a window holds no phrase contour).
+    baseline = speaker_baselines([utterance_profile(frames, None)] * 3, ["s"] * 3)["s"]
+    evidence = cue_evidence(frames, [(0.02, 0.05)], "angry", baseline)
+    variability = evidence.cues[F0_VARIABILITY]
+    assert variability.scope == "utterance" and variability.outside is None
+    assert variability.inside == pytest.approx(np.std([30.0, 32.0, 34.0, 40.0, 36.0]))
+    assert evidence.cues[F0].scope == "window" and evidence.cues[F0].inside == pytest.approx(33.0)
 
 
 def test_speaker_baseline_and_its_fallback():

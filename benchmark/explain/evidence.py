@@ -17,12 +17,13 @@ Measurement rules, the same for windows and baseline so the two are comparable:
   frames only (F0 > 0): an unvoiced frame's 0 is "no F0", not a low one, and the slope of a pause
   describes the background noise, not the voice (eGeMAPS likewise has voiced-only slope
   functionals, `slopeV500-1500_sma3nz`).
-- F0 variability is the (population) standard deviation of voiced F0 in semitones. Pooling five
-  0.15 s windows gives a shorter stretch of contour than a whole utterance, which tends to make it
-  smaller than the baseline; the value outside the windows is reported beside it for that reason.
-- Speaking rate (words per voiced second) needs the words spoken in a stretch, which a window of
-  0.15 s does not have: it is reported at utterance level (`scope: "utterance"`), z-scored against
-  the speaker's other utterances, and judged like the other cues.
+- Two cues are properties of a stretch of speech that a 0.15 s window does not hold, so they are
+  measured over the whole utterance (`scope: "utterance"`), z-scored against the speaker's other
+  utterances and judged like the other cues: speaking rate (words per voiced second) needs the
+  words spoken, and F0 variability (the population standard deviation of voiced F0 in semitones)
+  needs the contour of a phrase. Measured over five pooled windows, F0 variability was smaller
+  than any whole-utterance baseline (a short stretch varies less than a sentence) and read "down"
+  for almost every utterance, whatever its emotion: 0 % agreement for predicted anger in the demo.
 
 The baseline of a cue is its distribution over the whole of each of the speaker's utterances
 (mean and population standard deviation, including the utterance itself, like
@@ -79,7 +80,8 @@ Window = tuple[float, float]  # (start, end) in seconds of the original audio
 Verdict = Literal["agrees", "disagrees", "neutral", "unmeasured"]
 Scope = Literal["window", "utterance"]
 
-FRAME_CUES = tuple(cue for cue in CUE_KEYS if cue != SPEAKING_RATE)  # measurable per window
+FRAME_CUES = tuple(cue for cue in CUE_KEYS if cue != SPEAKING_RATE)  # measured from LLD frames
+UTTERANCE_CUES = (F0_VARIABILITY, SPEAKING_RATE)  # judged over the whole utterance (module docstring)
 _VOICED_ONLY = {F0, F0_VARIABILITY, SPECTRAL_SLOPE, JITTER, SHIMMER, HNR}
 _DIRECTION_OF_LEVEL = {"high": "up", "low": "down", "normal": None}
 # Descriptor dimension -> the cue that checks it inside the windows (gender is not a window cue).
@@ -213,8 +215,8 @@ def judge(z: float | None, direction: Direction, threshold: float = LEVEL_THRESH
 class CueEvidence:
     """One cue of one utterance: inside vs outside the windows, z against the speaker, verdict.
 
-    For `scope == "utterance"` (speaking rate) `inside` is the utterance's value and the outside
-    fields are None. `expected`, `verdict` and `citation` are empty when the table has no
+    For `scope == "utterance"` (speaking rate, F0 variability) `inside` is the utterance's value
+    and the outside fields are None. `expected`, `verdict` and `citation` are empty when the table has no
     expectation for this cue and emotion.
     """
 
@@ -282,9 +284,13 @@ def cue_evidence(
     stats_in, stats_out = region_stats(frames, inside), region_stats(frames, ~inside)
     expectations = table.expectations(emotion) or {}
     cues = {}
+    whole = region_stats(frames, np.ones(len(frames), dtype=bool))[F0_VARIABILITY]
     for cue in CUE_KEYS:
         if cue == SPEAKING_RATE:
             value, spread, count = speaking_rate, None, 0
+            out = CueStats(None, None, 0)
+        elif cue == F0_VARIABILITY:
+            value, spread, count = whole.value, None, whole.frames
             out = CueStats(None, None, 0)
         else:
             value, spread, count = stats_in[cue].value, stats_in[cue].spread, stats_in[cue].frames
@@ -293,7 +299,7 @@ def cue_evidence(
         expected = expectations.get(cue)
         cues[cue] = CueEvidence(
             cue=cue,
-            scope="utterance" if cue == SPEAKING_RATE else "window",
+            scope="utterance" if cue in UTTERANCE_CUES else "window",
             inside=value,
             inside_spread=spread,
             inside_frames=count,
