@@ -16,7 +16,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.delenv("BENCHMARK_REGISTRY", raising=False)
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; monkeypatch removes it again afterwards.
+    # A developer's own MLFLOW_TRACKING_URI must not send the tests' runs to their server.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
 

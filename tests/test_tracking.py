@@ -7,6 +7,7 @@ module and isolate themselves by experiment name and working directory instead.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +116,22 @@ def test_config_file_in_cwd_and_environment_override(tmp_path: Path, monkeypatch
     monkeypatch.setenv("BENCHMARK_MLFLOW_EXPERIMENT", "other")
     config = load_mlflow_config()
     assert (config.tracking_uri, config.experiment) == ("sqlite:////abs/db.sqlite", "other")
+
+
+def test_each_command_tracks_into_the_store_of_its_own_folder(tmp_path: Path, monkeypatch) -> None:
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; read back as the user's override, it
+    sent a later command of the same process, in another folder, to the first folder's store."""
+    stores = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        tracking_setup(load_mlflow_config())
+        stores.append(mlflow.get_tracking_uri())
+        assert "MLFLOW_TRACKING_URI" not in os.environ  # the environment stays as the user set it
+    assert stores == [f"sqlite:///{tmp_path / n / 'mlruns' / 'mlflow.db'}" for n in ("first", "second")]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mine.db'}")
+    tracking_setup(load_mlflow_config())
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mine.db'}"  # the user's, kept
 
 
 def test_config_bad_field_names_file_and_field(tmp_path: Path, monkeypatch) -> None:

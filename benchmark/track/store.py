@@ -156,7 +156,15 @@ def tracking_setup(config: MlflowConfig) -> str:
         db.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
     if config.artifact_location and not _is_uri(config.artifact_location):
         Path(config.artifact_location).mkdir(parents=True, exist_ok=True)
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(config.tracking_uri)
+    # mlflow also exports the URI as MLFLOW_TRACKING_URI, which `load_mlflow_config` reads as the
+    # user's override: a later command of this process in another folder would then track into
+    # this folder's store. The environment is left as the user set it.
+    if user_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_uri
     with _first_open_lock(db):
         client = MlflowClient()
         experiment = client.get_experiment_by_name(config.experiment)
