@@ -217,13 +217,33 @@ def test_busy_store_writes_are_retried_and_other_errors_are_not(monkeypatch: pyt
 
     assert tracking_write(busy_twice) == "stored" and len(calls) == 3
 
+    def dataset_race_lost() -> str:  # another process registered the same dataset a moment earlier
+        calls.append(1)
+        if len(calls) == 4:
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
+                "datasets.digest"
+            )
+        return "found"
+
+    assert tracking_write(dataset_race_lost) == "found" and len(calls) == 5
+    calls.clear()
+
     def broken() -> None:
         calls.append(1)
         raise MlflowException("RESOURCE_DOES_NOT_EXIST: run abc not found")
 
     with pytest.raises(MlflowException, match="not found"):
         tracking_write(broken)
-    assert len(calls) == 4
+    assert len(calls) == 1  # not retried
+
+    def other_integrity_error() -> None:
+        calls.append(1)
+        raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: runs.run_uuid")
+
+    with pytest.raises(MlflowException, match=r"runs\.run_uuid"):
+        tracking_write(other_integrity_error)
+    assert len(calls) == 2
 
     def always_busy() -> None:
         raise MlflowException("database is locked")

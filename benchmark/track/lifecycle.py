@@ -52,10 +52,15 @@ START_TOLERANCE_S = 1.0
 
 
 def is_busy(err: BaseException) -> bool:
-    """True for the store's "try again" answers (SQLite: "database is locked")."""
+    """True for the store's "try again" answers: SQLite's "database is locked", and a lost race to
+    register a dataset. MLflow's `log_input` looks the dataset up and inserts it when absent; two
+    processes logging the same one at once (two study workers, the same fold's validation part)
+    both insert, and the loser's IntegrityError means the row now exists: its retry finds it."""
     if not isinstance(err, MlflowException):
         return False
-    return err.error_code == "TEMPORARILY_UNAVAILABLE" or "database is locked" in str(err)
+    message = str(err)
+    lost_race = "IntegrityError" in message and "datasets" in message
+    return err.error_code == "TEMPORARILY_UNAVAILABLE" or "database is locked" in message or lost_race
 
 
 class _HideBusyTracebacks(logging.Filter):
