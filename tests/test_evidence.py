@@ -303,18 +303,17 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
 
 
 def agreement_report(evidence) -> tuple[float, dict[str, float], str]:
-    """Share of non-neutral utterances whose measured established cues agree with the table by a
-    strict majority (`UtteranceEvidence.agrees_with_experts`), per label, and a printable report
-    with the per-cue shares for the assertion messages."""
+    """Share of utterances whose measured established cues agree with the table by a strict
+    majority (`UtteranceEvidence.agrees_with_experts`), per label, and a printable report with the
+    per-cue shares for the assertion messages."""
     per_label: dict[str, list[bool]] = {}
     for item in evidence:
-        if item.emotion != "neutral":
-            per_label.setdefault(item.emotion, []).append(bool(item.agrees_with_experts))
+        per_label.setdefault(item.emotion, []).append(bool(item.agrees_with_experts))
     pooled = [a for values in per_label.values() for a in values]
     shares = {label: sum(v) / len(v) for label, v in per_label.items()}
-    lines = [f"non-neutral utterances agreeing: {sum(pooled) / len(pooled):.1%}"]
+    lines = [f"utterances agreeing: {sum(pooled) / len(pooled):.1%}"]
     lines += [f"  {label}: {share:.0%}" for label, share in shares.items()]
-    for emotion in ("anger", "happiness", "sadness"):
+    for emotion in ("anger", "happiness", "sadness", "neutral"):
         result = cue_plausibility([e for e in evidence if e.reference == emotion])
         cells = ", ".join(f"{cue} {c.share:.0%}" for cue, c in result.per_cue.items() if c.share is not None)
         lines.append(f"  {emotion} per cue: {cells}")
@@ -322,35 +321,30 @@ def agreement_report(evidence) -> tuple[float, dict[str, float], str]:
 
 
 def test_demo_cue_verdicts_follow_the_synthesised_prosody(demo):
-    """The demo synthesises every emotion relative to its speaker (`benchmark.data.demo.PROFILES`).
+    """The demo synthesises every emotion relative to its speaker in the expert directions
+    (`benchmark.data.demo.PROFILES`), so the verdicts of the reference emotions must agree.
 
-    Measured with seed 0: 80 % of the non-neutral utterances agree by strict majority (angry 90 %,
-    happy 60 %, sad 90 %), short of the 90 % aimed at. The causes are the demo's design, not the
-    table: (1) happy speech is synthesised only 6 % faster than neutral, which is inside the
-    speaker's all-emotion baseline (its mean rate is 2 % above neutral), so the table's "fast rate"
-    for happiness reads `neutral` in 9 of 10 happy utterances, and with three established cues a
-    happy utterance then needs both F0 cues to agree; (2) the angry range (+15) lies between neutral
-    and happy (+30), so anger's F0 variability rises past 0.5 speaker std in only 3 of 10; (3)
-    the demo does not control spectral slope at all (eSpeak's amplitude does not change the
-    spectral tilt), so that cue is a coin toss. The bars below are set under the measured values
-    with that explanation; the README states the 90 % aim and the measured shares.
+    Measured with seed 0: 92.5 % of these 40 utterances agree by strict majority (96.7 % of the
+    full 420-utterance corpus). Single cues agree less often: a sentence's phonemes move the
+    spectral slope and the speaking rate (words per voiced second) as much as the designed shifts,
+    so those cues carry most of the disagreements.
     """
     rows, evidence, _ = demo
     assert len(evidence) == len(rows) == 40
     share, per_label, report = agreement_report(evidence)
-    assert share >= 0.75, report
-    assert per_label["angry"] >= 0.8 and per_label["sad"] >= 0.8, report
+    assert share >= 0.9, report
+    assert min(per_label.values()) >= 0.8, report
     # The cues the demo moves by a wide margin agree almost always: loudness of anger and
-    # sadness, F0 of happiness and sadness, rate of anger and sadness.
+    # sadness, F0 of every emotion, F0 variability and rate of sadness.
     designed = {
-        "anger": (LOUDNESS, SPEAKING_RATE),
-        "sadness": (LOUDNESS, F0, SPEAKING_RATE),
+        "anger": (LOUDNESS, F0),
+        "sadness": (LOUDNESS, F0, F0_VARIABILITY, SPEAKING_RATE),
         "happiness": (F0,),
     }
     verdicts = [
         e.cues[cue].verdict for e in evidence if e.reference in designed for cue in designed[e.reference]
     ]
-    assert verdicts.count("agrees") / len(verdicts) >= 0.85, (
+    assert verdicts.count("agrees") / len(verdicts) >= 0.9, (
         verdicts.count("agrees") / len(verdicts),
         report,
     )
@@ -366,14 +360,16 @@ def test_flipped_expert_direction_is_caught(demo):
     right_loudness = cue_plausibility([e for e in evidence if e.reference == "anger"]).per_cue[LOUDNESS]
     wrong_loudness = cue_plausibility([e for e in wrong if e.reference == "anger"]).per_cue[LOUDNESS]
     assert right_loudness.share >= 0.9 and wrong_loudness.share <= 0.1
-    right_share, right_per_label, report = agreement_report(evidence)
+    _, right_per_label, report = agreement_report(evidence)
     _, wrong_per_label, wrong_report = agreement_report(wrong)
-    assert wrong_per_label["angry"] <= right_per_label["angry"] - 0.3, (report, wrong_report)
-    # Every direction reversed: the share collapses.
+    # One flipped cue of five loses the majority only where another cue already disagreed.
+    assert wrong_per_label["angry"] < right_per_label["angry"], (report, wrong_report)
+    # Every direction reversed (neutral's "baseline" has no reverse): the emotional labels collapse.
     reverse = {"up": "down", "down": "up", "baseline": "baseline"}
     mirrored = {
         emotion: {cue: replace(e, direction=reverse[e.direction]) for cue, e in cues.items()}
         for emotion, cues in table.rows.items()
     }
-    mirrored_share, _, mirrored_report = agreement_report(judged(replace(table, rows=mirrored)))
-    assert mirrored_share <= 0.2 and right_share - mirrored_share >= 0.5, (report, mirrored_report)
+    _, mirrored_per_label, mirrored_report = agreement_report(judged(replace(table, rows=mirrored)))
+    for label in ("angry", "happy", "sad"):
+        assert mirrored_per_label[label] <= 0.2 <= right_per_label[label] - 0.5, (report, mirrored_report)

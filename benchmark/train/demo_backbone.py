@@ -44,6 +44,7 @@ from benchmark.config import benchmark_home
 from benchmark.data.audio import DEMO_FRONT_END, SAMPLE_RATE, load_audio
 from benchmark.data.batching import LengthBucketSampler, pad_waveforms
 from benchmark.data.builds import atomic_build, read_build_info
+from benchmark.data.demo import BUILD_VERSION as CORPUS_VERSION
 from benchmark.data.demo import build_demo_corpus
 from benchmark.data.manifest import Utterance, read_manifest
 from benchmark.nn.ctc import BLANK, VOCAB, encode_text, greedy_decode
@@ -104,7 +105,8 @@ def demo_backbone_dir() -> Path:
 
 
 def _build_info(size: int, steps: int, seed: int) -> dict[str, object]:
-    return {"version": BUILD_VERSION, "seed": seed, "size": size, "steps": steps}
+    # The corpus's version too: a backbone trained on an earlier synthesis is not reused.
+    return {"version": BUILD_VERSION, "corpus": CORPUS_VERSION, "seed": seed, "size": size, "steps": steps}
 
 
 def ensure_demo_backbone(
