@@ -240,14 +240,19 @@ def test_measured_cues_follow_emotion_directions_other_seed(tmp_path: Path):
     rows = read_manifest(manifest)
     check_measured_cues(rows)
     # The descriptors follow the measurements, not the request: the classes overlap, so some
-    # emotion has utterances described with different pitch levels.
+    # emotion has utterances described with different levels of one cue.
     said = {
-        emotion: {
+        (emotion, dimension): {
             word
-            for word, phrase in PITCH_PHRASES.items()
+            for word, phrase in words.items()
             for r in rows
             if r.emotion == emotion and phrase in r.descriptor
         }
         for emotion in demo.EMOTIONS
+        for dimension, words in {
+            "pitch": PITCH_PHRASES,
+            "energy": ENERGY_PHRASES,
+            "speed": SPEED_PHRASES,
+        }.items()
     }
     assert any(len(words) > 1 for words in said.values()), said
