@@ -13,7 +13,7 @@ import torch
 
 from benchmark.config import AdapterConfig, BottleneckConfig, DecoderSettings, StageConfig, SystemConfig
 from benchmark.data.audio import SAMPLE_RATE
-from benchmark.data.cues import frame_cues
+from benchmark.data.cues import HOP_SECONDS, frame_cues
 from benchmark.data.tasks import format_response
 from benchmark.errors import BenchmarkError
 from benchmark.explain.saliency import (
@@ -276,11 +276,11 @@ ONSETS = (0.53, 1.31)  # off every frame grid, so that a frame boundary cannot h
 BURST = 0.1
 
 
-def bursts() -> np.ndarray:
-    """Silence with a 220 Hz tone burst of BURST seconds at each of ONSETS."""
+def bursts(onsets: tuple[float, ...] = ONSETS) -> np.ndarray:
+    """Silence with a 220 Hz tone burst of BURST seconds at each of `onsets`."""
     t = np.arange(round(DURATION * SAMPLE_RATE)) / SAMPLE_RATE
     wave = np.zeros_like(t)
-    for onset in ONSETS:
+    for onset in onsets:
         inside = (t >= onset) & (t < onset + BURST)
         wave[inside] = 0.5 * np.sin(2 * np.pi * 220 * (t[inside] - onset))
     return wave.astype(np.float32)
@@ -332,19 +332,25 @@ def test_encoder_frames_and_adapter_tokens_put_the_events_at_their_times(encoder
         assert onset - token_field < start <= onset
 
 
+# Off the 10 ms LLD grid at three phases, the last 1 ms short of the next frame.
+LLD_ONSETS = (0.532, 1.017, 1.539)
+
+
 @pytest.mark.slow
 def test_egemaps_frames_put_the_events_at_their_times(tmp_path):
     path = tmp_path / "bursts.wav"
-    sf.write(path, bursts(), SAMPLE_RATE)
+    sf.write(path, bursts(LLD_ONSETS), SAMPLE_RATE)
     lld = frame_cues(path)
     assert np.allclose(lld.index.to_numpy(), lld_frame_start(np.arange(len(lld))))
     loudness = lld["Loudness_sma3"].to_numpy()
-    found = onsets(lld.index.to_numpy(), loudness > 0.1 * loudness.max())
-    assert len(found) == len(ONSETS)
-    # Loudness is measured over 20 ms windows and smoothed over 3 frames (`_sma3`): the first frame
-    # that hears the onset starts up to 30 ms before it, never after it.
-    for start, onset in zip(found, ONSETS, strict=True):
-        assert onset - 0.03 - 1e-9 <= start <= onset
+    silence = loudness[lld.index.to_numpy() < LLD_ONSETS[0] - 0.1].max()
+    found = onsets(lld.index.to_numpy(), loudness > 10 * silence)
+    assert len(found) == len(LLD_ONSETS)
+    # Loudness is measured over 20 ms windows and smoothed over 3 frames (`_sma3`, centred), so LLD
+    # frame k hears [start_k - 10 ms, start_k + 30 ms): the first frame that hears an onset is
+    # exactly the first whose start is later than 30 ms before it.
+    for start, onset in zip(found, LLD_ONSETS, strict=True):
+        assert start == pytest.approx(lld_frame_start(math.floor((onset - 0.03) / HOP_SECONDS) + 1))
 
 
 class TotalLoudness:
