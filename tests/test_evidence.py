@@ -324,7 +324,7 @@ def test_demo_cue_verdicts_follow_the_synthesised_prosody(demo):
     """The demo synthesises every emotion relative to its speaker in the expert directions
     (`benchmark.data.demo.PROFILES`), so the verdicts of the reference emotions must agree.
 
-    Measured with seed 0: 92.5 % of these 40 utterances agree by strict majority (96.7 % of the
+    Measured with seed 0: 92.5 % of these 40 utterances agree by strict majority (93.8 % of the
     full 420-utterance corpus). Single cues agree less often: a sentence's phonemes move the
     spectral slope and the speaking rate (words per voiced second) as much as the designed shifts,
     so those cues carry most of the disagreements.

@@ -106,12 +106,12 @@ class ProsodyShift:
 
 PROFILES = {
     "neutral": ProsodyShift(pitch=0, range=0, volume=1.0, rate=1.0, tilt=0.0),
-    "happy": ProsodyShift(pitch=12, range=40, volume=1.15, rate=1.35, tilt=0.0),
+    "happy": ProsodyShift(pitch=12, range=40, volume=1.15, rate=1.25, tilt=0.0),
     # A small raise of the tilt only: at 3 dB/octave openSMILE's F0 tracking already made octave
     # errors (the F0 standard deviation of one voice doubled), which would fake anger's F0
     # variability and, through lost voicing, its speaking rate.
-    "angry": ProsodyShift(pitch=14, range=35, volume=1.5, rate=1.35, tilt=1.5),
-    "sad": ProsodyShift(pitch=-20, range=-35, volume=0.6, rate=0.62, tilt=-6.0),
+    "angry": ProsodyShift(pitch=14, range=35, volume=1.5, rate=1.25, tilt=1.5),
+    "sad": ProsodyShift(pitch=-20, range=-35, volume=0.6, rate=0.72, tilt=-6.0),
 }
 # Standard deviations of the per-utterance variation (volume and rate as fractions; tilt in dB/octave).
 VARIATION = ProsodyShift(pitch=4, range=5, volume=0.1, rate=0.04, tilt=0.3)
