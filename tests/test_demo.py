@@ -256,3 +256,20 @@ def test_measured_cues_follow_emotion_directions_other_seed(tmp_path: Path):
         }.items()
     }
     assert any(len(words) > 1 for words in said.values()), said
+
+
+def test_tilt_spectrum_changes_the_level_above_the_corner_only():
+    """A tilt of T dB per octave above 500 Hz: a 1500 Hz tone gains T * log2(3) dB against a
+    250 Hz one (below the corner, untouched), and the wave keeps its RMS."""
+    t = np.arange(16000) / 16000
+    low, high = np.sin(2 * np.pi * 250 * t), np.sin(2 * np.pi * 1500 * t)
+    wave = (low + high).astype(np.float32)
+    assert demo.tilt_spectrum(wave, 0.0) is wave
+    for tilt in (-6.0, 1.5):
+        tilted = demo.tilt_spectrum(wave, tilt).astype(np.float64)
+        assert np.sqrt(np.mean(tilted**2)) == pytest.approx(
+            np.sqrt(np.mean(wave.astype(np.float64) ** 2)), rel=1e-5
+        )
+        amplitude = {f: abs(np.fft.rfft(tilted)[f]) for f in (250, 1500)}  # 1 Hz bins
+        gain_db = 20 * np.log10(amplitude[1500] / amplitude[250])
+        assert gain_db == pytest.approx(tilt * np.log2(1500 / 500), abs=1e-3)
