@@ -40,6 +40,7 @@ paper does, and the k non-overlapping windows with the largest summed saliency a
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -113,8 +114,12 @@ class Decision(WaveformDecision, Protocol):
         ...
 
 
-class EncoderDecision:
-    """A decision on the encoder's outputs; from waveforms it runs the frozen encoder first."""
+class EncoderDecision(ABC):
+    """A decision on the encoder's outputs; from waveforms it runs the frozen encoder first.
+
+    Subclasses say how the decision reads the hidden states, which is what the gradient methods
+    attribute on.
+    """
 
     description = "decision"
 
@@ -125,8 +130,9 @@ class EncoderDecision:
         out = self.encoder(waves, mask)
         return self.from_hidden_states(out.hidden_states, out.frame_mask)
 
+    @abstractmethod
     def from_hidden_states(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """hidden_states (L+1, B, F, D), frame_mask (B, F) -> the decision's value per utterance (B,)."""
 
 
 def _one_utterance(wave: Waveform) -> tuple[torch.Tensor, torch.Tensor]:
