@@ -20,14 +20,23 @@ from benchmark.console import console
 from benchmark.data.demo import DEFAULT_SIZE, EMOTIONS, build_demo_corpus
 from benchmark.data.manifest import read_manifest
 from benchmark.explain.evidence import corpus_evidence, cue_plausibility
-from benchmark.explain.expert_cues import CUE_KEYS, load_expert_table
+from benchmark.explain.expert_cues import (
+    CUE_KEYS,
+    F0,
+    F0_VARIABILITY,
+    LOUDNESS,
+    SPEAKING_RATE,
+    SPECTRAL_SLOPE,
+    load_expert_table,
+)
 
+# The established cues (the table's weak voice-quality cues are left out), with column names.
 SHORT = {
-    "F0semitoneFrom27.5Hz_sma3nz": "F0",
-    "F0semitoneFrom27.5Hz_sma3nz_stddev": "F0 std",
-    "Loudness_sma3": "loudness",
-    "slope500-1500_sma3": "slope 500-1500",
-    "speaking_rate": "rate",
+    F0: "F0",
+    F0_VARIABILITY: "F0 std",
+    LOUDNESS: "loudness",
+    SPECTRAL_SLOPE: "slope 500-1500",
+    SPEAKING_RATE: "rate",
 }
 
 
