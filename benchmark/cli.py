@@ -21,7 +21,7 @@ from benchmark.signals import Stopped, killed_runs, stop_on_signals
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from benchmark.console import checks_table, console
-    from benchmark.track.environment import collect_checks
+    from benchmark.environment import collect_checks
 
     console.print(checks_table(collect_checks()))
     return 0
@@ -38,7 +38,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.config import parse_overrides
     from benchmark.console import console, print_run_link, results_table
-    from benchmark.track.experiment import RunRequest, run_experiment
+    from benchmark.workflows.run import RunRequest, run_experiment
 
     request = RunRequest(
         system=args.system,
@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from benchmark.config import parse_overrides
     from benchmark.console import print_run_link, print_study
-    from benchmark.track.study import StudyRequest, report_study, run_study
+    from benchmark.study.search import StudyRequest, report_study, run_study
 
     request = StudyRequest(
         name=args.name,
@@ -94,7 +94,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from benchmark.console import print_explanation, print_run_explanations
-    from benchmark.track.explanations import ExplainSettings, explain_run, explain_utterance
+    from benchmark.workflows.explain import ExplainSettings, explain_run, explain_utterance
 
     if args.all == (args.utterance is not None):
         raise BenchmarkError("name one utterance, or --all of the run's test utterances", hint="not both")
@@ -121,7 +121,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from benchmark.console import console, evaluation_table, print_run_link
-    from benchmark.track.zero_shot import evaluate_run
+    from benchmark.workflows.evaluate import evaluate_run
 
     summary = evaluate_run(args.run_id, args.dataset, args.fold)
     console.print(evaluation_table(summary, args.dataset))
@@ -131,7 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from benchmark.console import console, print_compare_notes
-    from benchmark.track.compare import DEFAULT_METRICS, comparison_table, run_compare
+    from benchmark.workflows.compare import DEFAULT_METRICS, comparison_table, run_compare
 
     report = run_compare(
         args.runs,
@@ -153,13 +153,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from benchmark.data.builds import atomic_file
-    from benchmark.track.leaderboard import build_boards
-    from benchmark.track.render import render
+    from benchmark.leaderboard.board import build_boards
+    from benchmark.leaderboard.render import render
 
     datasets, runs, protocol = args.dataset, args.runs, args.protocol
     if args.study:  # the study's refit runs in their cells, in the table of their setup
-        from benchmark.track.store import load_mlflow_config, tracking_setup
-        from benchmark.track.study import study_runs
+        from benchmark.study.search import study_runs
+        from benchmark.tracking.store import load_mlflow_config, tracking_setup
 
         tracking_setup(load_mlflow_config())
         found = study_runs(args.study)
@@ -181,8 +181,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from functools import partial
 
     from benchmark.console import error_console, print_ui_ready
-    from benchmark.track.store import load_mlflow_config
-    from benchmark.track.ui import serve_ui
+    from benchmark.tracking.store import load_mlflow_config
+    from benchmark.workflows.ui import serve_ui
 
     config = load_mlflow_config()
     try:

@@ -265,17 +265,15 @@ class TinyLLMSettings(StrictModel):
 class DecoderSettings(StrictModel):
     """The LLM and how it trains; `regime: full` trains every weight (random tiny LLMs).
 
-    The last four fields (and `lora_dropout: 0`) are the speed and memory switches measured by
-    `measurements/gpu_check.py` (README, "Speed and memory at paper scale"). All are off by
-    default: every number in the README was measured without them.
+    The last four fields (and `lora_dropout: 0`) are speed and memory switches, all off by default;
+    `measurements/gpu_check.py` measures them (docs/paper-scale.md).
     - `loss_logits_only`: the output layer runs only at the positions that predict a response
-      token, instead of over the whole prompt and speech (128256 logits per position at paper
-      size). The loss is the same up to float rounding.
-    - `lora_dtype: bfloat16`: LoRA weights (and so their AdamW state) in bf16 like the base LLM;
-      peft otherwise keeps them in float32, which costs a cast around every adapted projection.
+      token, not over the whole prompt and speech; the loss is the same up to float rounding.
+    - `lora_dtype: bfloat16`: LoRA weights (and their AdamW state) in bf16 like the base LLM;
+      peft otherwise keeps them in float32, with a cast around every adapted projection.
     - `compile_layers`: `torch.compile` each decoder layer (one graph, reused by all of them).
     - `gradient_checkpointing`: recompute each decoder layer's activations in the backward pass;
-      saves memory, costs about a third more compute.
+      saves memory at the cost of extra compute.
     """
 
     regime: Literal["lora", "full"] = "lora"
@@ -330,7 +328,8 @@ class SystemConfig(StrictModel):
     `kind: ssl` the fine-tuned SSL baselines (weighted sum + classifier head for SER, CTC head
     for ASR). `disentangle: false` drops the IB-VAE and uses one adapter on the weighted layer
     sum (Table 2 Sys. 4). Files may name a parent with `inherits:` (resolved by the registry
-    before validation); fields given here override the parent's, mappings merge key by key.
+    before validation); fields given here override the parent's, mappings merge key by key and
+    `stages` by stage name (`benchmark.registry.merge_stages`).
     """
 
     name: str

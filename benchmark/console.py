@@ -13,16 +13,16 @@ from rich.table import Table
 
 from benchmark.config import DatasetCard, SystemConfig
 from benchmark.data.prepare import PrepareReport, SplitSummary, is_prepared
+from benchmark.environment import Check
 from benchmark.errors import BenchmarkError
-from benchmark.track.environment import Check
 
 if TYPE_CHECKING:
-    from benchmark.track.compare import CompareReport
-    from benchmark.track.explanations import Explanation, RunExplanations
-    from benchmark.track.store import MlflowConfig
-    from benchmark.track.study import StudySummary
-    from benchmark.track.ui import ReadyUI
-    from benchmark.track.zero_shot import EvaluationSummary
+    from benchmark.study.search import StudySummary
+    from benchmark.tracking.store import MlflowConfig
+    from benchmark.workflows.compare import CompareReport
+    from benchmark.workflows.evaluate import EvaluationSummary
+    from benchmark.workflows.explain import Explanation, RunExplanations
+    from benchmark.workflows.ui import ReadyUI
 
 # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns, so tables
 # with paths stay readable.
@@ -181,7 +181,7 @@ def _param(value: object) -> str:
 
 def print_study(summary: StudySummary) -> None:
     """The trials table of a study, its best trial, its refit runs, and how to browse it."""
-    from benchmark.track.study_report import dashboard_command, trial_rows
+    from benchmark.study.report import dashboard_command, trial_rows
 
     spec, metric = summary.spec, summary.spec.objective.metric
     table = Table(

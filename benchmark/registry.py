@@ -21,6 +21,7 @@ from typing import Any, Literal
 from benchmark.config import (
     SYSTEM_PARAM,
     DatasetCard,
+    StageConfig,
     StudySpec,
     SystemConfig,
     load_yaml,
@@ -90,12 +91,49 @@ def dataset_cards() -> dict[str, DatasetCard]:
     return {name: load_dataset_card(name) for name in entries("datasets")}
 
 
+def merge_stages(parent: list[Any], child: list[Any], source: Path) -> list[Any]:
+    """A child file's `stages` merged over its parent's by stage `name`, so that a variant states
+    only how its schedule differs (`--set stages=[...]`, by contrast, gives the whole list):
+
+    - a stage named like one of the parent's merges over it (`merge_configs`), in its place;
+    - `{name: X, drop: true}` removes the parent's stage X (drop them all to start afresh);
+    - any other stage is new and appended, so it must give every field a stage needs.
+    """
+    stages = list(parent)
+    required = [field for field, info in StageConfig.model_fields.items() if info.is_required()]
+    for entry in child:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise BenchmarkError(f"{source}: every entry of 'stages' needs a 'name'")
+        name = entry["name"]
+        names = [stage.get("name") if isinstance(stage, dict) else None for stage in stages]
+        index = names.index(name) if name in names else None
+        known = ", ".join(str(other) for other in names if other is not None) or "none"
+        if "drop" in entry:
+            if index is None or entry != {"name": name, "drop": True}:
+                raise BenchmarkError(
+                    f"{source}: stage '{name}': a 'drop: true' entry names one of the parent's stages "
+                    f"({known}) and nothing else"
+                )
+            del stages[index]
+        elif index is not None:
+            stages[index] = merge_configs(stages[index], entry)
+        elif missing := [field for field in required if field not in entry]:
+            raise BenchmarkError(
+                f"{source}: stage '{name}' is not a parent's stage ({known}), "
+                f"and a new stage needs {', '.join(missing)}"
+            )
+        else:
+            stages.append(entry)
+    return stages
+
+
 def _system_data(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
     """The fields of one system file with its `inherits:` chain resolved, not yet validated.
 
-    The parent is resolved first (recursively) and the child merged over it with `merge_configs`.
-    The parent's `paper` rows are not inherited: a row of the paper belongs to one system, and a
-    variant that claimed its parent's row would land in the wrong leaderboard cell.
+    The parent is resolved first (recursively) and the child merged over it with `merge_configs`,
+    except `stages`, which merge by name (`merge_stages`). The parent's `paper` rows are not
+    inherited: a row of the paper belongs to one system, and a variant that claimed its parent's
+    row would land in the wrong leaderboard cell.
     """
     path = find("models", name)
     data = load_yaml(path)
@@ -113,6 +151,8 @@ def _system_data(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
         )
     inherited = _system_data(parent, (*chain, name))
     inherited.pop("paper", None)
+    if isinstance(data.get("stages"), list) and isinstance(inherited.get("stages", []), list):
+        data["stages"] = merge_stages(inherited.get("stages", []), data["stages"], path)
     return merge_configs(inherited, data)
 
 

@@ -1,15 +1,11 @@
 """SIGINT and SIGTERM as an exception that unwinds the command, never raised inside a tracking write.
 
-SIGINT (Ctrl-C) and SIGTERM (what `timeout`, docker and Slurm send) raise `Stopped`, a
-`KeyboardInterrupt` that carries the signal, so every `run_context` on the way out ends its run
-KILLED and the CLI exits with 128 + the signal number and one line. A signal that arrives during a
-tracking write or a checkpoint write (`signals_held`) is held until the write is done: raised inside
-SQLAlchemy it would leave the SQLite database locked, and ending the runs would then fail; raised
-inside `torch.save`, its zip writer's clean-up fails in turn and the stop surfaces as a
-`RuntimeError` (a crash, not a stop), with the checkpoint of that epoch lost. Once a stop is under way,
-further signals are noted but not raised, so a second Ctrl-C cannot cut the clean-up short (the
-clean-up is bounded by the store's write retries; SIGKILL still ends the process at once).
-
+SIGINT and SIGTERM raise `Stopped`, a `KeyboardInterrupt` carrying the signal, so every
+`run_context` on the way out ends its run KILLED and the CLI exits with 128 + the signal number.
+A signal during a tracking or checkpoint write (`signals_held`) is held until the write is done:
+inside SQLAlchemy it would leave the SQLite database locked, inside `torch.save` it would turn the
+stop into a crash and lose that epoch's checkpoint. Once a stop is under way, further signals are
+noted, not raised, so a second Ctrl-C cannot cut the clean-up short.
 Kept free of heavy imports and of the package's other modules: the CLI installs the handlers before
 any command is imported, and every layer (the training loop included) may hold a stop.
 """

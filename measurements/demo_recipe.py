@@ -20,7 +20,7 @@ import dataclasses
 
 from benchmark.console import console, metrics_table
 from benchmark.nn import backbones
-from benchmark.track.experiment import RunRequest, run_experiment
+from benchmark.workflows.run import RunRequest, run_experiment
 
 VARIANTS: dict[str, tuple[dict, dict]] = {
     # name: (changes to the demo backbone, --set overrides of the system)

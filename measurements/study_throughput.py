@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 
 from benchmark.console import console
 from benchmark.errors import BenchmarkError
-from benchmark.track.study import TRIAL_RUN_ATTR, StudyRequest, open_study
+from benchmark.study.search import TRIAL_RUN_ATTR, StudyRequest, open_study
 
 
 def study_command(args: argparse.Namespace, trials: int, workers: int, *extra: str) -> list[str]:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmark.track.store import MlflowConfig
-from benchmark.track.ui import start_ui, stop_ui, wait_ready
+from benchmark.tracking.store import MlflowConfig
+from benchmark.workflows.ui import start_ui, stop_ui, wait_ready
 
 
 def free_port() -> int:

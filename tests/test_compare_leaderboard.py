@@ -24,13 +24,13 @@ from scipy.stats import ttest_rel
 from benchmark.cli import main
 from benchmark.data.records import PredictionRecord
 from benchmark.eval.metrics import asr_scores, ser_scores
+from benchmark.leaderboard.board import build_board
+from benchmark.leaderboard.published import load_published
+from benchmark.leaderboard.render import render
 from benchmark.registry import load_system, system_configs
-from benchmark.track.leaderboard import build_board
-from benchmark.track.protocol import RunProtocol
-from benchmark.track.published import load_published
-from benchmark.track.records import load_run_records
-from benchmark.track.render import render
-from benchmark.track.store import load_mlflow_config
+from benchmark.tracking.artifacts import load_run_records
+from benchmark.tracking.store import load_mlflow_config
+from benchmark.tracking.tags import RunProtocol
 
 LABELS = ["neutral", "happy", "angry", "sad"]  # datasets/demo.yaml
 SYSTEMS = ("ssl-hubert", "no-fd")  # Table 2 rows 1 and 4; no-fd is the baseline of the "*" marker
@@ -40,7 +40,7 @@ SYSTEMS = ("ssl-hubert", "no-fd")  # Table 2 rows 1 and 4; no-fd is the baseline
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     """(folder holding mlruns/, system -> run id) of one 1-epoch tiny-backbone run per system."""
     from benchmark.data.demo import build_demo_corpus
-    from benchmark.track.experiment import RunRequest, run_experiment
+    from benchmark.workflows.run import RunRequest, run_experiment
 
     folder = tmp_path_factory.mktemp("compare")
     threads = torch.get_num_threads()
@@ -228,7 +228,7 @@ def test_runs_and_comparison_runs_are_served_by_the_mlflow_ui(runs: dict[str, st
 def test_descriptor_table_scores_the_logged_descriptors(
     runs: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ):
-    from benchmark.track import compare
+    from benchmark.workflows import compare
 
     calls = []
     scorer = compare.caption_utterance_scores

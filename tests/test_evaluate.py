@@ -22,13 +22,13 @@ from benchmark.nn.encoder import build_encoder
 from benchmark.nn.ssl_baseline import SSLBaseline
 from benchmark.nn.system import build_system
 from benchmark.registry import load_dataset_card
-from benchmark.track.experiment import RunRequest, resolve_system, run_experiment
-from benchmark.track.models import fold_model
-from benchmark.track.records import load_run_records
-from benchmark.track.zero_shot import evaluate_run
+from benchmark.tracking.artifacts import load_run_records
+from benchmark.tracking.models import fold_model
 from benchmark.train.loop import train
 from benchmark.train.ssl import build_ssl_baseline, pretrained_top_layers
 from benchmark.train.trained import export_trained_model, rebuild_trained_model
+from benchmark.workflows.evaluate import evaluate_run
+from benchmark.workflows.run import RunRequest, resolve_system, run_experiment
 
 CAPTIONS = ["语气平静，语速正常", "声音响亮，情绪激动", "语调低沉，显得伤心"]
 

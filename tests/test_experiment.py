@@ -11,11 +11,11 @@ from mlflow.tracking import MlflowClient
 from benchmark.cli import main
 from benchmark.errors import BenchmarkError
 from benchmark.nn.backbones import BACKBONES, Backbone, get_backbone
-from benchmark.track import experiment
-from benchmark.track.experiment import RunRequest, resolve_system, run_experiment
-from benchmark.track.lookup import find_runs, finished_run
-from benchmark.track.records import load_run_records
+from benchmark.tracking.artifacts import load_run_records
+from benchmark.tracking.lookup import find_runs, finished_run
 from benchmark.train import loop
+from benchmark.workflows import run as experiment
+from benchmark.workflows.run import RunRequest, resolve_system, run_experiment
 
 
 def request(**changes) -> RunRequest:

@@ -11,9 +11,9 @@ from mlflow import MlflowClient
 from benchmark.cli import main
 from benchmark.data.audio import load_audio
 from benchmark.data.records import PredictionRecord
-from benchmark.track import explanations
-from benchmark.track.experiment import RunRequest, run_experiment
-from benchmark.track.records import load_run_explanations, load_run_records
+from benchmark.tracking.artifacts import load_run_explanations, load_run_records
+from benchmark.workflows import explain as explanations
+from benchmark.workflows.run import RunRequest, run_experiment
 
 LLD_KEYS = {"Loudness_sma3", "F0semitoneFrom27.5Hz_sma3nz"}
 

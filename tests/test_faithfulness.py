@@ -19,7 +19,7 @@ from benchmark.explain.faithfulness import (
     measured_levels_from_cues,
 )
 from benchmark.registry import load_dataset_card, load_system
-from benchmark.track.experiment import run_metrics
+from benchmark.workflows.run import run_metrics
 
 LEVELS = ("low", "normal", "high")
 

@@ -211,7 +211,7 @@ def test_prepare_refuses_an_existing_file_as_out(tmp_path: Path, capsys: pytest.
 def test_leaderboard_refuses_an_unwritable_out_before_building_the_board(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
-    from benchmark.track import leaderboard
+    from benchmark.leaderboard import board as leaderboard
 
     def not_yet(*args, **kwargs):
         raise AssertionError("the board was built before --out was checked")

@@ -19,7 +19,7 @@ from benchmark.eval.captioning import caption_scores
 from benchmark.eval.predict import RECORD_FIELDS, score_records
 from benchmark.eval.stats import MetricUnavailable
 from benchmark.registry import load_dataset_card
-from benchmark.track.compare import EvaluatedRun
+from benchmark.workflows.compare import EvaluatedRun
 
 # id, reference caption, hypothesis, the manifest row's language (None: a manifest written before)
 ROWS = [

@@ -23,11 +23,11 @@ from mlflow.exceptions import MlflowException
 
 from benchmark.cli import main
 from benchmark.signals import Stopped, signals_held, stop_on_signals
-from benchmark.track import lifecycle
-from benchmark.track.experiment import RunRequest, run_experiment
-from benchmark.track.lifecycle import owner_gone, process_start, tracking_write
-from benchmark.track.runs import run_context
-from benchmark.track.store import EXPERIMENT_KIND, MlflowConfig, RunsConfig, tracking_setup
+from benchmark.tracking import lifecycle
+from benchmark.tracking.lifecycle import owner_gone, process_start, tracking_write
+from benchmark.tracking.runs import run_context
+from benchmark.tracking.store import EXPERIMENT_KIND, MlflowConfig, RunsConfig, tracking_setup
+from benchmark.workflows.run import RunRequest, run_experiment
 
 RUN = ["run", "--system", "full", "--backbone", "tiny", "--epochs", "1", "--fold", "1"]
 

@@ -8,7 +8,7 @@ import pytest
 from benchmark.config import SystemConfig, parse_overrides
 from benchmark.errors import BenchmarkError
 from benchmark.nn.backbones import get_backbone
-from benchmark.track.experiment import RunRequest, resolve_system
+from benchmark.workflows.run import RunRequest, resolve_system
 
 # One stage in the YAML flow syntax that `--set stages=...` takes.
 ONE_STAGE = (

@@ -14,8 +14,8 @@ from benchmark.data.prepare import prepare_corpus
 from benchmark.data.splits import folds, relabel, shared_speakers
 from benchmark.errors import BenchmarkError
 from benchmark.registry import load_dataset_card, system_configs
-from benchmark.track.experiment import RunRequest, run_experiment
-from benchmark.track.store import load_mlflow_config, tracking_setup
+from benchmark.tracking.store import load_mlflow_config, tracking_setup
+from benchmark.workflows.run import RunRequest, run_experiment
 
 OUTSIDE_IEMOCAP = sum(emotion not in {"neutral", "happy", "sad", "angry"} for emotion in SPEECHCRAFT_EMOTIONS)
 
@@ -208,7 +208,7 @@ def test_labels_map_through_the_target_card() -> None:
 
 
 def test_zero_shot_emosec_evaluation_carries_the_source_setup(corpora: Path) -> None:
-    from benchmark.track.zero_shot import evaluate_run
+    from benchmark.workflows.evaluate import evaluate_run
 
     summary = run_experiment(
         RunRequest(

@@ -1,7 +1,7 @@
 """One protocol per table: which runs `leaderboard` and `compare` take, on fabricated runs.
 
 Each run is written straight into a fresh MLflow store with the tags `run` gives it
-(`benchmark.track.protocol`), a `targets` param and pooled prediction records whose UA is chosen
+(`benchmark.tracking.tags`), a `targets` param and pooled prediction records whose UA is chosen
 (`correct` of the 40 utterances right, evenly over the four labels: UA = correct / 40), so a cell's
 number says which run filled it. Start times are set by hand: "latest" is exact, not a race.
 """
@@ -21,12 +21,12 @@ from mlflow import MlflowClient
 from benchmark.cli import main
 from benchmark.config import SystemConfig
 from benchmark.data.records import PredictionRecord, write_records
+from benchmark.leaderboard.board import build_board, build_boards
+from benchmark.leaderboard.render import render
 from benchmark.registry import load_system
-from benchmark.track.leaderboard import build_board, build_boards
-from benchmark.track.lifecycle import FINISHED
-from benchmark.track.protocol import RunProtocol, describe_setup
-from benchmark.track.render import render
-from benchmark.track.store import load_mlflow_config, tracking_setup
+from benchmark.tracking.lifecycle import FINISHED
+from benchmark.tracking.store import load_mlflow_config, tracking_setup
+from benchmark.tracking.tags import RunProtocol, describe_setup
 
 LABELS = ["neutral", "happy", "angry", "sad"]  # datasets/demo.yaml
 UTTERANCES = 40

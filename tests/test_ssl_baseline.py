@@ -17,8 +17,7 @@ from benchmark.nn.ctc import BLANK, VOCAB
 from benchmark.nn.encoder import build_encoder
 from benchmark.nn.ssl_baseline import SSLBaseline
 from benchmark.registry import load_system
-from benchmark.track.experiment import RunRequest, run_experiment
-from benchmark.track.records import load_run_records
+from benchmark.tracking.artifacts import load_run_records
 from benchmark.train.ssl import (
     build_ssl_baseline,
     encoder_lr_scale,
@@ -26,6 +25,7 @@ from benchmark.train.ssl import (
     pretrained_top_layers,
     train_ssl,
 )
+from benchmark.workflows.run import RunRequest, run_experiment
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 

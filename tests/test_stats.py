@@ -219,7 +219,7 @@ def test_logged_metrics_are_the_values_compare_and_leaderboard_aggregate():
         row |= {"descriptor": ref_d, "speaker": "s", "gender": None, "group": fold, "dataset": "demo"}
         folds[fold][1].append(Utterance(**row, language=lang))
     logged = [score_records(records, card, system, rows) for records, rows in folds.values()]
-    # the parent run's metrics, as benchmark.track.experiment.run_experiment logs them
+    # the parent run's metrics, as benchmark.workflows.run.run_experiment logs them
     names = sorted({name for scores in logged for name in scores})
     parent = {n: float(np.mean([s[n] for s in logged if n in s])) for n in names}
     pooled = [PredictionRecord(**r) for records, _ in folds.values() for r in records]

@@ -13,17 +13,17 @@ from optuna.trial import TrialState
 
 from benchmark import registry
 from benchmark.errors import BenchmarkError
-from benchmark.track.lifecycle import owner_tags
-from benchmark.track.published import load_published
-from benchmark.track.store import MlflowConfig
-from benchmark.track.study import StudyRequest, counted, resolve_spec, study_name, worker_command
-from benchmark.track.study_storage import (
+from benchmark.leaderboard.published import load_published
+from benchmark.study.search import StudyRequest, counted, resolve_spec, study_name, worker_command
+from benchmark.study.storage import (
     StudyStorage,
     TrialHeartbeat,
     default_storage,
     fail_stale_trials,
     parse_storage,
 )
+from benchmark.tracking.lifecycle import owner_tags
+from benchmark.tracking.store import MlflowConfig
 
 
 def write_study(root: Path, **changes) -> Path:
@@ -209,7 +209,7 @@ def test_the_claim_lock_is_exclusive_between_processes(tmp_path: Path):
 )
 def test_the_study_summary_says_what_was_refit(values, complete, refits, said, capsys, tmp_path: Path):
     from benchmark.console import print_study
-    from benchmark.track.study import StudySummary
+    from benchmark.study.search import StudySummary
 
     study = optuna.create_study(direction="maximize")
     distribution = {"beta": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
@@ -225,7 +225,7 @@ def test_the_study_summary_says_what_was_refit(values, complete, refits, said, c
 
 
 def test_workers_on_one_machine_share_its_cores(monkeypatch: pytest.MonkeyPatch):
-    from benchmark.track.study import worker_environment
+    from benchmark.study.search import worker_environment
 
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)

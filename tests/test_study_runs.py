@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 
 from benchmark import registry
 from benchmark.cli import main
-from benchmark.track.store import load_mlflow_config, tracking_setup
-from benchmark.track.study import StudyRequest, resolve_spec, study_name
+from benchmark.study.search import StudyRequest, resolve_spec, study_name
+from benchmark.tracking.store import load_mlflow_config, tracking_setup
 
 pytestmark = pytest.mark.slow
 

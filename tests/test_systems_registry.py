@@ -10,7 +10,7 @@ from benchmark import registry
 from benchmark.cli import main
 from benchmark.errors import BenchmarkError
 
-# ARCHITECTURE section 4: name -> (Table 1, Table 2, Table 3 row), targets, schedule.
+# docs/architecture.md: name -> (Table 1, Table 2, Table 3 row), targets, schedule.
 T, D, E = "transcript", "descriptor", "emotion"
 EXPECTED = {
     "ssl-hubert": ((None, "1", None), {T, E}, "ssl"),
@@ -65,7 +65,7 @@ def test_paper_settings_of_the_main_systems():
     assert len(registry.load_system("joint").stages) == 1
 
 
-def test_inheritance_merges_mappings_replaces_lists_and_keeps_paper_rows_apart(
+def test_inheritance_merges_mappings_and_stages_and_keeps_paper_rows_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     write_system(tmp_path, "child", inherits="full", title="a variant", decoder={"lora_r": 16})
@@ -76,13 +76,15 @@ def test_inheritance_merges_mappings_replaces_lists_and_keeps_paper_rows_apart(
         title="another",
         paper={"table3": "9"},
         stages=[
+            {"name": "content", "drop": True},
+            {"name": "descriptor", "drop": True},
             {
                 "name": "only",
                 "train": ["descriptor", "llm"],
                 "tasks": ["ser"],
                 "lr": 1e-4,
                 "scheduler": "cosine",
-            }
+            },
         ],
     )
     monkeypatch.setenv("BENCHMARK_REGISTRY", str(tmp_path))
@@ -91,7 +93,7 @@ def test_inheritance_merges_mappings_replaces_lists_and_keeps_paper_rows_apart(
     assert child.stages == registry.load_system("full").stages
     assert child.paper.table1 is None and child.paper.table3 is None  # full's rows are not claimed
     grandchild = registry.load_system("grandchild")
-    assert [stage.name for stage in grandchild.stages] == ["only"]  # replaced, not appended
+    assert [stage.name for stage in grandchild.stages] == ["only"]  # full's stages dropped, one added
     assert grandchild.decoder.lora_r == 16 and grandchild.paper.table3 == "9"
 
 

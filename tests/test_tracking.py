@@ -20,7 +20,8 @@ from mlflow_server import search_runs, serving
 from benchmark.config import load_yaml, validate
 from benchmark.data.records import PredictionRecord, read_records, write_records
 from benchmark.errors import BenchmarkError
-from benchmark.track.log import (
+from benchmark.tracking.artifacts import load_run_records
+from benchmark.tracking.log import (
     PARAM_LIMIT,
     TRUNCATED,
     flatten_params,
@@ -30,11 +31,10 @@ from benchmark.track.log import (
     log_metrics,
     log_predictions,
 )
-from benchmark.track.lookup import find_runs
-from benchmark.track.records import load_run_records
-from benchmark.track.runs import run_context
-from benchmark.track.store import REPO_CONFIG, MlflowConfig, load_mlflow_config, tracking_setup
-from benchmark.track.ui import ui_command
+from benchmark.tracking.lookup import find_runs
+from benchmark.tracking.runs import run_context
+from benchmark.tracking.store import REPO_CONFIG, MlflowConfig, load_mlflow_config, tracking_setup
+from benchmark.workflows.ui import ui_command
 
 CONFIG = {
     "name": "full",
@@ -154,7 +154,7 @@ def test_flatten_params_dotted_and_truncated() -> None:
 
 def test_parent_and_nested_runs_finish_with_params_tags_artifacts(tracked: MlflowConfig, monkeypatch) -> None:
     monkeypatch.setattr(
-        "benchmark.track.environment.environment_record", lambda: {"checks": [], "torch_threads": 1}
+        "benchmark.environment.environment_record", lambda: {"checks": [], "torch_threads": 1}
     )
     with run_context("full-demo", tags=PARENT_TAGS, params=CONFIG) as parent:
         log_environment()

@@ -20,8 +20,8 @@ import pytest
 from mlflow_server import free_port
 
 from benchmark.errors import BenchmarkError
-from benchmark.track.store import load_mlflow_config
-from benchmark.track.ui import ReadyUI, serve_ui, wait_ready
+from benchmark.tracking.store import load_mlflow_config
+from benchmark.workflows.ui import ReadyUI, serve_ui, wait_ready
 
 
 @pytest.fixture(scope="module")

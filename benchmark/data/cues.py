@@ -1,22 +1,14 @@
 """Acoustic cues: openSMILE's eGeMAPSv02 set per utterance and per frame, plus speaking rate.
 
-eGeMAPS (Eyben et al. 2016) is the field's standard minimal set for affect, the one the
-expert-referenced emotion directions (Scherer 2003; Juslin & Laukka 2003) are phrased in, so the
-explanations (descriptor faithfulness, saliency-linked cues) speak the same language as the
-literature. Speaking rate is ours: words of the transcript per second of *voiced* time, which does
-not depend on leading or trailing silence.
+eGeMAPS (Eyben et al. 2016) is the field's standard minimal set for affect and the one the
+expert-referenced emotion directions are phrased in, so the explanations speak the literature's
+language. Speaking rate is ours: transcript words per second of *voiced* time, so leading or
+trailing silence does not change it.
 
-Measuring one utterance costs about 0.2 s (two openSMILE passes), so every measurement is cached
-on disk under `benchmark_home()/cues/`, keyed by a hash of the audio file's bytes and
-`CUE_VERSION`: a second call is a file read, and a changed file (or a change of this module's
-definitions, with a bump of `CUE_VERSION`) is measured again. The transcript is not part of the
-key; speaking rate is computed from the cached voiced time at each call.
-
-Absolute cue values mean little across speakers (a low female voice is a high male one), so
-`speaker_zscores` standardises each cue within speaker and `level` turns a z-score into the
-`low` / `normal` / `high` words that descriptors use; `descriptor_levels` chains the two for the
-descriptor dimensions. The demo corpus writes its descriptors with it and descriptor faithfulness
-checks generated ones with it, so both sides speak one rule.
+Measurements are cached under `benchmark_home()/cues/`, keyed by a hash of the audio file's bytes
+and `CUE_VERSION` (bump it when a definition changes). `speaker_zscores` standardises each cue
+within speaker, `level` turns a z-score into `low` / `normal` / `high`, and `descriptor_levels`
+chains the two, so the demo corpus and descriptor faithfulness apply one rule (docs/design.md).
 """
 
 from __future__ import annotations
@@ -96,7 +88,7 @@ _extractors = threading.local()
 
 
 def _smile(level: opensmile.FeatureLevel) -> opensmile.Smile:
-    """One extractor per feature level, reused: building one parses the config (~0.5 s).
+    """One extractor per feature level, reused: building one parses the config.
 
     They are per thread, not per process: one extractor is not safe to share between threads, and
     separate ones run in parallel (openSMILE releases the GIL), which `batch_cues` relies on.

@@ -1,40 +1,15 @@
 """The demo corpora: English speech synthesised offline with eSpeak NG, with prosody per emotion.
 
-`python -m benchmark data demo` builds the `eval` pool: the demo evaluation corpus, whose labels
-the SER task learns. The `backbone` pool is the corpus the suite's own tiny HuBERT (`--backbone
-demo`) is trained on, self-supervised or with CTC, never with emotion labels: it has no emotion
-or descriptor fields at all, and it shares neither speakers (voice variants) nor sentences with
-the eval pool, so the backbone has never heard an evaluation speaker or sentence (`POOLS` holds
-both definitions). Its prosody is drawn from the same emotion profiles, so that it covers the same
-prosodic range, but the labels are dropped.
+`python -m benchmark data demo` builds the `eval` pool, whose emotion labels the SER task learns.
+The `backbone` pool trains the suite's own tiny HuBERT (`--backbone demo`) without emotion labels
+and shares neither speakers nor sentences with the eval pool (`POOLS` defines both).
 
-How an utterance is made:
-- a speaker is an eSpeak NG voice (an accent + a voice variant of one gender) with its own base
-  pitch and rate; speakers come in pairs of one female and one male, one pair per `group` 1..5,
-  so leave-one-group-out folds are speaker-independent and gender-balanced;
-- the sentence comes from a small grammar (subject, action, time), worded so that it says
-  nothing about the emotion, and is drawn independently of the emotion;
-- the emotion sets the prosody relative to the speaker's baseline, following the
-  expert-referenced directions that `benchmark/explain/expert_cues.yaml` cites (Juslin & Laukka
-  2003; Banse & Scherer 1996): anger has a higher F0, a wider range, much more loudness, more
-  high-frequency energy and a faster rate; happiness a higher F0, the widest range, a little more
-  loudness and a faster rate; sadness a lower F0, a narrow range, less loudness, less
-  high-frequency energy and a slower rate; neutral is the baseline. The sizes are set so that,
-  z-scored against the speaker's own utterances of all emotions as the explanations judge them,
-  every emotion's expected cues move past half a speaker standard deviation (README, "Demo
-  prosody"). eSpeak does not change the spectral tilt with its amplitude, so it is changed after
-  synthesis (`tilt_spectrum`). Random per-utterance variation makes the classes overlap (happy and
-  angry differ mostly in loudness and tilt), and mild white noise at a random SNR is added.
-  Loudness differences are kept: files are not normalised, only scaled down when they would clip;
-- the descriptor (SpeechCraft style) is written from the utterance's *measured* cues
-  (`benchmark.data.cues.descriptor_levels`, z-scored within speaker), not from the prosody that was asked for,
-  so it is as faithful as a cue-based annotation of real speech.
-
-A build is deterministic per (size, seed, pool), cached (`build.json` records them with
-`BUILD_VERSION`), and atomic: it is written into a hidden temporary folder that is renamed into
-place at the end, so an interrupted build never leaves a half corpus. A cached build is validated
-before it is reused; a damaged one (a truncated manifest line, a deleted wav) fails with the hint
-to rebuild it (`data demo --rebuild`).
+Speakers are eSpeak NG voices in female/male pairs, one pair per `group`, so leave-one-group-out
+folds are speaker-independent and gender-balanced. Sentences say nothing about the emotion; the
+emotion sets the prosody relative to the speaker, following `benchmark/explain/expert_cues.yaml`.
+Descriptors are written from the *measured* cues (`benchmark.data.cues.descriptor_levels`).
+A build is deterministic per (size, seed, pool), cached, atomic, and validated before reuse
+(`data demo --rebuild` replaces a damaged one). docs/design.md has the design, docs/demo.md the checks.
 """
 
 from __future__ import annotations
@@ -276,7 +251,7 @@ def tilt_spectrum(wave: np.ndarray, tilt: float) -> np.ndarray:
     less. The gain is applied to the whole utterance's spectrum (zero phase) and is 0 dB below the
     corner, so the fundamental keeps its level. A first-order pre-emphasis filter with a comparable
     500-1500 Hz effect attenuates the fundamental, and openSMILE's F0 tracking then jumped octaves
-    on male voices (measured F0 standard deviation 3.0 -> 13.5 semitones on one voice).
+    on male voices.
     """
     if tilt == 0:
         return wave

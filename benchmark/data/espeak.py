@@ -59,7 +59,7 @@ class _Engine:
     flutter phase, the automatic gain control, libc's `rand()` behind breathy voices), so the
     same request gives slightly different audio depending on what was synthesised before. To make
     every utterance depend on its own request only, the library is unloaded (`dlclose`) and loaded
-    again before each one, which costs about 4 ms; `srand` and eSpeak's own seed are reset too.
+    again before each one; `srand` and eSpeak's own seed are reset too.
     This only works while nothing else in the process holds the same library open.
     """
 

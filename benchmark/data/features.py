@@ -1,23 +1,14 @@
 """Frozen-encoder features computed once per utterance and cached on disk.
 
-The encoder never trains (paper section 3.1), so its hidden states for an utterance are the same
-in every epoch, fold, stage and system: computing them once turns most of a demo run's encoder
-time into file reads. A cache entry is keyed by
+The encoder never trains (paper section 3.1), so its hidden states are the same in every epoch,
+fold, stage and system: computing them once turns most encoder time into file reads. An entry is
+keyed by the encoder's `key` (backbone, family, a hash of config and weights; it names the folder)
+and the sha256 of the audio file's bytes, so an edited file is never served stale features.
 
-- the encoder's identity (its `key`; for `benchmark.nn.encoder.SpeechEncoder` the backbone, family
-  and a hash of config and weights),
-  which names the folder `<root>/<encoder_key>/`, and
-- the content of the audio file (sha256 of its bytes), not its path or id, so a re-synthesised
-  or edited file is never served stale features, and the same audio under two ids is stored once.
-
-Entries are float16 files `<root>/<encoder_key>/<hash[:2]>/<hash>-v<FEATURES_VERSION>.pt`, each
-holding one (L+1, F, D) tensor of real frames only (no padding), written atomically (temp file,
-then rename). Padding does not leak into them: encoders with a
-layer-norm front end get the attention mask and are batched by length; the others are run one
-utterance at a time (`SpeechEncoder.padding_invariant`).
-
-At paper scale (HuBERT-large: 25 x 1024 values per 20 ms frame, about 9 GB per hour of audio in
-float16) storing is not worth it: `enabled=False` computes the same features on the fly.
+Entries are float16 files `<root>/<encoder_key>/<hash[:2]>/<hash>-v<FEATURES_VERSION>.pt`, one
+(L+1, F, D) tensor of real frames only, written atomically. Encoders that are not padding
+invariant run one utterance at a time (`SpeechEncoder.padding_invariant`). At paper scale the
+cache is too large to be worth it, so `enabled=False` computes the same features on the fly.
 """
 
 from __future__ import annotations

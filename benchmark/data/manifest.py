@@ -1,4 +1,4 @@
-"""Manifests: one JSONL file per split, one utterance per line (ARCHITECTURE section 3).
+"""Manifests: one JSONL file per split, one utterance per line (docs/architecture.md).
 
 Everything downstream (training, evaluation, explanation) reads manifests, never a raw corpus, so
 the corpus readers are the only code that knows a corpus's on-disk quirks. Reading validates

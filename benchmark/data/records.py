@@ -1,4 +1,4 @@
-"""Prediction records: one JSONL artifact per evaluated split of a run (ARCHITECTURE section 3).
+"""Prediction records: one JSONL artifact per evaluated split of a run (docs/architecture.md).
 
 Every statistic and leaderboard cell is recomputed from these records, never from a number copied
 by hand, so they are validated on the way in and on the way out: a record with a misspelt or

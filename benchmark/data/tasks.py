@@ -1,27 +1,15 @@
-"""Tasks and their response format: what each task asks the LLM to write, and the one parser
-that reads any output back. The one home of this contract: training targets, the forced prefix
-of a generation and the scoring of a record all read the tables below.
+"""Tasks and their response format: what each task asks the LLM to write and the one parser that
+reads any output back; training targets, forced prefixes and scoring all read the tables below.
 
-Every task trains the decoder on the same line format (ARCHITECTURE section 4), with the fields
-its task has, in a fixed order:
+Every task trains on one line format (docs/architecture.md), with its fields in this order:
 
     Transcript: i told you not to touch it
     Descriptor: a male speaker with high pitch, loud energy and fast speed
     Emotion: angry
 
-ASR targets hold the transcript only, SER-SED targets the descriptor and emotion, the full system
-all three. The prompt is the same for every task, so a generation is steered by forcing the first
-field name of its task's response (`response_prefix`).
-
-A generated response is free text, so `parse_response` must turn *anything* into fields without
-raising: a half-trained or truncated model still has to be scored, and an unparseable emotion is
-scored as a wrong answer (`valid_emotion=False`), never as a crash or a silent guess.
-
-The descriptor is the one optional field: IEMOCAP and MELD have transcripts and emotions but no
-descriptors, and the paper trains SER on them next to SpeechCraft (section 4.1), so a row without
-a descriptor still gets a `ser_sed` (or `full`) response, without the `Descriptor:` line. The
-alternative, descriptors written from measured cues, would teach the LLM the suite's own cue
-vocabulary as if it were SpeechCraft's annotation.
+A generation is steered by forcing its task's first field name (`response_prefix`).
+`parse_response` turns *any* text into fields without raising; an unparseable emotion scores as
+wrong (`valid_emotion=False`). The descriptor is optional (IEMOCAP, MELD; see docs/design.md).
 """
 
 from __future__ import annotations

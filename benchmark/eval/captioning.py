@@ -1,52 +1,14 @@
 """SED captioning metrics (paper Table 1): BLEU-4, METEOR, ROUGE-L, CIDEr and SPICE.
 
-The numbers come from `pycocoevalcap`, the standard COCO caption evaluation code, so that they are
-computed the way caption papers compute theirs. Keys are the MLflow metric names of ARCHITECTURE
-section 3 (`sed.bleu4`, ...). Besides the corpus score, every metric gives one score per utterance,
-in input order, for the paired significance tests.
-
-A hypothesis that is None (the model gave no descriptor) is scored as an empty caption, never
-dropped: dropping it would flatter a model that falls silent when unsure.
-
-Tokenisation follows the language of each utterance's reference: English captions go through
-pycocoevalcap's PTB tokenizer (lower case, punctuation removed), as in COCO evaluation; Mandarin
-captions (EMOSEC) are segmented into characters instead (`segment_characters`); see there why. On
-Mandarin, METEOR's English stemmer, synonyms and paraphrases find nothing, so it reduces to exact
-character matches with its fragmentation penalty, and SPICE parses with an English model: both are
-still reported, but they mean less than on English.
-
-Languages (`caption_scores` takes one language, or one per utterance):
-
-- each language's corpus scores are computed over its own utterances only (CIDEr's document
-  frequencies and BLEU's n-gram counts never mix Chinese characters with English words). With one
-  language they are `sed.<metric>`; with several they are `sed.<lang>.<metric>` (e.g.
-  `sed.zh.cider`), and `sed.<metric>` is the utterance-weighted mean of the per-language scores.
-  That mean is what scoring the whole test set means for ROUGE-L, CIDEr and SPICE, whose corpus
-  score is the mean of the utterance scores (the paired tests then test the reported number, as
-  with one language); BLEU-4 and METEOR have no language-free pooled form (their n-gram and
-  alignment counts would add characters to words), so the same weighting is used for them. The
-  per-language numbers are always reported next to it.
-- a hypothesis is in a language (`detect_language`: Han ideographs against Latin letters). One in
-  another language than its reference (an English caption of a Mandarin utterance) is a language
-  mismatch: it is scored as an empty caption, 0 on every metric, exactly like a missing one, and
-  never as characters or PTB tokens of the reference's language (that would count the Latin
-  letters an English sentence shares with a Mandarin caption, or nothing at all, as chance makes
-  it). It stays in the corpus, because a caption the reader cannot read is a failed caption and
-  because leaving it out would give each system its own test set, which paired tests refuse.
-  `sed.language_mismatch` is the share of scored utterances with a mismatched hypothesis
-  (`sed.<lang>.language_mismatch` per language with several), so a zero is never mistaken for a
-  bad caption in the right language.
-
-The PTB tokenizer, METEOR and SPICE are Java programs. Each is started once per `caption_scores`
-call (all captions of a call go through one process, whatever their languages), because a start
-costs seconds. SPICE also
-needs Stanford CoreNLP 3.6.0 jars that pycocoevalcap downloads on first use; this suite never
-downloads anything, so without them SPICE is reported in `CaptionScores.unavailable` with the
-reason and the fix, never as 0. The PTB tokenizer and SPICE write their temporary files inside
-pycocoevalcap's own folder, so that folder must be writable (it is in a virtual environment).
-
-pycocoevalcap's modules are imported inside the functions that use them, so that `doctor` can
-report a missing pycocoevalcap instead of failing to import this module.
+Scores come from `pycocoevalcap`, so they are computed as caption papers compute theirs; keys are
+the MLflow metric names of docs/architecture.md (`sed.bleu4`, ...). Every metric gives a corpus
+score and one score per utterance, in input order, for the paired tests. English references use
+the PTB tokenizer, Mandarin ones are split into characters (`segment_characters`).
+A missing hypothesis, or one in another language than its reference (`sed.language_mismatch`),
+is scored as an empty caption, never dropped. With several languages each gets its own scores
+(`sed.<lang>.<metric>`) and `sed.<metric>` is their utterance-weighted mean. The Java scorers
+start once per call; SPICE without its CoreNLP jars is reported in `CaptionScores.unavailable`,
+never as 0. pycocoevalcap is imported lazily so `doctor` can report it missing (docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,26 +1,13 @@
 """SER, ASR and SED metrics (paper section 4.3) of prediction records: the one scoring path.
 
-Keys are the MLflow metric names of ARCHITECTURE section 3 and values are fractions, not percent.
-Every metric is computed once, by one function per task, from one per-utterance representation
-(SER: each utterance's reference and hypothesis, i.e. its cell of the confusion matrix; ASR: its
-edits and reference words; SED: its captions, through one `caption_scores` call). That function
-returns both the corpus metric that `run` logs and, for the metrics a paired test compares, the
-per-utterance scores (`UtteranceScores`) whose mean is that metric (`benchmark.eval.stats` says
-how they are weighted). The run path (`benchmark.eval.predict.score_records`) logs the corpus
-values; `compare` and `leaderboard` call the same functions on the logged records (`fold_scores`
-for runs of several folds), so a table cell is the logged number, not a second computation of it.
-
-SER: a hypothesis that is None or not one of the labels (an unparseable answer) counts as wrong
-and is counted in `ser.invalid_rate`; it is never dropped, which would flatter a model that
-answers off-format exactly when it is unsure.
-
-ASR: both sides go through `normalize_transcript`, then jiwer aligns them; corpus WER is the sum of
-the edits over the sum of the reference words (not a mean of per-utterance WERs).
-
-SED: corpus BLEU-4, METEOR and CIDEr are corpus statistics, not aggregates of sentence scores
-(CIDEr's n-gram weights are document frequencies over all the references scored together): their
-corpus value and their sentence scores come from the same scorer call, so the two still cannot
-disagree about which captions were scored, in which language, against what.
+Keys are the MLflow metric names (docs/architecture.md); values are fractions, not percent.
+One function per task computes, from one per-utterance representation, both the corpus metric
+that `run` logs and the per-utterance scores (`UtteranceScores`) that a paired test compares;
+`compare` and `leaderboard` call the same functions on logged records (`fold_scores`), so a table
+cell is the logged number. SER: a None or off-label hypothesis counts as wrong and in
+`ser.invalid_rate`, never dropped. ASR: both sides are normalised (`normalize_transcript`) and
+corpus WER is the summed edits over the summed reference words. SED: the corpus value and the
+sentence scores come from one `caption_scores` call, so they cannot disagree about what was scored.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """Generate a trained system's outputs for held-out utterances and score them.
 
-The prompt is the same for every task, so each output the system was trained to give is asked
-for by its own forced response prefix (`Transcript:` for ASR, `Descriptor:` for SER-SED,
-`Emotion:` for SER): a system with transcript and descriptor targets is run twice per utterance.
-Every number downstream is computed from the records returned here (ARCHITECTURE section 3).
-
-A record's `language` is that of its reference (the manifest row's). `predict` sees only the
-examples, which do not carry it, so its records leave it null and `score_records`, which every
-caller runs on the records and their manifest rows before logging them, fills it in
-(`fill_languages`). Captioning metrics are then computed per reference language
-(`benchmark.eval.captioning`): a hypothesis in another language than its reference is counted in
-`sed.language_mismatch` and scored as an empty caption.
+Each output a system was trained to give is asked for by its own forced response prefix
+(`Transcript:`, `Descriptor:`, `Emotion:`), so a system with transcript and descriptor targets
+runs twice per utterance. Every number downstream is computed from the records returned here
+(docs/architecture.md). Records leave `language` null; `score_records`, which every caller runs
+before logging, fills it from the manifest rows (`fill_languages`).
 """
 
 from __future__ import annotations

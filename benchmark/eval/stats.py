@@ -1,34 +1,14 @@
-"""Paired significance tests between two systems, utterance by utterance (paper 4.5, ARCHITECTURE 6).
+"""Paired significance tests between two systems, utterance by utterance (paper 4.5).
 
-The paper marks a system as significantly better than a baseline with a paired one-sided t-test
-(p = 0.05) on per-utterance scores. A t-test compares *means*, so it tests the reported metric only
-if the per-utterance scores average to exactly that metric. UA and corpus WER are not plain means,
-so each utterance's score is weighted (N utterances, C classes present in the references, n_c
-references of class c, e_i edits and w_i reference words of utterance i):
-
-- `ser.ua`:  s_i = correct_i * N / (C * n_c(i))   (mean = mean per-class recall = UA)
+The paper's test is a paired one-sided t-test (p = 0.05) on per-utterance scores. A t-test
+compares means, so each utterance's score is weighted to make its mean exactly the reported
+metric (N utterances, C classes, n_c references of class c, e_i edits, w_i reference words):
+- `ser.ua`:  s_i = correct_i * N / (C * n_c(i))   (mean = UA)
 - `ser.wa`:  s_i = correct_i                      (mean = WA)
 - `asr.wer`: s_i = e_i * N / sum(w)               (mean = corpus WER; lower is better)
-
-Runs with several folds (IEMOCAP leave-one-session-out) report the mean over folds (ARCHITECTURE
-6), so the weights are taken within each fold and scaled by N / (F * N_f): the mean over all
-utterances is then the fold mean of the metric, the number `run` logs as `ser.ua`. With one fold or
-an official test split this is the formula above.
-
-The scores, and the number a table shows for a run (`UtteranceScores.value`), come from the
-scoring functions of `benchmark.eval.metrics` that `run` logs its metrics with, fold by fold
-(`fold_scores`): the shown number is the logged one, and the test values are scores of the same
-call. Captioning metrics (`sed.*`) are scored together, in one call of the captioning module per
-fold (`caption_utterance_scores`: the Java scorers start once per fold). Their per-utterance
-scores are sentence scores, whose mean for BLEU-4 and METEOR is not the corpus score: the test
-then compares mean sentence scores, while tables show the corpus score. Each utterance is scored
-in its reference's language (`PredictionRecord.language`, null meaning the corpus language); a
-run whose references have several languages also gets `sed.<lang>.<metric>` over the utterances
-of each language, and `sed.language_mismatch` (per utterance 1 for a hypothesis in another
-language than its reference, else 0; lower is better) is tested like the other metrics.
-
-On top of the paper's test: a paired bootstrap confidence interval of the mean difference, and
-Holm's correction across the comparisons of one table (`holm`).
+With F folds the weights are taken per fold and scaled by N / (F * N_f), so the mean is the fold
+mean that `run` logs. `sed.*` compares sentence scores (docs/design.md). Beyond the paper: a paired
+bootstrap confidence interval and Holm's correction across one table's comparisons (`holm`).
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """Deletion faithfulness: does removing the salient windows remove the decision?
 
-A saliency map is faithful to the model when the windows it ranks highest are the ones the decision
-rests on. So, per utterance, the probability of the predicted emotion is measured three times: on
-the audio as it is, with its top-k salient windows occluded, and with k random windows of the same
-length occluded (the same baseline: silence or the utterance's mean sample, as for occlusion
-saliency). The random control matters: occluding any 0.75 s of a short clip lowers most decisions,
-so only a drop beyond the random one credits the map. The random windows do not overlap each other
-and are drawn with a seed derived from the utterance id, so a rerun draws the same ones.
-
-Per utterance the score is the *excess drop*, (p - p_top) - (p - p_random) = p_random - p_top; the
-metric `explain.deletion` is its mean over utterances, and a paired one-sided t-test (scipy's
-`ttest_rel`, alternative "greater") asks whether the top windows' drops exceed the random ones'.
+Per utterance, the probability of the predicted emotion is measured on the audio as it is, with
+its top-k salient windows occluded, and with k random non-overlapping windows of the same length
+occluded (the occlusion saliency baseline; seeded by the utterance id). The random control
+matters because occluding any stretch of a short clip lowers most decisions. The score is the
+*excess drop* p_random - p_top; `explain.deletion` is its mean, and a paired one-sided t-test
+(scipy's `ttest_rel`, alternative "greater") asks whether the top windows' drops exceed the
+random ones'.
 """
 
 from __future__ import annotations

@@ -1,42 +1,15 @@
 """Saliency-linked acoustic cues: what the voice does inside the salient windows, against experts.
 
-A saliency map says *where* a model looked (the top-k windows of an utterance, in seconds of the
-original audio), not *what* is there. Following Nasr et al. ("Beyond saliency", 2025), this module
-measures the eGeMAPSv02 low-level descriptors inside the windows, standardises them against the
-speaker's own baseline and compares the direction of each cue with the expert-referenced table
-(`expert_cues.py`). It knows nothing of models: its inputs are an audio file (or its `frame_cues`
-frame table), windows, the speaker's baseline and an emotion label (the reference one, or the one
-a model predicted, whose decision the windows explain).
-
-Measurement rules, the same for windows and baseline so the two are comparable:
-- A frame belongs to a window when its START time lies in [start, end); all windows of an
-  utterance are pooled (a frame in two overlapping windows counts once); "outside" is every
-  other frame.
-- Loudness is pooled over all frames, as eGeMAPS's own `loudness_sma3_amean`. F0, jitter,
-  shimmer, HNR (the voiced-only `_sma3nz` columns) and the spectral slope are pooled over voiced
-  frames only (F0 > 0): an unvoiced frame's 0 is "no F0", not a low one, and the slope of a pause
-  describes the background noise, not the voice (eGeMAPS likewise has voiced-only slope
-  functionals, `slopeV500-1500_sma3nz`).
-- Two cues are properties of a stretch of speech that a 0.15 s window does not hold, so they are
-  measured over the whole utterance (`scope: "utterance"`), z-scored against the speaker's other
-  utterances and judged like the other cues: speaking rate (words per voiced second) needs the
-  words spoken, and F0 variability (the population standard deviation of voiced F0 in semitones)
-  needs the contour of a phrase. Measured over five pooled windows, F0 variability was smaller
-  than any whole-utterance baseline (a short stretch varies less than a sentence) and read "down"
-  for almost every utterance, whatever its emotion: 0 % agreement for predicted anger in the demo.
-
-The baseline of a cue is its distribution over the whole of each of the speaker's utterances
-(mean and population standard deviation, including the utterance itself, like
-`benchmark.data.cues.speaker_zscores`), with the same fallback: a speaker with fewer than
-`MIN_SPEAKER_UTTERANCES` values of a cue is standardised with the corpus's mean and std instead.
-
-Verdicts use the level rule of descriptor faithfulness (`benchmark.data.cues.level`, threshold
-`LEVEL_THRESHOLD` = 0.5 speaker std): z > +t moved up, z < -t moved down, otherwise it stayed in
-the normal range. Expected `up` / `down`: `agrees` if it moved that way, `disagrees` if it moved
-the other way, `neutral` if it did not move. Expected `baseline` (neutral speech): `agrees` if it
-did not move (|z| <= t), else `disagrees`. `unmeasured` when no z could be taken (no voiced frame
-in the windows, no transcript for the rate). A cue the table says nothing about for the emotion,
-and every cue of a label with no row (fearful, surprised), gets no verdict (None).
+Following Nasr et al. ("Beyond saliency", 2025), the eGeMAPSv02 low-level descriptors inside a
+saliency map's top-k windows are standardised against the speaker's baseline and their direction
+is compared with the expert table (`expert_cues.py`). It knows nothing of models: its inputs are
+audio (or its `frame_cues`), windows, the speaker's baseline and an emotion label.
+A frame is in a window when its start lies in [start, end). Loudness pools all frames; F0, jitter,
+shimmer, HNR and spectral slope pool voiced frames only. Speaking rate and F0 variability need a
+whole phrase, so they are measured over the whole utterance (`scope: "utterance"`). The baseline
+is the speaker's utterances (the corpus below `MIN_SPEAKER_UTTERANCES`). Verdicts use
+`benchmark.data.cues.level` (`LEVEL_THRESHOLD`): `agrees`, `disagrees`, `neutral`, `unmeasured`,
+or None where the table expects nothing. docs/design.md has the rules in full.
 """
 
 from __future__ import annotations

@@ -1,17 +1,12 @@
 """The expert-referenced cue table: which way each acoustic cue moves, per emotion, and who says so.
 
-Saliency shows *where* a model looked; the table says what the voice is expected to do there if
-the decision rests on the cues the literature associates with the emotion (Juslin & Laukka 2003;
-Banse & Scherer 1996). It is data, not code (`expert_cues.yaml`, shipped inside the package), so
-that a reader can check every direction against its citation and a user can pass a table of
-their own (`load_expert_table(path)`).
-
-Directions are relative to the speaker's baseline: `up` / `down`, or `baseline` for neutral
-speech (expected within the speaker's normal range). A `weak` row is a direction the literature
-reports without establishing it firmly (voice quality: jitter, shimmer, HNR): it is measured and
-reported but never counts towards cue plausibility, so a doubtful expectation cannot move the
-metric. A dataset label with no row (fearful, surprised, ...) has no expectations at all
-(`expectations` returns None) rather than being matched to the nearest emotion.
+It says what the voice is expected to do in salient windows if the decision rests on the cues the
+literature associates with the emotion (Juslin & Laukka 2003; Banse & Scherer 1996). It is data
+(`expert_cues.yaml`, shipped in the package), so every direction can be checked against its
+citation and a user can pass a table of their own (`load_expert_table(path)`). Directions are
+relative to the speaker's baseline: `up`, `down`, or `baseline` (neutral speech). A `weak` row
+(voice quality) is reported but never counts towards cue plausibility. A label with no row
+(fearful, surprised) has no expectations (`expectations` returns None), not the nearest emotion's.
 """
 
 from __future__ import annotations

@@ -1,24 +1,13 @@
-"""Descriptor faithfulness (`sed.faithfulness`, ours; ARCHITECTURE section 7).
+"""Descriptor faithfulness (`sed.faithfulness`, ours; docs/architecture.md).
 
-Captioning metrics reward wording shared with a reference; they do not ask whether what a
-generated descriptor says about the voice is true. Faithfulness does: the pitch, energy (volume),
-speed (pace) and gender claims parsed from a descriptor are checked against the utterance's
-measured cues, and the metric is the share of claims that agree.
-
-One vocabulary on both sides: pitch, energy and speed take the levels `low` / `normal` / `high`
-of `benchmark.data.cues.level`, gender takes the manifest's `female` / `male`. The extractor
-maps every phrasing onto it: "loud", "loudly", "high volume" -> energy `high`; "quiet", "soft",
-"low energy" -> energy `low`; "quickly", "fast-paced", "rapid speech" -> speed `high`; "slowly"
--> speed `low`; "low-pitched", "a deep voice" -> pitch `low`; "at a normal pace", "medium pitch",
-"moderate volume", "neither fast nor slow" -> `normal`; "woman", "she" -> `female`; "man", "he"
--> `male`. The measured side is the level of each cue's speaker z-score (the same rule the demo
-corpus writes its descriptors with) and the speaker's gender from the manifest.
-
-The extractor is deliberately conservative, since a wrong parse would be charged to the model: a
-negated phrase ("not very loud") is no claim, a descriptor giving two levels for one attribute
-("starts slowly, then speeds up quickly") makes no single claim about it, and "a low voice" (deep
-or quiet?) is ambiguous and ignored. It reads English only: a Mandarin descriptor (EMOSEC) makes no
-checkable claim.
+Captioning metrics reward wording shared with a reference, not truth about the voice. Here the
+pitch, energy, speed and gender claims parsed from a descriptor are checked against the
+utterance's measured cues, and the metric is the share of claims that agree. Both sides use one
+vocabulary: `low` / `normal` / `high` from `benchmark.data.cues.level` (speaker z-scores, the
+demo corpus's rule) and the manifest's `female` / `male`. The extractor maps phrasings onto it
+("loudly" -> energy `high`, "a deep voice" -> pitch `low`, ...) and is conservative, since a
+wrong parse is charged to the model: negated, two-level and ambiguous phrases ("a low voice")
+make no claim. It reads English only.
 """
 
 from __future__ import annotations

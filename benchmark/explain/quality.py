@@ -1,20 +1,14 @@
 """Explanation quality per system: one record per explained utterance, and the three metrics.
 
-`benchmark explain RUN_ID --all` logs one `ExplanationRecord` per test utterance of a run
-(`explanations/utterances.jsonl`), and every number of explanation quality, the logged metrics as
-the leaderboard cells, is computed from those records by `explanation_scores`:
-
-- `explain.deletion`: the mean excess drop of the predicted label's probability when the top-k
-  salient windows are occluded rather than k random ones (`benchmark.explain.deletion`);
-- `explain.plausibility`: cue plausibility, the share of (window set, established cue) pairs whose
-  cue moved in the expert direction (`benchmark.explain.evidence.cue_plausibility`): pooled over
-  the utterances, with each utterance's own share as its paired score;
-- `explain.agreement`: descriptor-evidence agreement, the share of the descriptors' pitch / energy
-  / speed claims that agree with the level measured inside the salient windows, pooled likewise.
-  Systems without descriptors (SSL baselines, `fd-ser-asr`) have none.
-
-Pooled shares weigh an utterance by how many cues or claims it has; the per-utterance shares are
-what a paired test compares, as corpus BLEU and sentence BLEU are for captioning.
+`benchmark explain RUN_ID --all` logs one `ExplanationRecord` per test utterance
+(`explanations/utterances.jsonl`); `explanation_scores` computes every number from them:
+- `explain.deletion`: the mean excess drop when the top-k windows rather than k random ones are
+  occluded (`benchmark.explain.deletion`);
+- `explain.plausibility`: the share of (window set, established cue) pairs that moved in the
+  expert direction (`benchmark.explain.evidence.cue_plausibility`);
+- `explain.agreement`: the share of descriptor pitch / energy / speed claims that agree with the
+  level inside the salient windows (none for systems without descriptors).
+Shares are pooled over utterances; each utterance's own share is its paired score.
 """
 
 from __future__ import annotations

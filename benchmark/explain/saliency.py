@@ -1,40 +1,15 @@
 """Time saliency of the emotion decision, on the original audio's timeline, for every kind of system.
 
-**What is explained** (`Decision`): one number per utterance on which the system's emotion answer
-rests, so that a saliency map says which stretches of audio that answer depends on.
-
-- LLM captioners (`CaptionerEmotion`): the log-probability of the *predicted* label's tokens. The
-  response the system generated for its emotion task (`Descriptor: …\\nEmotion: angry` for systems
-  with a descriptor target, `Emotion: angry` otherwise; `benchmark.data.tasks`) is teacher-forced
-  up to and including the label, and only the label's tokens are summed: the forced prefix and the
-  generated descriptor are context, not the decision. The response is re-tokenised as a training
-  target is (`SpeechLLMDecoder.splice`), the form the model learnt.
-- SSL baselines (`SSLEmotion`): the classifier's logit of the predicted label.
-
-Both are computed from a batch of waveforms (the frozen encoder runs inside: occlusion perturbs
-audio) and from the encoder's hidden states (gradient methods differentiate through those). The
-model is put in eval mode (z = mu, no dropout), so the number is the one prediction used.
-
-**Methods**, all through Captum (0.9 works with the suite's torch 2.13; earlier releases need numpy<2):
-
-- `occlusion_saliency`: windows of the waveform itself (0.15 s, stride 0.05 s by default) are
-  replaced by a baseline and the drop of the target is recorded. Captum averages, for every
-  sample, the drops of all windows that cover it; the map averages those over regular time bins.
-  The baseline is stated and configurable: `silence` (0.0 in the waveform domain) or `mean` (the
-  utterance's mean sample value). An encoder that normalises its input does so after occlusion,
-  over the occluded waveform, as it would for any recording.
-- `gradient_saliency`: input x gradient or integrated gradients with respect to the encoder's
-  hidden states (all L+1 layers), summed over layers and dimensions per frame and placed at the
-  frame's start time (`benchmark.explain.timeline`). Integrated gradients start from the hidden
-  states of a silent waveform of the same length (`silence`, what the encoder makes of no sound)
-  or from all-zero hidden states (`zeros`, Captum's usual choice).
-
-Unlike "Beyond saliency" (a spectrogram CNN with Captum occlusion), nothing is trimmed: silence
-stays in the input and every map covers the whole utterance on one timeline, seconds of the
-original audio at 16 kHz (`load_audio` resamples with soxr's high-quality filter).
-
-**Top-k windows** (`top_windows`): values below the map's mean are set to zero, as the reference
-paper does, and the k non-overlapping windows with the largest summed saliency are kept.
+The explained number (`Decision`): for LLM captioners (`CaptionerEmotion`) the log-probability of
+the predicted label's tokens, teacher-forcing the generated response up to the label; for SSL
+baselines (`SSLEmotion`) the classifier's logit of the predicted label. Both run from waveforms
+(occlusion) or hidden states (gradients), in eval mode. Methods, through Captum:
+- `occlusion_saliency`: waveform windows replaced by a `silence` or `mean` baseline;
+- `gradient_saliency`: input x gradient or integrated gradients on all hidden states, summed per
+  frame (baseline: a silent waveform's hidden states, or zeros).
+Nothing is trimmed: every map covers the whole utterance in seconds of the original 16 kHz audio.
+`top_windows` zeroes values below the map's mean, as the reference paper does, and keeps the k
+non-overlapping windows with the largest sums. docs/design.md has the details.
 """
 
 from __future__ import annotations

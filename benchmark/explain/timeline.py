@@ -1,25 +1,14 @@
 """One timeline: seconds of the original audio, onto which every frame of every model maps.
 
-Saliency windows, encoder frames, adapter tokens and eGeMAPS low-level-descriptor frames all come
-with different hops, so linking them (which cues lie inside a salient window?) needs one clock.
-That clock is the original waveform at 16 kHz (`benchmark.data.audio.load_audio`, which resamples
-with soxr and never trims): time 0 is its first sample, and nothing here shifts or trims it.
-
-A frame is placed at its START time, the first sample its analysis window sees:
-
-- encoder frame i: the conv front end has no padding, so frame i's receptive field starts at
-  sample i * hop, where hop is the product of the conv strides (HuBERT, WavLM, wav2vec 2.0 and
-  the demo backbone: 320 samples = 20 ms) and spans `receptive_field` samples (400 = 25 ms for the
-  SSL front end). Both come from the encoder's config, not from a constant;
-- adapter token j: the adapter stacks k consecutive frames (`benchmark.nn.adapter.stack_frames`),
-  so token j starts where frame j * k does;
-- eGeMAPS LLD frame i: openSMILE's frames come every `HOP_SECONDS` (10 ms) from time 0, and
-  `benchmark.data.cues.frame_cues` indexes them by their start in seconds already.
-
-A frame whose window straddles an event already reacts to it, so the first frame that "hears" an
-onset starts up to one analysis window before it (25 ms for an encoder frame; eGeMAPS loudness
-adds its 3-frame smoothing). Start times are used throughout, so that every kind of frame follows
-the same rule in `frames_in_window`.
+Saliency windows, encoder frames, adapter tokens and eGeMAPS frames have different hops, so
+linking them needs one clock: the original waveform at 16 kHz (`load_audio`, never trimmed).
+Every frame is placed at its START time, the first sample its analysis window sees:
+- encoder frame i starts at sample i * hop (hop = the product of the conv strides, 320 for the
+  SSL front ends) and spans `receptive_field` samples, both read from the encoder's config;
+- adapter token j starts where frame j * k does (`benchmark.nn.adapter.stack_frames`);
+- eGeMAPS frame i: every `HOP_SECONDS` from 0, indexed by start in `benchmark.data.cues.frame_cues`.
+A frame that straddles an onset already reacts to it; start times for every kind of frame keep
+`frames_in_window` one rule.
 """
 
 from __future__ import annotations

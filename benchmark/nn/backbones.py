@@ -2,23 +2,14 @@
 
 - `paper`: HuBERT-large (or WavLM / wav2vec2 for the SSL baselines) and Llama-3.1-8B-Instruct
   from local weights, trained as the system's YAML says (LoRA).
-- `demo` (the embedded default): the suite's own tiny HuBERT (`benchmark.train.demo_backbone`) and a
-  tiny random Llama. A random LLM has nothing to preserve and LoRA alone barely moves it, so its
-  weights all train (`regime: full`). The paper's learning rates and epochs are tuned for LoRA on a
-  pretrained 8B model; a random LLM that must learn to read speech from a few hundred utterances
-  needs larger steps and many more passes, so the demo trains every stage at 1e-3 for six times
-  the epochs.
-
-  The learning rate was first chosen on held-out test groups, which a benchmark must not do, and
-  then re-checked on validation data only (`measurements/demo_recipe.py`, which reproduces the
-  comparison); the numbers of both searches are in the README ("How the demo recipe was chosen").
+- `demo` (the default): the suite's own tiny HuBERT (`benchmark.train.demo_backbone`) and a tiny
+  random Llama whose weights all train (`regime: full`): every stage at one larger learning rate
+  for a multiple of the paper's epochs, re-checked on validation data by
+  `measurements/demo_recipe.py` (docs/demo.md, "How the demo recipe was chosen").
 - `tiny`: random small configs of the same classes for tests; also `regime: full`.
-- `paper-shape`: the exact architectures of `paper` (HuBERT-large, Llama-3.1-8B-Instruct with a
-  tokenizer of its vocabulary size) from configs shipped in the package, with random weights and
-  nothing downloaded, trained as the system says (LoRA). It exists to measure speed and memory at
-  paper size on any GPU before (or without) the weights: a random frozen LLM with LoRA learns
-  nothing worth scoring, so `random_weights` makes `run` train and log its throughput but never
-  predict or score (README, "Speed and memory at paper scale").
+- `paper-shape`: the exact `paper` architectures with random weights, nothing downloaded, to
+  measure speed and memory at paper size (docs/paper-scale.md); `random_weights` makes `run`
+  train and log throughput but never predict or score.
 """
 
 from __future__ import annotations

@@ -1,38 +1,15 @@
 """The IB-VAE disentanglement block of one branch (paper section 3.2, Fig. 1).
 
-All hidden states of the frozen encoder are mixed by learned softmax weights (s3prl's weighted
-sum, starting equal), encoded by a two-layer GELU perceptron, and mapped to the mean and standard
-deviation of a diagonal Gaussian posterior p(z|x). Training samples z = mu + sigma * eps (the
-reparameterisation trick); evaluation uses z = mu. The KL divergence to the N(0, I) prior is the
-compression term of the variational information bottleneck (paper eq. 2) and is weighted by beta
-in the training loss, not here, so that one module serves every beta of the ablation.
+The frozen encoder's hidden states are mixed by learned softmax weights, encoded by a two-layer
+GELU perceptron and mapped to a diagonal Gaussian posterior p(z|x): training samples
+z = mu + sigma * eps, evaluation uses z = mu. The KL to N(0, I) (paper eq. 2) is weighted by beta
+in the training loss, not here, so one module serves every beta of the ablation.
 
-Initialisation: PyTorch's default Linear init shrinks a signal by about sqrt(3) per layer, so
-through three layers and two GELUs the posterior mean would start some 20 times smaller than the
-encoder features while the Softplus std starts near 0.7: the sampled z would be almost pure noise
-(and without the noise, almost zero), and the LLM learns to ignore the speech before the branch
-can grow its mean. He (Kaiming) init for the GELU layers and 1/sqrt(fan_in) for the mean head keep
-mu at the scale of the features, of the order of the N(0, I) prior. On the demo corpus this took
-the five-fold WER of `full` from 0.51 +- 0.09 to 0.33 +- 0.03 at the same UA (0.68). Those were
-test folds; on validation data only (`measurements/demo_recipe.py`: fold 1, chosen on group 2) the
-default init (`bottleneck.init: pytorch`) gave UA 0.66 and WER 0.65 against 0.74 and 0.54.
-
-How the VIB loss is reduced over a batch (`BottleneckConfig.loss_reduction`, `vib_loss`): eq. 2
-adds, per example, the task loss -log q(y|z) and beta times KL(p(z|x) || p0(z)). With the LLM as
-q (eq. 4) the task loss is the SUM of the cross-entropies of the example's response tokens, and z
-is the example's whole latent sequence, so its KL is summed over frames and latent dimensions;
-the expectation over x is the mean over the batch. That is `paper`, and it is the scale on which
-the paper's beta values (1 to 1e-4) are defined. `token_mean` averages instead: the mean
-cross-entropy per response token plus beta times the mean KL per real frame. It is the scale the
-suite's demo recipe was tuned with, and it keeps the loss of an LM fine-tuning run at the usual
-per-token size whatever the response lengths. The two weigh the KL differently relative to the
-cross-entropy: dividing the `paper` loss by the response tokens of an example leaves beta times
-(frames / response tokens) on its per-frame KL, against beta under `token_mean`, so a beta
-carried from one to the other is not the same trade-off. Their overall scales also differ (about
-the response length), which AdamW largely absorbs but gradient clipping at a fixed norm does not.
-
-Every term is therefore kept both ways (`VIBTerm`): the per-token / per-frame mean, which the
-training loop logs under either reduction, and each example's sum, which `paper` needs.
+He init for the GELU layers and 1/sqrt(fan_in) for the mean head keep mu at the features' scale,
+so z does not start as near-pure noise (`bottleneck.init: pytorch` keeps PyTorch's default).
+`vib_loss` reduces as `BottleneckConfig.loss_reduction` says: `paper` (per-example sums, the scale
+of the paper's betas) or `token_mean` (per-token / per-frame means, the demo recipe's scale); a
+beta does not carry over between them. `VIBTerm` keeps each term both ways (docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
 """The LLM decoder (paper section 3.4): a causal LM reading speech embeddings spliced into its prompt.
 
-The prompt is the authors' template (paper Fig. 1) in the model's own chat template. The content
-and descriptor embeddings of the adapters take the places of `<Content>` and `<Speech
-descriptor>`; the response (`benchmark.data.tasks.format_response`) follows the assistant
-header and ends with `<|eot_id|>`, and the loss is its cross-entropy only (paper eq. 4), so the LM
-is never trained to predict the prompt or the speech.
-
-The placeholders are found the same way for every tokenizer: the chat template is rendered to a
-string, split at the two placeholder strings, and the three text pieces are tokenised apart. No
-token is added to the paper's vocabulary and nothing depends on how a BPE happens to split
-`<Content>`. The spliced sequence of an utterance holds its real speech frames only (the masks
-drop padding frames), so an utterance gives the same sequence alone or in any batch; batches are
-right-padded for training and left-padded for generation.
-
-`--backbone paper-shape` is Llama-3.1-8B-Instruct's architecture (its shipped config) with random
-weights and a tokenizer of its vocabulary size: for speed and memory only. The speed switches of
-`DecoderSettings` are applied in `build_decoder` and `SpeechLLMDecoder.forward`.
+The prompt is the authors' template (paper Fig. 1) in the model's chat template; the content and
+descriptor embeddings take the places of `<Content>` and `<Speech descriptor>`, and the loss is the
+response's cross-entropy only (paper eq. 4). Placeholders are found by rendering the template to a
+string and splitting it at the placeholder strings, so no token is added to the vocabulary and
+nothing depends on how a BPE splits them. An utterance's spliced sequence holds its real frames
+only, so it is the same alone or in any batch (right-padded for training, left for generation).
+The speed switches of `DecoderSettings` are applied in `build_decoder` and
+`SpeechLLMDecoder.forward`.
 """
 
 from __future__ import annotations

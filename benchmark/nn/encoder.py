@@ -1,38 +1,14 @@
 """The frozen speech encoder (paper section 3.1): every hidden state of an SSL model and a frame mask.
 
 `build_encoder(backbone, family)` wraps a transformers model (`HubertModel`, `WavLMModel`,
-`Wav2Vec2Model`) in a `SpeechEncoder`:
-
-- `paper`: the paper's checkpoints, found offline only (`benchmark.nn.hub`);
-- `demo`: the suite's own tiny HuBERT, trained with CTC on the synthesised backbone pool by the
-  recipe `benchmark.train.demo_backbone`, whose folder the caller passes (`weights`);
-- `tiny`: small random-initialised configs of the same classes, seeded, for tests;
-- `paper-shape`: HuBERT-large's architecture (its shipped config) with seeded random weights, for
-  speed and memory at paper size only.
-
-The encoder is never trained: its parameters do not require grad, it stays in eval mode whatever
-its parent does (`train()` is overridden), and its config has `layerdrop=0` and `mask_time_prob=0`,
-because transformers drops whole layers *and their hidden states* in train mode with layerdrop > 0,
-which would change the number of layers the weighted layer sum sees.
-
-Input handling follows the checkpoint's own `Wav2Vec2FeatureExtractor` (`preprocessor_config.json`):
-with `do_normalize=True` (hubert-large-ls960-ft, the tiny configs, and any checkpoint without that
-file) each utterance is normalised to zero mean and unit variance over its real samples; with
-`do_normalize=False` (the demo backbone, which is trained on raw waveforms so that absolute
-loudness, an emotion cue, reaches its features) the samples pass as they are. Padding is zero either
-way.
-
-Models whose feature extractor uses layer norm (`feat_extract_norm == "layer"`: HuBERT-large,
-WavLM-large, wav2vec2-large and the tiny/demo configs here) always get the attention mask, and their
-outputs on real frames do not depend on how much padding a batch has. Group-norm (base-style) models
-were trained without an attention mask, so they get zero padding only, as their model cards
-prescribe; group norm over time then mixes padding into the statistics, so such encoders report
-`padding_invariant = False` and the feature cache runs them one utterance at a time.
-
-Where encoder weights do train (the SSL baselines' `ssl.finetune_layers`), they are copies:
-`TopLayers` holds trainable copies of the top k transformer layers that re-run on cached hidden
-state L-k and give new hidden states L-k+1..L, so fine-tuning needs neither the waveforms nor the
-frozen layers below, and the `SpeechEncoder` and its cache key stay as they are.
+`Wav2Vec2Model`) in a `SpeechEncoder`: the paper's checkpoints (offline, `benchmark.nn.hub`), the
+demo backbone's folder, seeded tiny configs, or `paper-shape` random weights.
+The encoder never trains: no grad, always eval mode, `layerdrop=0` and `mask_time_prob=0` (layerdrop
+also drops hidden states). Input normalisation follows the checkpoint's `preprocessor_config.json`
+(`do_normalize`). Layer-norm front ends get the attention mask and are padding invariant;
+group-norm ones get zero padding only and report `padding_invariant = False`.
+Where encoder layers do train (the SSL baselines), `TopLayers` holds trainable copies of the top k
+layers that re-run on cached hidden states (docs/design.md).
 """
 
 from __future__ import annotations
@@ -307,27 +283,15 @@ class RelativePositionBias(nn.Module):
 class TopLayers(nn.Module):
     """Trainable copies of the encoder's top k transformer layers, re-run on cached hidden states.
 
-    Hidden state i is the input of transformer layer i (i < L) in every transformers version and
-    both layer-norm variants, so layers L-k..L-1 map cached hidden state L-k to new states
-    L-k+1..L, and states 0..L-k stay the cached ones. k = L (`finetune_layers: all`) starts from
-    hidden state 0, which is the frozen front end's output: the CNN, the feature projection, the
-    positional convolution and, in non-stable encoders, the layer norm before the layers.
-
-    What the encoder's own forward does around its layers is reproduced, so that the untrained
-    copies give back the encoder's hidden states on real frames (tests/test_encoder.py):
-
-    - padding: padded frames are masked as attention keys, as with the attention mask the
-      layer-norm encoders get (and equivalent to the one-utterance-at-a-time runs of the others);
-      HuBERT and wav2vec2 layers take it as the additive (B, 1, F, F) mask transformers builds for
-      eager and SDPA attention, WavLM layers take the (B, F) mask itself. Padded output frames are
-      zeroed, like the cache's padding;
-    - WavLM: the relative position bias from layer 0 (`RelativePositionBias`);
-    - the final norm of stable-layer-norm encoders, trainable, on the top state only and only
-      where the encoder's hidden state L includes it (`top_state_is_normed`).
-
-    In train mode the layers use the config's dropout; LayerDrop and time masking, which act on
-    the whole model, do not apply. The copies are float32 whatever the checkpoint's dtype; their
-    input carries the float16 rounding of the feature cache.
+    Hidden state i is the input of layer i, so layers L-k..L-1 map cached state L-k to new states
+    L-k+1..L and states 0..L-k stay cached; k = L (`finetune_layers: all`) starts from the frozen
+    front end's output. What the encoder's forward does around its layers is reproduced, so the
+    untrained copies give back its hidden states on real frames (tests/test_encoder.py): padded
+    keys are masked (the additive (B, 1, F, F) mask for HuBERT / wav2vec2, the (B, F) mask for
+    WavLM) and padded outputs zeroed; WavLM gets layer 0's relative position bias
+    (`RelativePositionBias`); stable-layer-norm encoders get their final norm, trainable, where
+    state L includes it (`top_state_is_normed`). Train mode uses the config's dropout, never
+    LayerDrop or time masking. The copies are float32 whatever the checkpoint's dtype.
     """
 
     def __init__(self, encoder: SpeechEncoder, finetune_layers: int | str) -> None:

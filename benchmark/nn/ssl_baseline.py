@@ -1,26 +1,14 @@
 """The SSL baselines of Table 2 (Sys. 1-3): weighted layer sums with an SER and a CTC head.
 
-The paper fine-tunes HuBERT-large, WavLM-large or wav2vec2-large with a weighted sum over layers
-and a classifier head for SER, and a CTC head for ASR. `ssl.finetune_layers` chooses how much of
-the encoder trains here:
-
-- 0 (the default, a deviation on purpose): the encoder stays frozen and its hidden states are the
-  cached ones every other system trains on (`benchmark.data.features`), so only the two layer
-  weightings and the heads train. Fine-tuning a large SSL model per fold and per baseline would
-  cost more than the rest of the benchmark; with a frozen encoder the baselines are the s3prl-style
-  "weighted sum + downstream head" probes (the SUPERB convention), weaker than the paper's
-  numbers but comparable with our systems on the same features.
-- k > 0 or `all`: the top k transformer layers train too, at `ssl.encoder_lr` (`all`, every
-  transformer layer over the frozen convolutional front end, is the usual way SSL models are
-  fine-tuned and the closest to the paper's baselines). They are `TopLayers`
-  (`benchmark.nn.encoder`), copies of the encoder's layers that re-run on cached hidden state L-k
-  and replace states L-k+1..L, so the frozen layers below are never recomputed and the feature
-  cache stays useful.
-
-Each task has its own `WeightedLayerSum`, because emotion and characters are best read from
-different layers. SER: masked mean pooling over frames, then a small MLP classifier. ASR: a small
-per-frame projection and a Linear CTC head over the demo backbone's character vocabulary
-(`benchmark.nn.ctc.VOCAB`, blank first), decoded greedily.
+`ssl.finetune_layers` chooses how much of the encoder trains:
+- 0 (the default, a deliberate deviation from the paper): the encoder stays frozen on the cached
+  features every other system uses, and only the layer weightings and heads train: the s3prl /
+  SUPERB "weighted sum + downstream head" probe, comparable with our systems on the same features;
+- k > 0 or `all`: the top k transformer layers train too, at `ssl.encoder_lr`, as `TopLayers`
+  (`benchmark.nn.encoder`) re-run on cached hidden states, so the feature cache stays useful.
+Each task has its own `WeightedLayerSum`. SER: masked mean pooling and a small MLP classifier.
+ASR: a per-frame projection and a Linear CTC head over `benchmark.nn.ctc.VOCAB` (blank first),
+decoded greedily. docs/design.md says why.
 """
 
 from __future__ import annotations

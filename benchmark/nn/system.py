@@ -1,34 +1,15 @@
 """The paper's captioner (Fig. 1): encoder outputs -> two disentangling branches -> the LLM.
 
-The system starts from the encoder's OUTPUTS (all L+1 hidden states and a frame mask), so the
-frozen SSL encoder can run anywhere (on the fly, or once into a feature cache) and this module
-holds only what trains:
-
-- with `disentangle` (the paper): a *content* branch and a *descriptor* branch, each an IB-VAE
-  (`VariationalBottleneck`) followed by a `FeatureAdapter`; content embeddings fill the
-  `<Content>` slot of the prompt, descriptor embeddings the `<Speech descriptor>` slot, and the
-  loss is the response cross-entropy plus beta times the two KL terms (paper eq. 2).
-- without it (Table 2 Sys. 4, `no-fd`): one branch, a `WeightedLayerSum` of the hidden states
-  and an adapter, with no VAE (its KL is 0). Its embeddings fill the `<Content>` slot and the
-  `<Speech descriptor>` slot stays empty (zero length): the prompt text is unchanged, the model
-  simply sees one stream of speech tokens. `zero_descriptor` has nothing to zero there.
-
-`zero_descriptor=True` (stage 1 of the alternating schedule, paper 3.5) feeds zero descriptor
-tokens as long as the content tokens; the descriptor branch is not run, so it gets no gradient and
-its KL does not enter the loss. At evaluation both branches are always active: the paper does not
-need the two-stage process at inference.
-
-Branches that a stage does not train stay in eval mode while the system trains (`set_trainable`):
-a frozen VAE then passes its mean, like any frozen feature extractor, instead of fresh noise.
-
-The loss follows `bottleneck.loss_reduction` (`benchmark.nn.bottleneck.vib_loss`). `paper` is eq. 2
-with eq. 4 as written: per example, the sum of its response tokens' cross-entropies plus beta
-times the KL of its whole latent sequence, averaged over the batch; the paper's beta values live
-on that sum scale. `token_mean` (the default) is the per-token scale that the suite's demo recipe
-was tuned with: the batch's mean response-token cross-entropy plus beta times the per-frame KL.
-Only the back-propagated `loss` changes with the reduction: `ce` and the two KLs of
-`SystemOutput` are always the per-token and per-frame means, so logged runs stay comparable.
-The per-example cross-entropies that `paper` needs are computed from the logits only under it.
+It starts from the encoder's OUTPUTS (all L+1 hidden states and a frame mask), so the frozen
+encoder can run anywhere and this module holds only what trains:
+- `disentangle` (the paper): a content and a descriptor branch, each an IB-VAE and a
+  `FeatureAdapter`, filling the `<Content>` and `<Speech descriptor>` slots; loss = response
+  cross-entropy + beta times both KL terms (paper eq. 2);
+- without it (`no-fd`): one `WeightedLayerSum` branch and adapter, no VAE, an empty descriptor slot.
+`zero_descriptor=True` (stage 1, paper 3.5) feeds zero descriptor tokens and does not run the
+descriptor branch; at evaluation both branches run. Branches a stage does not train stay in eval
+mode (`set_trainable`). The loss follows `bottleneck.loss_reduction`; `ce` and the KLs of
+`SystemOutput` are always per-token / per-frame means, so logged runs stay comparable.
 """
 
 from __future__ import annotations

@@ -1,19 +1,12 @@
 """Tokenizers of the decoder: the paper's Llama-3 tokenizer, and a tiny offline stand-in for tests.
 
-The `tiny` backbone must run with no download at all, so its tokenizer is made in-process: a
-byte-level BPE (the kind Llama 3 uses) trained deterministically on a short built-in English text,
-the words our responses are made of (field names, emotion labels, descriptor vocabulary) plus a
-few hundred common English words. Byte-level means every string, in any script, is encodable and
-decodes back unchanged; the merges only make the usual words short. It carries Llama 3's special
-tokens and chat template, so the decoder builds its prompt through `apply_chat_template` the same
-way for both backbones. Training takes milliseconds, so nothing is cached on disk.
-
-`--backbone paper-shape` needs Llama 3's vocabulary *size*, not its merges: the embedding and the
-output layer (128256 x 4096 each) are an eighth of the 8B parameters, and the logits' memory
-grows with the vocabulary. Its tokenizer is the same BPE with its ordinary vocabulary padded to
-128000 entries by tokens no merge produces, followed by Llama 3.1's 256 special tokens at their real ids
-(`<|begin_of_text|>` 128000 ... `<|eot_id|>` 128009 ... 128255), so ids, vocabulary size and
-chat template are the paper tokenizer's, while texts split into somewhat more tokens.
+The `tiny` backbone runs with no download, so its tokenizer is made in-process: a byte-level BPE
+(as in Llama 3) trained deterministically on a short built-in English text, so any string in any
+script round-trips. It carries Llama 3's special tokens and chat template, so the decoder builds
+its prompt the same way for every backbone; training it is quick, so nothing is cached.
+`--backbone paper-shape` needs Llama 3's vocabulary *size* (it sets the embedding, the output
+layer and the logits' memory): the same BPE padded to 128000 entries, then Llama 3.1's 256 special
+tokens at their real ids, so ids, size and chat template are the paper tokenizer's.
 """
 
 from __future__ import annotations

@@ -1,18 +1,13 @@
 """Epoch checkpoints that a run can resume from as if it had never stopped.
 
-One file, `last.pt`, is the commit point: it is written to a unique temporary name, fsynced and
-renamed over the previous one (`benchmark.data.builds.atomic_file`), so a crash or a full disk
-leaves the previous checkpoint intact and no stray temporary file. A Ctrl-C or SIGTERM that arrives
-while a checkpoint is written is held until it is whole (`benchmark.signals.signals_held`), so the
-stopped run resumes from that epoch. It holds
-
-- the weights of every module group (content, descriptor, llm), not just the ones the current
-  stage trains: a resumed stage 2 needs the content branch that stage 1 trained;
-- the optimizer and scheduler state (inside the file for the plain engine; DeepSpeed writes its
-  sharded state to a folder `ds-s{stage}-e{epoch}` that the file names);
-- the RNG states of torch, CUDA, numpy and random, plus the stage, the finished epoch and the
-  global step, so the next epoch draws the same noise and sees the same batches.
-
+`last.pt` is the commit point, written atomically (`benchmark.data.builds.atomic_file`); a Ctrl-C
+or SIGTERM during the write is held until it is whole (`benchmark.signals.signals_held`). It holds
+- the weights of every module group (content, descriptor, llm), not just the stage's: a resumed
+  stage 2 needs the content branch that stage 1 trained;
+- the optimizer and scheduler state (DeepSpeed's sharded state goes to a folder
+  `ds-s{stage}-e{epoch}` that the file names);
+- the RNG states, the stage, the finished epoch and the global step, so the next epoch draws
+  the same noise and sees the same batches.
 The frozen base LLM is not saved: it is rebuilt from its own checkpoint.
 """
 

@@ -1,31 +1,15 @@
 """The recipe of the `demo` backbone: a tiny HuBERT whose weights the suite makes itself, offline.
 
-The paper's encoder is HuBERT-large fine-tuned with CTC for ASR on LibriSpeech
-(`facebook/hubert-large-ls960-ft`). A random tiny HuBERT is a poor stand-in: its hidden states are
-fixed random projections, and downstream systems built on them fall below what log-mel features
-give. So the demo backbone is made the same way as the paper's, at toy scale: a small HuBERT
-(layer-norm conv front end with the standard 320-sample stride, so 50 frames per second, and four
-transformer layers of 128) is trained from scratch with CTC on characters (`HubertForCTC`) on the
-demo `backbone` pool, synthesised speech whose speakers and sentences are disjoint from the demo
-evaluation corpus and which carries no emotion labels. Only the `HubertModel` encoder is saved, in
-`save_pretrained` format with its `preprocessor_config.json`, as a downloaded checkpoint would be;
-the CTC head and its vocabulary are kept beside it (`ctc_head.pt`, `build.json`) for measuring the
-backbone's own WER, and are not part of the encoder.
-
-What makes a few CPU minutes enough (each measured; `train_ctc` and `mel_filterbank_init` say why):
-the first conv layer starts as a mel-spaced Fourier filterbank, the learning rate is high (3e-3,
-pre-layer-norm transformer, clipping at 1.0), there is no dropout, and a log-mel reconstruction
-term on layer 2 keeps the prosody that CTC alone would discard. The input is the raw waveform
-(`DO_NORMALIZE = False`), so absolute loudness reaches the features.
-
-The build time, the backbone's own CTC WER and its emotion probe, and the alternatives that were
-tried, are measured by `measurements/demo_backbone_probe.py` and reported in the README.
-
-The build is deterministic per (seed, size, steps) and cached under
-`benchmark_home()/backbones/demo/`. It is written to a hidden temporary folder renamed into place at
-the end, so an interrupted build never leaves half a model. `encoder_weights` resolves the folder a
-backbone's encoder loads from (building this one on first use), so that `nn.encoder.build_encoder`
-only ever loads weights that exist.
+A random tiny HuBERT is a poor stand-in for the paper's CTC-fine-tuned HuBERT-large, so the demo
+backbone is made the same way at toy scale: a small HuBERT (50 frames per second, four layers of
+128) trained from scratch with CTC on characters on the demo `backbone` pool, which is disjoint
+from the evaluation corpus and has no emotion labels. Only the `HubertModel` is saved, as a
+downloaded checkpoint would be; the CTC head (`ctc_head.pt`) stays beside it for its own WER.
+A mel filterbank init, a high learning rate, no dropout and a log-mel reconstruction term make it
+cheap to train and keep prosody (`train_ctc`, `mel_filterbank_init`); it is measured by
+`measurements/demo_backbone_probe.py`. The build is deterministic per (seed, size, steps) and cached
+atomically under `benchmark_home()/backbones/demo/`; `encoder_weights` resolves (building on first
+use) the folder an encoder loads from.
 """
 
 from __future__ import annotations

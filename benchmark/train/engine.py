@@ -1,17 +1,13 @@
 """One training step, two back ends: plain PyTorch, or DeepSpeed ZeRO-2/3.
 
-The loop talks to an engine with DeepSpeed's own vocabulary (call the model, `backward`, `step`)
-so the same loop runs either. The plain engine is the reference: AdamW over the trainable
-parameters, loss divided by the accumulation steps, gradient clipping and a scheduler step at each
-accumulation boundary. `DeepSpeedEngine` hands the same optimizer and scheduler to
-`deepspeed.initialize`, which then does the same work sharded (ZeRO stage 2: optimizer state and
-gradients; stage 3: the parameters too). The loop marks accumulation boundaries itself, so the
-last short window of an epoch still ends in an optimizer step under both engines.
-
-Distributed set-up follows the `deepspeed` launcher's environment (RANK, LOCAL_RANK, WORLD_SIZE,
-MASTER_ADDR, MASTER_PORT). A single process asking for DeepSpeed gets a world of one on a free
-local port; on CPU DeepSpeed also needs `DS_ACCELERATOR=cpu` (set here when there is no GPU) and
-runs without bf16.
+The loop talks to an engine in DeepSpeed's vocabulary (call the model, `backward`, `step`), so the
+same loop runs either. The plain engine is the reference: AdamW over the trainable parameters,
+loss divided by the accumulation steps, clipping and a scheduler step at each boundary.
+`DeepSpeedEngine` hands the same optimizer and scheduler to `deepspeed.initialize` (ZeRO-2 shards
+optimizer state and gradients, ZeRO-3 the parameters too). The loop marks boundaries itself, so an
+epoch's last short window still ends in a step. Distributed set-up follows the `deepspeed`
+launcher's environment; a single process gets a world of one on a free local port, and without a
+GPU `DS_ACCELERATOR=cpu` is set and bf16 is off.
 """
 
 from __future__ import annotations

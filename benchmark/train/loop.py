@@ -1,23 +1,14 @@
 """The training loop: every stage of a system's schedule, written out step by step.
 
-For each stage (paper 3.5 and 4.4): freeze everything and unfreeze the module groups the stage
-names; AdamW over those parameters only; the stage's warm-up + constant/cosine schedule over its
-optimizer steps; then epochs of task-interleaved batches with gradient accumulation, clipping,
-bf16 autocast on CUDA, one log call per optimizer step and one checkpoint per epoch. A stage
-with `zero_descriptor` feeds zero descriptor tokens (the descriptor branch is not run).
-
-Each stage gets a fresh optimizer and schedule, as in the paper's two separate fine-tuning runs.
-Before anything trains, every task of every stage must find training rows (`check_stage_rows`).
-With `validation` examples, each epoch ends with their teacher-forced loss on the stage's tasks
-(`val.ce`, `val.loss`), logged at the epoch's last step: cheap enough for every epoch (no
-generation), and the signal a study prunes on.
-The same loop runs the plain engine or DeepSpeed (`benchmark.train.engine`). Metrics are those of
-this rank's batches; `log(metrics, step)` is called on rank 0 only and is where the caller
-attaches MLflow. On a GPU each step also logs `train.gpu_peak_gib`, the process's peak allocation
-so far, so a run shows whether a configuration fits and by how much.
-
-`prepare_stage` and `train_step` are the loop's own set-up and step, shared with
-`measurements/gpu_check.py` so that the speed it measures is this loop's.
+For each stage (paper 3.5 and 4.4): unfreeze only the module groups it names; a fresh AdamW and
+warm-up + constant/cosine schedule, as in the paper's two separate fine-tuning runs; then epochs
+of task-interleaved batches with gradient accumulation, clipping, bf16 autocast on CUDA, one log
+call per optimizer step and one checkpoint per epoch. Every task of every stage must find
+training rows before anything trains (`check_stage_rows`). With `validation` examples each epoch
+ends with their teacher-forced loss (`val.ce`, `val.loss`), the signal a study prunes on.
+It runs the plain engine or DeepSpeed (`benchmark.train.engine`); `log(metrics, step)` is called
+on rank 0 only, and on a GPU each step logs `train.gpu_peak_gib`. `prepare_stage` and `train_step`
+are shared with `measurements/gpu_check.py`, so the speed it measures is this loop's.
 """
 
 from __future__ import annotations

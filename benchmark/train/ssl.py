@@ -1,16 +1,12 @@
 """Training and prediction of the SSL baselines (`kind: ssl`, `benchmark.nn.ssl_baseline`).
 
-One explicit loop: AdamW with two parameter groups, the heads at the constant rate `ssl.lr` and,
-when `ssl.finetune_layers` is not 0, the encoder's top layers (`TopLayers`) at a peak of
-`ssl.encoder_lr` with a linear warm-up over the first `ENCODER_WARMUP` of the steps and a cosine
-decay to zero (`encoder_lr_scale`): pretrained layers take small, slowly starting steps while the
-randomly initialised heads settle, as in the usual SSL fine-tuning recipes. Length-bucketed batches
-of cached encoder outputs (a new order per epoch, fixed by the seed), clipping at
-`training.max_grad_norm` over every trainable parameter, one `log(metrics, step)` call per step.
-
-There is no DeepSpeed engine and no checkpointing here, unlike `benchmark.train.loop`: with a
-frozen encoder the trainable part is a few hundred thousand parameters over cached features, and
-even with every layer of a large encoder fine-tuned (some 300M parameters) one device holds it.
+One explicit loop: AdamW with two parameter groups, the heads at the constant `ssl.lr` and, when
+`ssl.finetune_layers` is not 0, the encoder's top layers (`TopLayers`) at a peak of
+`ssl.encoder_lr` with a linear warm-up (`ENCODER_WARMUP`) and a cosine decay (`encoder_lr_scale`),
+so pretrained layers take small, slowly starting steps while the new heads settle. Batches are
+length-bucketed cached encoder outputs (a seeded order per epoch), clipped at
+`training.max_grad_norm`, with one `log(metrics, step)` per step. There is no DeepSpeed and no
+checkpointing: the trainable part fits one device even with every encoder layer fine-tuned.
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """The trained model a fold run logs (`model/system.pt`), and its rebuild long after the run.
 
-`benchmark evaluate` scores it on another corpus and `benchmark explain` explains its decisions,
-so each fold run logs what it takes to rebuild its model exactly:
-
-- LLM systems: the module-group weights (both branches and the LoRA adapters,
-  `benchmark.train.checkpoint`); the frozen base LLM is rebuilt from its own checkpoint, and the
-  random tiny LLM from the system's seed, as training built it.
-- SSL baselines: the whole `SSLBaseline` state (layer weightings, heads and any fine-tuned top
-  layers; with a frozen encoder a few hundred thousand parameters) and its labels, the classes of
-  its classifier in order.
-
+`benchmark evaluate` and `benchmark explain` need the exact model, so each fold run logs:
+- LLM systems: the module-group weights (both branches, the LoRA adapters); the frozen base LLM is
+  rebuilt from its own checkpoint and the random tiny LLM from the system's seed;
+- SSL baselines: the whole `SSLBaseline` state and its labels, the classifier's classes in order.
 The file also records the model's kind, the resolved system config, the backbone and the
 encoder's shape (hidden states, width), which the rebuild checks against the encoder it is given.
 """

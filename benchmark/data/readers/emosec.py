@@ -1,31 +1,15 @@
 """EMOSEC reader: speech emotion captions for zero-shot SED evaluation -> one `test` split.
 
-The paper evaluates on "EMOSEC" following AlignCap (Liang et al. 2024), whose captions come from
-SECap (Xu et al., AAAI 2024). The only public release of these captions is the test set in the
-SECap repository (github.com/thuhcsi/SECap, folder `dataset/`), in Kaldi style:
+The paper's EMOSEC captions come from SECap (Xu et al., AAAI 2024), whose only public release is
+the Kaldi-style test set in github.com/thuhcsi/SECap, `dataset/`: `fid2captions.json` (id ->
+caption), `text.txt` (id and transcript, space- or tab-separated) and `wav/<id>.wav` or `wav.scp`
+(paths relative to the parent of the folder that holds it).
 
-- `fid2captions.json`: one JSON object, utterance id -> caption (Mandarin free text);
-- `text.txt`: `<utt id> <transcript>` per line; the separator is a space on some lines and a tab
-  on others, and lines may end with a stray space;
-- `wav/<utt id>.wav`, and in some revisions `wav.scp`: `<utt id> <wav path>` per line, with paths
-  written relative to the repository root (`dataset/wav/<id>.wav`), i.e. to the parent of the
-  folder that holds `wav.scp`.
-
-Captions may be Mandarin or English (the paper calls EMOSEC a Mandarin and English caption set;
-SECap's public release is Mandarin throughout), so each row's `language` is that of its caption,
-by the script rule the captioning metrics apply to hypotheses
-(`benchmark.data.languages.detect_language`: more Latin letters than Han ideographs is English);
-a caption with neither script takes the card's language (zh). The transcript's language is not
-recorded separately: SECap's transcripts are Mandarin.
-
-Ids look like `tx_emotion_00201000015`, `tx_emulate_00_060_0001_000030`, `tx_xiao_0200103000095`;
-their letter prefix names the sub-corpus and becomes the group. The release has no speaker or
-gender files, so the paper's 30 speakers cannot be recovered from it; where a fuller copy carries
-Kaldi's `utt2spk` and `spk2gender` they are read, otherwise the speaker is `unknown`. EMOSEC has no
-emotion labels (emotion = None).
-
-The captions define the evaluation set: a caption whose audio is absent or unreadable is an issue,
-and so is a `wav.scp` entry without a caption (an utterance that could never be scored).
+Each row's `language` is its caption's (`benchmark.data.languages.detect_language`; the card's zh
+when neither script appears). An id's letter prefix names the sub-corpus and becomes the group;
+speaker and gender come from `utt2spk` / `spk2gender` where present, else `unknown`. There are no
+emotion labels. A caption without readable audio, or a `wav.scp` entry without a caption, is an
+issue. docs/design.md lists the release's quirks.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """IEMOCAP reader: `IEMOCAP_full_release/SessionN/...` -> one `all` split grouped by session.
 
-The utterance list and labels come from `dialog/EmoEvaluation/<dialog>.txt`, whose label lines read
-`[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]`; the per-evaluator
-lines under each (`C-E2:`, `A-E3:`, ...) and the `%` header are not utterances and are skipped. The
-text comes from `dialog/transcriptions/<dialog>.txt` and the audio from
-`sentences/wav/<dialog>/<utt id>.wav`.
-
-Quirks of the real release handled here: EmoEvaluation holds sub-folders (Categorical/, Attribute/,
-Self-evaluation/) in other formats, and macOS resource forks (`._*.txt`) and stray files (`.DS_Store`,
-`*.pk`, `*.anvil`) sit beside the real files; only top-level `*.txt` files not starting with a dot
-are read. Transcription files also hold lines for turns with no labelled utterance (`..._FXX0`,
-`M: ...`); they are never looked up, so they do no harm.
-
-Every row that cannot become an utterance (wav absent or corrupt, transcript empty or absent,
-unknown label) is an issue located at its label line, so `--strict` can point the user at it.
+Utterances and labels come from the label lines of `dialog/EmoEvaluation/<dialog>.txt`
+(`[start - end]<TAB>utt id<TAB>label<TAB>[v, a, d]`; evaluator lines and headers are skipped), the
+text from `dialog/transcriptions/<dialog>.txt`, the audio from `sentences/wav/<dialog>/<utt id>.wav`.
+Only top-level `*.txt` files not starting with a dot are read, which skips the release's other
+formats, macOS resource forks and stray files. Every row that cannot become an utterance (wav
+absent or corrupt, transcript empty or absent, unknown label) is an issue at its label line.
 """
 
 from __future__ import annotations

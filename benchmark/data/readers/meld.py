@@ -1,24 +1,13 @@
 """MELD reader: `MELD.Raw/` CSVs and mp4 clips -> train/dev/test splits of cached 16 kHz wavs.
 
-Each split is a CSV (`Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,...`)
-and a folder of `dia{D}_utt{U}.mp4` clips. Only clips listed in a CSV are read, so the other files
-in the real folders (macOS `._dia*.mp4` forks, the test folder's `final_videos_test*.mp4`) are
-ignored; a listed clip that is absent (the real dev set lacks dia110_utt7), corrupt or without an
-audio stream is an issue at its CSV line.
+Only clips listed in a split's CSV are read, so stray files are ignored; a listed clip that is
+absent, corrupt or without audio is an issue at its CSV line. Each clip's audio is decoded once
+with PyAV and cached as a 16 kHz mono wav under `audio_dir/<split>/` (reused while newer than its
+mp4); `data prepare` passes the sibling folder `<manifest folder>-audio/`, which is never swapped.
 
-The audio track of every clip is decoded in-process with PyAV and cached as 16 kHz mono wav under
-`audio_dir/<split>/`, because decoding ~14k mp4s takes a while and training reads each clip many
-times; a cached wav newer than its mp4 is reused on the next run. `data prepare` passes
-`<manifest folder>-audio/` (e.g. `$BENCHMARK_HOME/datasets/meld-audio/`), a sibling of the manifest
-folder: the manifest folder is replaced as a whole on every prepare, the decoded audio its rows
-point at is not.
-
-Text repair. The CSVs are cp1252 or UTF-8, and their apostrophes, quotes and dashes are mojibake of
-two kinds: cp1252 bytes read as Latin-1 (`\\x92`, `\\x93`, `\\x94`, `\\x97`, kept as C1 control
-characters) and UTF-8 read as cp1252 (`â€™`, `Â `). Both are undone, then curly apostrophes and
-quotes become plain ASCII `'` and `"` (and `…` becomes `...`), which is how most of the corpus
-already writes them and what ASR normalisers expect; dashes stay as the proper `–`/`—`. Runs of
-whitespace, including the line breaks inside some quoted utterances, become one space.
+Text repair: both kinds of mojibake in the CSVs (cp1252 read as Latin-1, UTF-8 read as cp1252)
+are undone, curly quotes become ASCII and `…` becomes `...`, dashes stay, and runs of whitespace
+become one space (docs/design.md says why).
 """
 
 from __future__ import annotations

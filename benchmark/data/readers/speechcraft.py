@@ -1,26 +1,13 @@
 """SpeechCraft reader: English descriptions of GigaSpeech-M clips -> one `train` split.
 
-SpeechCraft (github.com/thuhcsi/SpeechCraft) publishes annotations only. The paper trains on its
-GigaSpeech-M part, whose audio users get from the HuggingFace release `speechcolab/gigaspeech`
-(the link in SpeechCraft's README): `data/audio/m_files_additional/m_chunks_NNNN.tar.gz`, each
-extracting to `m_chunks_NNNN/<segment id>.wav`, one 16 kHz wav per segment. A GigaSpeech segment id
-is `POD0000000004_S0000016`: source (POD podcast, YOU YouTube, AUD audiobook), a 10-digit recording
-number and a 7-digit segment number. The wavs are used in place; nothing is decoded or cached.
-
-The annotation files are JSON documents in the shape the released SpeechCraft pipeline writes
-(`AutomaticPipeline/Clustering.py`, `llama-ft/llama_infer.py`): one object mapping a clip key,
-`<parent folder>_<file stem>` such as `m_chunks_0000_POD0000000004_S0000016`, to
-`{"labels": "age:..<TAB>gender:..<TAB>pitch:..<TAB>volume:..<TAB>speed:..<TAB>emotion:..<TAB>
-transcription:..", "llama-instruction": "<generated text>"}`. The download itself sits on a cloud
-drive that could not be inspected, so the reader is lenient where the release may differ: the
-GigaSpeech segment id is searched anywhere in the key, the description may also be under
-`description`, and label names are matched case-insensitively (`transcript` or `transcription`).
-The English release also covers LibriTTS-R; keys without a GigaSpeech segment id belong to that
-part and are skipped without an issue.
-
-`json.load` would keep only the last of two entries with the same key and cannot say where an
-entry is, so the top-level object is walked entry by entry (`json_members`): every issue names the
-file and the line its entry starts on, and duplicates are reported instead of silently overwritten.
+SpeechCraft publishes annotations only; the audio is GigaSpeech-M from the HuggingFace release
+`speechcolab/gigaspeech` (`m_chunks_NNNN/<segment id>.wav`, 16 kHz, used in place). Annotation
+files are JSON objects mapping a clip key (`m_chunks_0000_POD0000000004_S0000016`) to tab-separated
+`labels` and a `llama-instruction` text. The release could not be inspected, so the reader is
+lenient: the segment id is searched anywhere in the key, `description` is accepted too, label
+names match case-insensitively, and keys without a GigaSpeech id (LibriTTS-R) are skipped.
+The top-level object is walked entry by entry (`json_members`), so every issue names its file and
+line and duplicate keys are reported instead of silently overwritten.
 """
 
 from __future__ import annotations

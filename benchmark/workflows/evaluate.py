@@ -7,7 +7,7 @@ with the metrics of the tasks that corpus has. Nothing is trained.
 
 The result is an MLflow run of its own (tag `kind=evaluation`, `source_run`, `source_fold`) that
 carries the system's tags with the new dataset, so leaderboards and comparisons find it like any
-other run of that system on that corpus. Its setup (`benchmark.track.protocol`) is the source
+other run of that system on that corpus. Its setup (`benchmark.tracking.tags`) is the source
 run's setup and fold on the new corpus, so a table of zero-shot scores never mixes models that
 were trained differently. A source run with several folds holds several models;
 one is chosen with `--fold`, because one evaluation must pair each utterance with one prediction.
@@ -26,12 +26,12 @@ from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict
 from benchmark.nn.backbones import get_backbone
 from benchmark.registry import load_dataset_card
-from benchmark.track.experiment import log_confusion, run_metrics
-from benchmark.track.log import log_environment, log_metrics, log_predictions
-from benchmark.track.models import fold_model
-from benchmark.track.protocol import RunProtocol
-from benchmark.track.runs import run_context
-from benchmark.track.store import load_mlflow_config, tracking_setup
+from benchmark.tracking.log import log_environment, log_metrics, log_predictions
+from benchmark.tracking.models import fold_model
+from benchmark.tracking.runs import run_context
+from benchmark.tracking.store import load_mlflow_config, tracking_setup
+from benchmark.tracking.tags import RunProtocol
+from benchmark.workflows.run import log_confusion, run_metrics
 
 
 @dataclass

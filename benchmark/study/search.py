@@ -18,7 +18,7 @@ the search space, sampler, pruner, trial count and a validation objective. The c
    validation metric, logged under its own name. The validation loss of every epoch is reported
    to Optuna, and the pruner may stop the trial there (state PRUNED; its run ends FAILED with the
    tag `trial_state=PRUNED`). A worker that dies leaves a RUNNING trial that the next worker
-   fails and queues again (`benchmark.track.study_storage`); its MLflow runs are ended FAILED
+   fails and queues again (`benchmark.study.storage`); its MLflow runs are ended FAILED
    with it. Ctrl-C ends the trial FAIL and queues it again, its runs KILLED.
 4. refits: the best trial's parameters (`refit: best`), or every complete trial's (`refit:
    every`, a table of rows), are trained again on the full training part, the validation set
@@ -47,11 +47,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from benchmark.config import SYSTEM_PARAM, StudySpec, SystemConfig, dotted_override, merge_configs, validate
 from benchmark.errors import BenchmarkError
 from benchmark.registry import load_study, registry_roots
-from benchmark.track.experiment import RunRequest, run_experiment
-from benchmark.track.lifecycle import FAILED, RUNNING, tracking_write
-from benchmark.track.runs import held_run
-from benchmark.track.store import MlflowConfig, current_experiment, load_mlflow_config, tracking_setup
-from benchmark.track.study_storage import (
+from benchmark.study.storage import (
     StudyStorage,
     TrialHeartbeat,
     default_storage,
@@ -60,6 +56,10 @@ from benchmark.track.study_storage import (
     retried_numbers,
     retry_callback,
 )
+from benchmark.tracking.lifecycle import FAILED, RUNNING, tracking_write
+from benchmark.tracking.runs import held_run
+from benchmark.tracking.store import MlflowConfig, current_experiment, load_mlflow_config, tracking_setup
+from benchmark.workflows.run import RunRequest, run_experiment
 
 # Optuna study user attributes: what every worker reads back from the study.
 SPEC_ATTR, RUN_ATTR, TRACKING_ATTR, QUEUED_ATTR = "spec", "mlflow_run_id", "tracking_uri", "fixed_queued"
@@ -585,7 +585,7 @@ def refit(opened: OpenStudy, progress: bool) -> dict[int, str]:
 
 def report_study(request: StudyRequest) -> StudySummary:
     """`--report`: the study as it stands (no trial run), its plots logged again to its run."""
-    from benchmark.track.study_report import log_study_plots
+    from benchmark.study.report import log_study_plots
 
     opened = open_study(StudyRequest(**{**request.__dict__, "worker": True}))
     log_study_plots(opened.study, opened.spec, opened.run_id)
@@ -618,7 +618,7 @@ def run_study(request: StudyRequest) -> StudySummary | None:
             run_workers(opened, request)
         complete = is_complete(opened)
         refits = refit(opened, request.progress) if complete and request.refit else refit_runs(run_id)
-        from benchmark.track.study_report import log_study_plots
+        from benchmark.study.report import log_study_plots
 
         log_study_plots(opened.study, spec, run_id)
     return StudySummary(spec, opened.study, opened.storage, run_id, refits, complete)

@@ -14,8 +14,8 @@ Three ways a run could otherwise stay RUNNING for ever, and what this module doe
   runs whose owner is gone: on this host, a dead pid or a pid now held by another process (its start
   time differs); on any host, no heartbeat for `stale_after_s` seconds.
 
-`benchmark.track.runs.run_context` opens every run with these owner tags and heartbeat, and
-`benchmark.track.store.tracking_setup` sweeps the stale runs once per process and experiment.
+`benchmark.tracking.runs.run_context` opens every run with these owner tags and heartbeat, and
+`benchmark.tracking.store.tracking_setup` sweeps the stale runs once per process and experiment.
 """
 
 from __future__ import annotations

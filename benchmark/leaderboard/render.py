@@ -1,8 +1,8 @@
 """How a leaderboard board is printed: the board's cells and sections, as md, csv, latex or html.
 
-A `Board` is what every output format shows (`benchmark.track.leaderboard` builds it); the
+A `Board` is what every output format shows (`benchmark.leaderboard.board` builds it); the
 renderers only lay it out. pandas' to_markdown and to_latex need tabulate and jinja2, which are
-not dependencies, so the tables are written here (`markdown_table` also serves `compare`).
+not dependencies, so the tables are written here.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from benchmark.tracking.log import markdown_table
 
 Format = Literal["md", "csv", "latex", "html"]
 
@@ -42,14 +44,6 @@ class Board:
     sections: list[Section]
     notes: list[str]
     setup: str = ""  # the heading naming the table's setup(s)
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-style pipe table (pandas' to_markdown needs tabulate, which the suite does not ship)."""
-    lines = [headers, ["---"] * len(headers), *rows]
-    return "\n".join(
-        "| " + " | ".join(str(cell).replace("|", r"\|") for cell in line) + " |" for line in lines
-    )
 
 
 def _plain(cell: Cell) -> str:

@@ -4,7 +4,7 @@
 one under the active run) and guarantees that it ends FINISHED, FAILED (an exception, re-raised)
 or KILLED (Ctrl-C, SIGTERM): nothing stays RUNNING and a crashed run is never shown as FINISHED.
 A parent whose nested run failed ends FAILED too, even when the parent's code caught the
-exception and went on. Every run records its owner and a heartbeat (`benchmark.track.lifecycle`),
+exception and went on. Every run records its owner and a heartbeat (`benchmark.tracking.lifecycle`),
 and every write goes through `lifecycle.tracking_write`: retried while the store is busy, and never
 cut in half by a signal.
 """
@@ -23,9 +23,17 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
 from benchmark.signals import killed_runs, signals_held
-from benchmark.track.lifecycle import FAILED, FINISHED, KILLED, RUNNING, heartbeat, owner_tags, tracking_write
-from benchmark.track.log import log_config
-from benchmark.track.store import RunsConfig, current_experiment
+from benchmark.tracking.lifecycle import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    RUNNING,
+    heartbeat,
+    owner_tags,
+    tracking_write,
+)
+from benchmark.tracking.log import log_config
+from benchmark.tracking.store import RunsConfig, current_experiment
 
 # Parent run id -> the status of a nested run that did not finish (read when the parent ends).
 _failed_children: dict[str, str] = {}

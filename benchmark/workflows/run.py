@@ -1,7 +1,7 @@
 """`python -m benchmark run`: train and evaluate one system on a corpus's folds, tracked in MLflow.
 
 One parent MLflow run per call (tags system, dataset, backbone, beta, schedule, git_sha and the
-protocol tags of `benchmark.track.protocol`; params the fully resolved system config), one nested
+protocol tags of `benchmark.tracking.tags`; params the fully resolved system config), one nested
 run per fold with its training curves, prediction records, metrics and confusion matrix; the
 parent holds the mean and standard deviation over folds and the pooled predictions. Any exception
 marks the runs FAILED (Ctrl-C: KILLED).
@@ -60,7 +60,7 @@ from benchmark.eval.predict import predict, score_records, scored_fields
 from benchmark.explain.faithfulness import faithfulness_scores
 from benchmark.nn.backbones import Backbone, get_backbone
 from benchmark.registry import load_dataset_card, load_system
-from benchmark.track.log import (
+from benchmark.tracking.log import (
     DatasetContext,
     log_artifact,
     log_dataset,
@@ -70,10 +70,10 @@ from benchmark.track.log import (
     log_params,
     log_predictions,
 )
-from benchmark.track.lookup import RANDOM_WEIGHTS_TAG, interrupted_run
-from benchmark.track.protocol import RunProtocol
-from benchmark.track.runs import run_context
-from benchmark.track.store import load_mlflow_config, tracking_setup
+from benchmark.tracking.lookup import RANDOM_WEIGHTS_TAG, interrupted_run
+from benchmark.tracking.runs import run_context
+from benchmark.tracking.store import load_mlflow_config, tracking_setup
+from benchmark.tracking.tags import RunProtocol
 
 if TYPE_CHECKING:
     from benchmark.nn.encoder import TopLayers

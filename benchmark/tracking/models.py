@@ -11,7 +11,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from benchmark.errors import BenchmarkError
-from benchmark.track.lookup import finished_run, fold_runs
+from benchmark.tracking.lookup import finished_run, fold_runs
 from benchmark.train.trained import ARTIFACT
 
 

@@ -1,6 +1,6 @@
 """What a command logs into the active run: metrics, params, datasets, artifacts, prediction records.
 
-Every helper requires an active run (`benchmark.track.runs.run_context`): mlflow's fluent API would
+Every helper requires an active run (`benchmark.tracking.runs.run_context`): mlflow's fluent API would
 otherwise silently start a new run in the "Default" experiment. Every write goes through
 `lifecycle.tracking_write`: retried while the store is busy, and never cut in half by a signal.
 """
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from benchmark.data.manifest import Utterance
 from benchmark.data.records import PredictionRecord, write_records
-from benchmark.track.lifecycle import tracking_write
+from benchmark.tracking.lifecycle import tracking_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -115,6 +115,14 @@ def log_dataset(
     tracking_write(mlflow.log_input, dataset, context=context, tags={"manifest_digest": manifest_digest})
 
 
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-style pipe table (pandas' to_markdown needs tabulate, which the suite does not ship)."""
+    lines = [headers, ["---"] * len(headers), *rows]
+    return "\n".join(
+        "| " + " | ".join(str(cell).replace("|", r"\|") for cell in line) + " |" for line in lines
+    )
+
+
 def log_text(text: str, name: str) -> None:
     """Log `text` as the artifact `name` (e.g. `comparison.md`)."""
     _active_run_id()
@@ -152,7 +160,7 @@ def log_figure(figure: Figure | Path | str, name: str) -> None:
 
 def log_environment() -> None:
     """Log the `doctor` report (packages, devices, corpora) as `environment.json`."""
-    from benchmark.track.environment import environment_record  # imports torch and deepspeed
+    from benchmark.environment import environment_record  # imports torch and deepspeed
 
     log_json(environment_record(), "environment.json")
 

@@ -21,7 +21,7 @@ T = TypeVar("T")
 def load_run_records(run_id: str, split: str, tracking_uri: str | None = None) -> list[PredictionRecord]:
     """Download `predictions/<split>.jsonl` of a run and read it.
 
-    `tracking_uri` defaults to mlflow's current one, which `benchmark.track.store.tracking_setup`
+    `tracking_uri` defaults to mlflow's current one, which `benchmark.tracking.store.tracking_setup`
     sets; the download goes to a temporary folder that is removed afterwards.
     """
     return _read_artifact(run_id, f"predictions/{split}.jsonl", read_records, tracking_uri)

@@ -63,12 +63,12 @@ from benchmark.explain.saliency import (
     occlusion_saliency,
     top_windows,
 )
-from benchmark.track.experiment import load_corpus
-from benchmark.track.lifecycle import tracking_write
-from benchmark.track.lookup import finished_run, fold_runs
-from benchmark.track.models import fold_model
-from benchmark.track.records import load_run_records
-from benchmark.track.store import load_mlflow_config, tracking_setup
+from benchmark.tracking.artifacts import load_run_records
+from benchmark.tracking.lifecycle import tracking_write
+from benchmark.tracking.lookup import finished_run, fold_runs
+from benchmark.tracking.models import fold_model
+from benchmark.tracking.store import load_mlflow_config, tracking_setup
+from benchmark.workflows.run import load_corpus
 
 Method = Literal["occlusion", "input_x_gradient", "integrated_gradients"]
 FIGURES = "explanations"  # artifact folder of the run

@@ -4,7 +4,7 @@ The plots are Optuna's own (`optuna.visualization.matplotlib`), saved as PNG art
 study's MLflow run under `plots/`: the optimisation history, each parameter against the objective
 (`slice_<param>.png`, a log axis for a log-uniform parameter such as beta), the intermediate values
 (the validation loss of every epoch; negated in a maximising study, see
-`benchmark.track.study.TrialObserver`), and parameter importances when more than one parameter
+`benchmark.study.search.TrialObserver`), and parameter importances when more than one parameter
 varies (with one, its importance is 1 by definition).
 """
 
@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from benchmark.config import StudySpec
-from benchmark.track.lifecycle import tracking_write
+from benchmark.tracking.lifecycle import tracking_write
 
 PLOTS = "plots"
 

@@ -9,7 +9,7 @@
   recipe (`pick_latest`): a quick run (`recipe=custom`: `run --epochs` or `--set`) never stands
   in for a system's real run unless asked for by its run id or protocol.
 - `--protocol DIGEST` (`choose_protocol`) takes a `setup` or `protocol` tag value, or a unique
-  prefix of one (`benchmark.track.protocol`). A setup restricts every name to that setup; a
+  prefix of one (`benchmark.tracking.tags`). A setup restricts every name to that setup; a
   protocol restricts them to its setup and lets the runs of that protocol (custom ones included)
   stand for their system.
 - runs are paired within one setup only (`refuse_unpaired` names the fields in which two runs
@@ -32,9 +32,9 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from benchmark.errors import BenchmarkError
-from benchmark.track.lifecycle import FAILED, FINISHED, KILLED
-from benchmark.track.protocol import describe_setup, differing_fields
-from benchmark.track.store import current_experiment
+from benchmark.tracking.lifecycle import FAILED, FINISHED, KILLED
+from benchmark.tracking.store import current_experiment
+from benchmark.tracking.tags import describe_setup, differing_fields
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 LEGACY = "legacy"

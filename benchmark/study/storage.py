@@ -12,7 +12,7 @@ Storages (`--storage`):
 - `sqlite:///PATH`: one worker process only.
 
 The journal has no heartbeat, so this module gives it the same one: every trial records its
-owner (host, pid, process start: the same owner record as MLflow runs, `benchmark.track.lifecycle`)
+owner (host, pid, process start: the same owner record as MLflow runs, `benchmark.tracking.lifecycle`)
 and a heartbeat, refreshed by a thread, as user attributes. `fail_stale_trials` fails a RUNNING
 trial whose owner process is gone (this host) or that has not beaten for `stale_after_s` (any
 host), and queues it again through the same `RetryHeartbeatStaleTrialCallback`, at most
@@ -42,8 +42,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from benchmark.errors import BenchmarkError
-from benchmark.track.lifecycle import HEARTBEAT, owner_gone_from, owner_tags
-from benchmark.track.store import MlflowConfig, sqlite_path
+from benchmark.tracking.lifecycle import HEARTBEAT, owner_gone_from, owner_tags
+from benchmark.tracking.store import MlflowConfig, sqlite_path
 
 JOURNAL = "journal:"
 JOURNAL_FILE = "optuna.journal"

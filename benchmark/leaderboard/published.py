@@ -4,7 +4,7 @@ The file transcribes the paper's Tables 1-3 as printed (shipped like the registr
 the first registry root that has one): per table its caption, columns (`dataset/metric`), the
 rows of the caption's significance markers, and groups of rows whose cells are the printed
 numbers with their markers. Rows of the paper's own systems name the registry system (`ours`)
-that `benchmark.track.leaderboard` measures for them.
+that `benchmark.leaderboard.board` measures for them.
 """
 
 from __future__ import annotations

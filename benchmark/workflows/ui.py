@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from benchmark.config import benchmark_home
 from benchmark.errors import BenchmarkError
-from benchmark.track.store import MlflowConfig, UIConfig, tracking_setup
+from benchmark.tracking.store import MlflowConfig, UIConfig, tracking_setup
 
 READY_TIMEOUT_S = 120.0  # `mlflow server` takes 10-20 s to answer on two busy cores
 STOP_GRACE_S = 5.0

@@ -5,10 +5,10 @@
   wheel needs no copy of it). `MLFLOW_TRACKING_URI` and `BENCHMARK_MLFLOW_EXPERIMENT` override it.
   A relative sqlite file or artifact folder is resolved against the working directory.
 - `tracking_setup` points mlflow at the store and creates the experiment; every command calls it
-  once, before it starts or searches runs (`benchmark.track.runs`, `benchmark.track.lookup`),
+  once, before it starts or searches runs (`benchmark.tracking.runs`, `benchmark.tracking.lookup`),
   which then work in that experiment (`current_experiment`).
 - `tracking_setup` also marks as FAILED the runs of the experiment whose owner is gone (a SIGKILL,
-  a dead machine: `benchmark.track.lifecycle`), once per process and experiment, so every command
+  a dead machine: `benchmark.tracking.lifecycle`), once per process and experiment, so every command
   that reads or writes runs starts from true statuses.
 """
 
@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from benchmark.config import StrictModel, load_yaml, validate
 from benchmark.errors import BenchmarkError
-from benchmark.track.lifecycle import StaleRun, mark_stale_runs, tracking_write
+from benchmark.tracking.lifecycle import StaleRun, mark_stale_runs, tracking_write
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "mlflow.yaml"
 

@@ -6,10 +6,10 @@ the paper's own systems, recomputed from the pooled prediction records of one ru
 dataset. The measured numbers are the means of `benchmark.eval.stats` per-utterance scores (for
 captioning metrics, their corpus score), so they equal what `compare` computes (and the fold mean
 that `run` logs). Missing cells print "–". The published rows' schema is
-`benchmark.track.published`; a board is printed by `benchmark.track.render`.
+`benchmark.leaderboard.published`; a board is printed by `benchmark.leaderboard.render`.
 
 One protocol per table. The rows of a table differ in their system config and nothing else, so
-the runs are grouped by their corpus setup (the `setup` tag of `benchmark.track.protocol`:
+the runs are grouped by their corpus setup (the `setup` tag of `benchmark.tracking.tags`:
 dataset, train_with, validation, backbone, folds) and one table is printed per setup, with a
 heading naming it (`describe_setup`) in every format. A table of several corpora (Table 2 has
 IEMOCAP and MELD) holds one setup per corpus, and those setups agree on train_with, validation and
@@ -66,9 +66,18 @@ from benchmark.eval.stats import (
     paired_test,
     with_holm,
 )
+from benchmark.leaderboard.published import (
+    CELL,
+    MISSING,
+    PUBLISHED,
+    PublishedTable,
+    TableName,
+    load_published,
+)
+from benchmark.leaderboard.render import Board, Cell, Section
 from benchmark.registry import load_dataset_card, load_system
-from benchmark.track.compare import EvaluatedRun, load_evaluated
-from benchmark.track.lookup import (
+from benchmark.tracking.evaluated import EvaluatedRun, load_evaluated
+from benchmark.tracking.lookup import (
     ProtocolChoice,
     choose_protocol,
     describe_run_setup,
@@ -81,9 +90,7 @@ from benchmark.track.lookup import (
     resolve_run,
     setup_of,
 )
-from benchmark.track.published import CELL, MISSING, PUBLISHED, PublishedTable, TableName, load_published
-from benchmark.track.render import Board, Cell, Section
-from benchmark.track.store import load_mlflow_config, tracking_setup
+from benchmark.tracking.store import load_mlflow_config, tracking_setup
 
 ALPHA = 0.05
 SHORT = {
