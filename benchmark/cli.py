@@ -1,5 +1,11 @@
 """`python -m benchmark VERB ...`: argument parsing only; the work happens in the modules.
 
+Each verb has an `add_VERB` function that adds its sub-parser and options, next to its `cmd_VERB`
+handler; `build_parser` only assembles them. The choices of `--backbone` come from the backbone
+registry (`benchmark.nn.backbones`); system, dataset and study names from `benchmark.registry`.
+`main` adds the `--registry` folders before it builds the parser, so a user's own entries are
+accepted and listed in `--help` like the shipped ones.
+
 A `BenchmarkError` (any user mistake) is printed as one line plus a hint and exits with status 2;
 anything else is a bug and keeps its traceback.
 """
@@ -10,21 +16,77 @@ import argparse
 import gc
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from benchmark import __version__
 from benchmark.errors import BenchmarkError
 from benchmark.signals import Stopped, killed_runs, stop_on_signals
 
+if TYPE_CHECKING:
+    from benchmark.registry import Kind
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from benchmark.console import checks_table, console
-    from benchmark.environment import collect_checks
+Verbs = Any  # what `add_subparsers` returns (argparse's private _SubParsersAction)
 
-    console.print(checks_table(collect_checks()))
-    return 0
+
+# Arguments shared by several verbs.
+
+
+def _registry_name(kind: Kind) -> Callable[[str], str]:
+    """An argparse `type` that accepts the name of an entry of one registry.
+
+    The registry checks it (`benchmark.registry.find`): an unknown name raises its `BenchmarkError`,
+    which lists the known names and which `main` prints as one line and a hint (exit status 2).
+    """
+
+    def registry_name(name: str) -> str:
+        from benchmark.registry import find
+
+        find(kind, name)
+        return name
+
+    return registry_name
+
+
+def _add_name(parser: argparse.ArgumentParser, *flags: str, kind: Kind, help: str, **kwargs: Any) -> None:
+    """An argument naming an entry of `kind`; its help lists the entries known now (`main` builds the
+    parser after adding the `--registry` folders, so theirs are listed too)."""
+    from benchmark.registry import entries
+
+    known = ", ".join(sorted(entries(kind))).replace("%", "%%") or "none"
+    parser.add_argument(*flags, type=_registry_name(kind), help=f"{help}; known: {known}", **kwargs)
+
+
+def _backbone_names(scored: bool = False) -> list[str]:
+    """The `--backbone` choices; `scored`: only backbones whose runs are scored (a study's trials are
+    compared by their scores, so backbones with random weights are left out)."""
+    from benchmark.nn.backbones import BACKBONES
+
+    return [name for name, backbone in BACKBONES.items() if not (scored and backbone.random_weights)]
+
+
+def _add_set(parser: argparse.ArgumentParser, help: str = "override a config field") -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def _corpus_list(text: str) -> tuple[str, ...]:
+    """`speechcraft`, `a,b` or `none` (no corpus)."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("name one or more corpora, or 'none'")
+    return () if names == ("none",) else names
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+# The verbs, in the order of `--help`.
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
@@ -33,6 +95,83 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
     console.print(datasets_table(dataset_cards(), entries("datasets")))
     return 0
+
+
+def add_data_list(actions: Verbs) -> None:
+    data_list = actions.add_parser("list", help="the dataset cards and whether each is prepared")
+    data_list.set_defaults(func=cmd_data_list)
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from benchmark.console import print_prepare_report
+    from benchmark.data.prepare import prepare_corpus
+    from benchmark.registry import load_dataset_card
+
+    card = load_dataset_card(args.name)
+    if card.reader == "demo":
+        raise BenchmarkError(
+            f"'{args.name}' is synthesised, not read from disk", hint="run `python -m benchmark data demo`"
+        )
+    report = prepare_corpus(
+        card, Path(args.root).expanduser(), Path(args.out) if args.out else None, args.strict
+    )
+    print_prepare_report(report)
+    return 0
+
+
+def add_data_prepare(actions: Verbs) -> None:
+    prepare = actions.add_parser("prepare", help="read a corpus release and write its manifests")
+    _add_name(prepare, "name", kind="datasets", help="dataset card name (see `data list`)")
+    prepare.add_argument("--root", required=True, help="the corpus folder (layout: see the dataset card)")
+    prepare.add_argument(
+        "--out", help="where to write the manifests (default: $BENCHMARK_HOME/datasets/NAME)"
+    )
+    prepare.add_argument(
+        "--strict", action="store_true", help="fail on the first bad rows instead of skipping them"
+    )
+    prepare.set_defaults(func=cmd_data_prepare)
+
+
+def cmd_data_demo(args: argparse.Namespace) -> int:
+    from benchmark.console import console, summary_table
+    from benchmark.data.demo import DEFAULT_SIZE, build_demo_corpus
+    from benchmark.data.manifest import read_manifest
+    from benchmark.data.prepare import summarise
+    from benchmark.registry import load_dataset_card
+
+    card = load_dataset_card("demo")
+    manifest = build_demo_corpus(
+        size=args.size or DEFAULT_SIZE,
+        seed=args.seed,
+        out_dir=Path(args.out) if args.out else None,
+        rebuild=args.rebuild,
+    )
+    rows = read_manifest(manifest)
+    console.print(summary_table(f"{card.title}: {manifest}", card.labels, summarise(card, {"all": rows})))
+    return 0
+
+
+def add_data_demo(actions: Verbs) -> None:
+    demo = actions.add_parser("demo", help="synthesise the demo corpus (cached)")
+    demo.add_argument(
+        "--size", type=_positive_int, default=None, help="number of utterances (default: about 420)"
+    )
+    demo.add_argument(
+        "--seed", type=int, default=0, help="random seed (the corpus is deterministic per seed)"
+    )
+    demo.add_argument("--out", help="output folder (default: $BENCHMARK_HOME/datasets/demo)")
+    demo.add_argument(
+        "--rebuild", action="store_true", help="synthesise again from scratch, replacing the cached corpus"
+    )
+    demo.set_defaults(func=cmd_data_demo)
+
+
+def add_data(verbs: Verbs) -> None:
+    data = verbs.add_parser("data", help="list, prepare or synthesise corpora")
+    actions = data.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
+    add_data_list(actions)
+    add_data_prepare(actions)
+    add_data_demo(actions)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -66,10 +205,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run(verbs: Verbs) -> None:
+    run = verbs.add_parser("run", help="train and evaluate a system on folds of a corpus, tracked in MLflow")
+    _add_name(run, "--system", kind="models", required=True, help="system name (see `systems`)")
+    run.add_argument("--beta", type=float, help="IB weight of the KL terms (default: the system's)")
+    _add_name(
+        run,
+        "--dataset",
+        kind="datasets",
+        default="demo",
+        help="dataset card (default: the synthesised demo corpus)",
+    )
+    run.add_argument(
+        "--backbone",
+        default="demo",
+        choices=_backbone_names(),
+        help="default: demo; paper-shape: the paper's architectures with random weights, GPU speed only",
+    )
+    run.add_argument(
+        "--fold", help="one fold (group or test split) or 'all' (default: the dataset card's default_fold)"
+    )
+    run.add_argument(
+        "--train-with",
+        type=_corpus_list,
+        metavar="NAME[,NAME]|none",
+        help="corpora whose training part joins each fold's (default: the dataset card's train_with)",
+    )
+    run.add_argument(
+        "--validation",
+        action="store_true",
+        help="hold the card's validation set out of training; log its loss per epoch and val.* metrics",
+    )
+    run.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the system's)")
+    run.add_argument("--deepspeed", choices=["zero2", "zero3"], help="train under DeepSpeed ZeRO-2 or ZeRO-3")
+    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
+    run.add_argument("--no-feature-cache", action="store_true", help="do not store encoder outputs on disk")
+    _add_set(run)
+    run.set_defaults(func=cmd_run)
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from benchmark.config import parse_overrides
     from benchmark.console import print_run_link, print_study
-    from benchmark.study.search import StudyRequest, report_study, run_study
+    from benchmark.study.coordinator import report_study, run_study
+    from benchmark.study.search import StudyRequest
 
     request = StudyRequest(
         name=args.name,
@@ -92,227 +271,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    from benchmark.console import print_explanation, print_run_explanations
-    from benchmark.workflows.explain import ExplainSettings, explain_run, explain_utterance
-
-    if args.all == (args.utterance is not None):
-        raise BenchmarkError("name one utterance, or --all of the run's test utterances", hint="not both")
-    settings = ExplainSettings(method=args.method, k=args.k, window_s=args.window, baseline=args.baseline)
-    if args.all:
-        result = explain_run(args.run_id, settings, limit=args.limit, progress=not args.json)
-        if args.json:
-            print(json.dumps(result.summary, ensure_ascii=False))
-        else:
-            print_run_explanations(result)
-        return 0
-    # With --json, standard output holds the JSON object alone: what libraries print while the
-    # model is rebuilt (DeepSpeed's accelerator notice) goes to standard error.
-    with redirect_stdout(sys.stderr) if args.json else nullcontext():
-        explanation, figure = explain_utterance(args.run_id, args.utterance, settings, not args.no_figure)
-    if args.json:
-        print(
-            json.dumps({**explanation.to_json(), "run_id": args.run_id, "figure": figure}, ensure_ascii=False)
-        )
-    else:
-        print_explanation(explanation, args.run_id, figure)
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from benchmark.console import console, evaluation_table, print_run_link
-    from benchmark.workflows.evaluate import evaluate_run
-
-    summary = evaluate_run(args.run_id, args.dataset, args.fold)
-    console.print(evaluation_table(summary, args.dataset))
-    print_run_link(summary.run_id)
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from benchmark.console import console, print_compare_notes
-    from benchmark.workflows.compare import DEFAULT_METRICS, comparison_table, run_compare
-
-    report = run_compare(
-        args.runs,
-        args.baseline,
-        metrics=args.metric or DEFAULT_METRICS,
-        dataset=args.dataset,
-        backbone=args.backbone,
-        alpha=args.alpha,
-        n_resamples=args.bootstrap,
-        seed=args.seed,
-        protocol=args.protocol,
-    )
-    console.print(comparison_table(report))
-    print_compare_notes(report)
-    return 0
-
-
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from contextlib import nullcontext
-
-    from benchmark.data.builds import atomic_file
-    from benchmark.leaderboard.board import build_boards
-    from benchmark.leaderboard.render import render
-
-    datasets, runs, protocol = args.dataset, args.runs, args.protocol
-    if args.study:  # the study's refit runs in their cells, in the table of their setup
-        from benchmark.study.search import study_runs
-        from benchmark.tracking.store import load_mlflow_config, tracking_setup
-
-        tracking_setup(load_mlflow_config())
-        found = study_runs(args.study)
-        datasets, runs, protocol = (
-            datasets or [found.dataset],
-            [*runs, *found.run_ids],
-            protocol or found.setup,
-        )
-    # --out is opened before the boards are built, so an unwritable path fails before the slow part.
-    with atomic_file(Path(args.out)) if args.out else nullcontext(sys.stdout) as handle:
-        boards = build_boards(args.table, datasets, runs, args.backbone, protocol, args.explain)
-        handle.write(render(boards, args.format))
-    if args.out:
-        print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    from functools import partial
-
-    from benchmark.console import error_console, print_ui_ready
-    from benchmark.tracking.store import load_mlflow_config
-    from benchmark.workflows.ui import serve_ui
-
-    config = load_mlflow_config()
-    try:
-        serve_ui(config, args.host, args.port, on_ready=partial(print_ui_ready, config))
-    except Stopped as stop:  # the way `ui` is meant to end
-        error_console.print(f"stopped by {stop.name}; the MLflow UI server has ended", soft_wrap=True)
-        return stop.exit_code
-
-
-def cmd_systems(args: argparse.Namespace) -> int:
-    from benchmark.console import console, systems_table
-    from benchmark.registry import entries, system_configs
-
-    console.print(systems_table(system_configs(), entries("models")))
-    return 0
-
-
-def cmd_data_prepare(args: argparse.Namespace) -> int:
-    from benchmark.console import print_prepare_report
-    from benchmark.data.prepare import prepare_corpus
-    from benchmark.registry import load_dataset_card
-
-    card = load_dataset_card(args.name)
-    if card.reader == "demo":
-        raise BenchmarkError(
-            f"'{args.name}' is synthesised, not read from disk", hint="run `python -m benchmark data demo`"
-        )
-    report = prepare_corpus(
-        card, Path(args.root).expanduser(), Path(args.out) if args.out else None, args.strict
-    )
-    print_prepare_report(report)
-    return 0
-
-
-def cmd_data_demo(args: argparse.Namespace) -> int:
-    from benchmark.console import console, summary_table
-    from benchmark.data.demo import DEFAULT_SIZE, build_demo_corpus
-    from benchmark.data.manifest import read_manifest
-    from benchmark.data.prepare import summarise
-    from benchmark.registry import load_dataset_card
-
-    card = load_dataset_card("demo")
-    manifest = build_demo_corpus(
-        size=args.size or DEFAULT_SIZE,
-        seed=args.seed,
-        out_dir=Path(args.out) if args.out else None,
-        rebuild=args.rebuild,
-    )
-    rows = read_manifest(manifest)
-    console.print(summary_table(f"{card.title}: {manifest}", card.labels, summarise(card, {"all": rows})))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmark",
-        description="Benchmark suite for LLM-based explainable speech emotion recognition.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--registry", action="append", default=[], metavar="DIR",
-        help="extra folder holding models/, datasets/ or studies/ (searched first; repeatable)",
-    )  # fmt: skip
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-
-    data = verbs.add_parser("data", help="list, prepare or synthesise corpora")
-    data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
-    data_verbs.add_parser("list", help="the dataset cards and whether each is prepared").set_defaults(
-        func=cmd_data_list
-    )
-    prepare = data_verbs.add_parser("prepare", help="read a corpus release and write its manifests")
-    prepare.add_argument("name", help="dataset card name (see `data list`)")
-    prepare.add_argument("--root", required=True, help="the corpus folder (layout: see the dataset card)")
-    prepare.add_argument(
-        "--out", help="where to write the manifests (default: $BENCHMARK_HOME/datasets/NAME)"
-    )
-    prepare.add_argument(
-        "--strict", action="store_true", help="fail on the first bad rows instead of skipping them"
-    )
-    prepare.set_defaults(func=cmd_data_prepare)
-    demo = data_verbs.add_parser("demo", help="synthesise the demo corpus (cached)")
-    demo.add_argument(
-        "--size", type=_positive_int, default=None, help="number of utterances (default: about 420)"
-    )
-    demo.add_argument(
-        "--seed", type=int, default=0, help="random seed (the corpus is deterministic per seed)"
-    )
-    demo.add_argument("--out", help="output folder (default: $BENCHMARK_HOME/datasets/demo)")
-    demo.add_argument(
-        "--rebuild", action="store_true", help="synthesise again from scratch, replacing the cached corpus"
-    )
-    demo.set_defaults(func=cmd_data_demo)
-
-    run = verbs.add_parser("run", help="train and evaluate a system on folds of a corpus, tracked in MLflow")
-    run.add_argument("--system", required=True, help="system name (see `systems`)")
-    run.add_argument("--beta", type=float, help="IB weight of the KL terms (default: the system's)")
-    run.add_argument("--dataset", default="demo", help="dataset card (default: the synthesised demo corpus)")
-    run.add_argument(
-        "--backbone",
-        default="demo",
-        choices=["demo", "tiny", "paper", "paper-shape"],
-        help="default: demo; paper-shape: the paper's architectures with random weights, GPU speed only",
-    )
-    run.add_argument(
-        "--fold", help="one fold (group or test split) or 'all' (default: the dataset card's default_fold)"
-    )
-    run.add_argument(
-        "--train-with",
-        type=_corpus_list,
-        metavar="NAME[,NAME]|none",
-        help="corpora whose training part joins each fold's (default: the dataset card's train_with)",
-    )
-    run.add_argument(
-        "--validation",
-        action="store_true",
-        help="hold the card's validation set out of training; log its loss per epoch and val.* metrics",
-    )
-    run.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the system's)")
-    run.add_argument("--deepspeed", choices=["zero2", "zero3"], help="train under DeepSpeed ZeRO-2 or ZeRO-3")
-    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
-    run.add_argument("--no-feature-cache", action="store_true", help="do not store encoder outputs on disk")
-    run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field"
-    )
-    run.set_defaults(func=cmd_run)
-
+def add_study(verbs: Verbs) -> None:
     study = verbs.add_parser(
         "study", help="an Optuna study (studies/*.yaml: the beta search, Table 3), every trial an MLflow run"
     )
-    study.add_argument("name", help="study name (studies/NAME.yaml: beta, table3)")
+    _add_name(study, "name", kind="studies", help="study name (studies/NAME.yaml)")
     study.add_argument("--trials", type=_positive_int, help="trials in all (default: the spec's)")
     study.add_argument("--workers", type=_positive_int, default=1, help="worker processes here (default 1)")
     study.add_argument(
@@ -320,16 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="journal:PATH or postgresql://... (default: a journal file beside the MLflow store)",
     )
-    study.add_argument("--dataset", help="dataset card (default: the spec's)")
-    study.add_argument("--backbone", choices=["demo", "tiny", "paper"], help="default: the spec's")
-    study.add_argument("--epochs", type=_positive_int, help="epochs of every stage of every trial")
+    _add_name(study, "--dataset", kind="datasets", help="dataset card (default: the spec's)")
     study.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field of every trial",
+        "--backbone",
+        choices=_backbone_names(scored=True),
+        help="default: the spec's (backbones with random weights score nothing, so none here)",
     )
+    study.add_argument("--epochs", type=_positive_int, help="epochs of every stage of every trial")
+    _add_set(study, help="override a config field of every trial")
     study.add_argument("--resume", action="store_true", help="a re-run trial continues from its checkpoints")
     study.add_argument(
         "--report", action="store_true", help="print the trials and log the plots; run nothing"
@@ -343,6 +304,36 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
     study.set_defaults(func=cmd_study)
 
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from benchmark.console import print_explanation, print_run_explanations
+    from benchmark.explain.explanation import ExplainSettings
+    from benchmark.workflows.explain import explain_run, explain_utterance
+
+    if args.all == (args.utterance is not None):
+        raise BenchmarkError("name one utterance, or --all of the run's test utterances", hint="not both")
+    settings = ExplainSettings(method=args.method, k=args.k, window_s=args.window, baseline=args.baseline)
+    if args.all:
+        result = explain_run(args.run_id, settings, limit=args.limit, progress=not args.json)
+        if args.json:
+            print(json.dumps(result.summary, ensure_ascii=False))
+        else:
+            print_run_explanations(result)
+        return 0
+    # With --json, standard output holds the JSON object alone: what libraries print while the
+    # model is rebuilt goes to standard error.
+    with redirect_stdout(sys.stderr) if args.json else nullcontext():
+        explanation, figure = explain_utterance(args.run_id, args.utterance, settings, not args.no_figure)
+    if args.json:
+        print(
+            json.dumps({**explanation.to_json(), "run_id": args.run_id, "figure": figure}, ensure_ascii=False)
+        )
+    else:
+        print_explanation(explanation, args.run_id, figure)
+    return 0
+
+
+def add_explain(verbs: Verbs) -> None:
     explain = verbs.add_parser(
         "explain", help="why a run predicted what it did for one test utterance: salient windows, their cues"
     )
@@ -369,14 +360,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.set_defaults(func=cmd_explain)
 
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from benchmark.console import console, evaluation_table, print_run_link
+    from benchmark.workflows.evaluate import evaluate_run
+
+    summary = evaluate_run(args.run_id, args.dataset, args.fold)
+    console.print(evaluation_table(summary, args.dataset))
+    print_run_link(summary.run_id)
+    return 0
+
+
+def add_evaluate(verbs: Verbs) -> None:
     evaluate = verbs.add_parser(
         "evaluate", help="score a trained run on another corpus's test split, zero-shot (no training)"
     )
     evaluate.add_argument("run_id", help="an MLflow run of `run` (the parent run or one fold run)")
-    evaluate.add_argument("--dataset", required=True, help="dataset card with a test split (e.g. emosec)")
+    _add_name(
+        evaluate,
+        "--dataset",
+        kind="datasets",
+        required=True,
+        help="dataset card with a test split (e.g. emosec)",
+    )
     evaluate.add_argument("--fold", help="which fold's model of a cross-validated run (needed if several)")
     evaluate.set_defaults(func=cmd_evaluate)
 
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchmark.console import console, print_compare_notes
+    from benchmark.workflows.compare import DEFAULT_METRICS, comparison_table, run_compare
+
+    report = run_compare(
+        args.runs,
+        args.baseline,
+        metrics=args.metric or DEFAULT_METRICS,
+        dataset=args.dataset,
+        backbone=args.backbone,
+        alpha=args.alpha,
+        n_resamples=args.bootstrap,
+        seed=args.seed,
+        protocol=args.protocol,
+    )
+    console.print(comparison_table(report))
+    print_compare_notes(report)
+    return 0
+
+
+def add_compare(verbs: Verbs) -> None:
     compare = verbs.add_parser(
         "compare", help="paired one-sided tests of runs against a baseline, logged to MLflow"
     )
@@ -393,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="ser.ua, ser.wa, asr.wer, sed.* (repeatable; default: ser.ua, asr.wer)",
     )
+    # Runs are found by their tags, so --dataset and --backbone are not checked against the registries:
+    # a run of an entry from a --registry folder stays comparable without that folder.
     compare.add_argument("--dataset", help="dataset of the runs named by system (default: the baseline's)")
     compare.add_argument("--backbone", help="only runs with this backbone, for names (default: any)")
     compare.add_argument(
@@ -410,6 +443,34 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     compare.set_defaults(func=cmd_compare)
 
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark.data.builds import atomic_file
+    from benchmark.leaderboard.board import build_boards
+    from benchmark.leaderboard.render import render
+
+    datasets, runs, protocol = args.dataset, args.runs, args.protocol
+    if args.study:  # the study's refit runs in their cells, in the table of their setup
+        from benchmark.tracking.lookup import study_runs
+        from benchmark.tracking.store import load_mlflow_config, tracking_setup
+
+        tracking_setup(load_mlflow_config())
+        found = study_runs(args.study)
+        datasets, runs, protocol = (
+            datasets or [found.dataset],
+            [*runs, *found.run_ids],
+            protocol or found.setup,
+        )
+    # --out is opened before the boards are built, so an unwritable path fails before the slow part.
+    with atomic_file(Path(args.out)) if args.out else nullcontext(sys.stdout) as handle:
+        boards = build_boards(args.table, datasets, runs, args.backbone, protocol, args.explain)
+        handle.write(render(boards, args.format))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def add_leaderboard(verbs: Verbs) -> None:
     board = verbs.add_parser("leaderboard", help="the paper's Tables 1-3 with published and measured rows")
     board.add_argument(
         "--table", required=True, choices=["sed", "ser", "ablation"], help="Table 1, 2 or 3 of the paper"
@@ -422,8 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_ID",
         help="use these runs for their rows, custom-recipe runs included, in the table of their setup",
     )
-    board.add_argument(
-        "--dataset", action="append", default=[], help="show this corpus instead of the paper's (repeatable)"
+    _add_name(
+        board,
+        "--dataset",
+        kind="datasets",
+        action="append",
+        default=[],
+        help="show this corpus instead of the paper's (repeatable)",
     )
     board.add_argument("--backbone", help="only runs with this backbone (default: any)")
     board.add_argument(
@@ -444,42 +510,104 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", help="write to this file instead of standard output")
     board.set_defaults(func=cmd_leaderboard)
 
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from benchmark.console import error_console, print_ui_ready
+    from benchmark.tracking.store import load_mlflow_config
+    from benchmark.workflows.ui import serve_ui
+
+    config = load_mlflow_config()
+    try:
+        serve_ui(config, args.host, args.port, on_ready=partial(print_ui_ready, config))
+    except Stopped as stop:  # the way `ui` is meant to end
+        error_console.print(f"stopped by {stop.name}; the MLflow UI server has ended", soft_wrap=True)
+        return stop.exit_code
+
+
+def add_ui(verbs: Verbs) -> None:
     ui = verbs.add_parser("ui", help="serve the MLflow UI of the configured store on 127.0.0.1")
     ui.add_argument("--host", help="interface to bind (default: mlflow.yaml's ui.host, 127.0.0.1)")
     ui.add_argument("--port", type=int, help="port, 1..65535 (default: mlflow.yaml's ui.port)")
     ui.set_defaults(func=cmd_ui)
 
-    verbs.add_parser("systems", help="the system variants and the paper rows they reproduce").set_defaults(
-        func=cmd_systems
-    )
+
+def cmd_systems(args: argparse.Namespace) -> int:
+    from benchmark.console import console, systems_table
+    from benchmark.registry import entries, system_configs
+
+    console.print(systems_table(system_configs(), entries("models")))
+    return 0
+
+
+def add_systems(verbs: Verbs) -> None:
+    systems = verbs.add_parser("systems", help="the system variants and the paper rows they reproduce")
+    systems.set_defaults(func=cmd_systems)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from benchmark.console import checks_table, console
+    from benchmark.environment import collect_checks
+
+    console.print(checks_table(collect_checks()))
+    return 0
+
+
+def add_doctor(verbs: Verbs) -> None:
     verbs.add_parser("doctor", help="what is installed and usable here").set_defaults(func=cmd_doctor)
+
+
+VERBS = (
+    add_data, add_run, add_study, add_explain, add_evaluate, add_compare, add_leaderboard, add_ui,
+    add_systems, add_doctor,
+)  # fmt: skip
+
+
+def _add_registry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry", action="append", default=[], metavar="DIR",
+        help="extra folder holding models/, datasets/ or studies/ (searched first; repeatable)",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole parser; system, dataset and study names are those of the registries as they are
+    now (`main` adds the `--registry` folders first)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark",
+        description="Benchmark suite for LLM-based explainable speech emotion recognition.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_registry_option(parser)
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for add_verb in VERBS:
+        add_verb(verbs)
     return parser
 
 
-def _corpus_list(text: str) -> tuple[str, ...]:
-    """`speechcraft`, `a,b` or `none` (no corpus)."""
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("name one or more corpora, or 'none'")
-    return () if names == ("none",) else names
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be a positive integer")
-    return value
+def registry_folders(argv: Sequence[str]) -> list[str]:
+    """The `--registry` folders of a command line: the first of two passes, so that the whole
+    parser (its help, its checks of names) sees the entries of those folders. A malformed option
+    is left for the whole parser to report."""
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    _add_registry_option(parser)
+    try:
+        return parser.parse_known_args(argv)[0].registry
+    except argparse.ArgumentError:
+        return []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from benchmark.console import print_error, print_stopped
     from benchmark.registry import add_registry
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         with stop_on_signals():
-            for folder in args.registry:
+            for folder in registry_folders(argv):
                 add_registry(Path(folder))
+            args = build_parser().parse_args(argv)  # checks registry names: may raise BenchmarkError
             return args.func(args)
     except BenchmarkError as err:
         print_error(err)

@@ -106,7 +106,7 @@ class ValidationSpec(StrictModel):
         return self
 
 
-class Protocol(StrictModel):
+class SplitProtocol(StrictModel):
     """How a corpus is split for training and evaluation (paper section 4.1).
 
     - `leave_one_group_out`: k-fold cross-validation where fold k holds out group `folds[k]`
@@ -132,7 +132,7 @@ class Protocol(StrictModel):
     validation: ValidationSpec | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> Protocol:
+    def _check(self) -> SplitProtocol:
         if self.kind == "leave_one_group_out" and len(self.folds) < 2:
             raise ValueError("leave_one_group_out needs at least two groups in 'folds'")
         if self.default_fold != "all" and self.default_fold not in self.folds:
@@ -168,7 +168,7 @@ class DatasetCard(StrictModel):
     # (e.g. IEMOCAP's frustration), which is reported, not treated as a bad row.
     label_map: dict[str, str | None] = Field(default_factory=dict)
     splits: list[str]
-    protocol: Protocol
+    protocol: SplitProtocol
     layout: str
     notes: str = ""
 

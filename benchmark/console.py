@@ -17,11 +17,12 @@ from benchmark.environment import Check
 from benchmark.errors import BenchmarkError
 
 if TYPE_CHECKING:
-    from benchmark.study.search import StudySummary
+    from benchmark.explain.explanation import Explanation
+    from benchmark.study.coordinator import StudySummary
     from benchmark.tracking.store import MlflowConfig
     from benchmark.workflows.compare import CompareReport
     from benchmark.workflows.evaluate import EvaluationSummary
-    from benchmark.workflows.explain import Explanation, RunExplanations
+    from benchmark.workflows.explain import RunExplanations
     from benchmark.workflows.ui import ReadyUI
 
 # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns, so tables

@@ -6,6 +6,8 @@ in MLflow can always be traced to the software and hardware that produced it.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import platform
 import shutil
@@ -73,19 +75,61 @@ def gpu_checks() -> list[Check]:
     return checks
 
 
+# Run in a child process by `deepspeed_check`: the last line of its standard output is the result.
+_DEEPSPEED_PROBE = """
+import json
+from deepspeed.accelerator import get_accelerator
+print(json.dumps(get_accelerator().device_name()))
+"""
+
+
 def deepspeed_check() -> Check:
-    """DeepSpeed's version and the accelerator it picks (CPU when DS_ACCELERATOR=cpu or no GPU)."""
+    """DeepSpeed's version and the accelerator it picks (CPU when DS_ACCELERATOR=cpu or no GPU).
+
+    The version comes from the package metadata. Whether DeepSpeed imports, and which accelerator it
+    picks, is asked of a child process (`_deepspeed_accelerator`) unless DeepSpeed is already
+    imported here (a run under `--deepspeed`): importing it takes seconds and logs "Setting
+    accelerator to CPU ..." to standard output on a machine without a GPU, so only runs that train
+    under DeepSpeed import it (docs/architecture.md, "Layers").
+    """
     try:
-        import deepspeed
+        version = metadata.version("deepspeed")
+    except metadata.PackageNotFoundError:
+        return Check("software", "deepspeed", False, "not installed")
+    if "deepspeed" in sys.modules:
         from deepspeed.accelerator import get_accelerator
-    except Exception as err:  # an import of deepspeed can fail in many ways (ops, CUDA mismatch)
-        return Check("software", "deepspeed", False, f"cannot import: {err}")
-    return Check(
-        "software",
-        "deepspeed",
-        True,
-        f"{deepspeed.__version__}, accelerator={get_accelerator().device_name()}",
-    )
+
+        accelerator, error = get_accelerator().device_name(), None
+    else:
+        accelerator, error = _deepspeed_accelerator(os.environ.get("DS_ACCELERATOR"))
+    if error is not None:
+        return Check("software", "deepspeed", False, f"{version}, cannot import: {error}")
+    return Check("software", "deepspeed", True, f"{version}, accelerator={accelerator}")
+
+
+@functools.cache  # once per process (and DS_ACCELERATOR): every run of a study logs the environment
+def _deepspeed_accelerator(ds_accelerator: str | None) -> tuple[str | None, str | None]:
+    """(accelerator name, None), or (None, why DeepSpeed cannot be imported), from a child process
+    whose output is read, not shown. An import of DeepSpeed can fail in many ways (ops, CUDA
+    mismatch), even crash the interpreter; the child keeps all of it out of this process."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _DEEPSPEED_PROBE],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except subprocess.TimeoutExpired:
+        return None, "the import took more than 300 s"
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        try:
+            return str(json.loads(lines[-1])), None
+        except json.JSONDecodeError:
+            pass
+    errors = proc.stderr.strip().splitlines()
+    return None, errors[-1] if errors else f"exit status {proc.returncode}"
 
 
 def backbone_checks() -> list[Check]:

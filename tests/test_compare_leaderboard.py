@@ -30,7 +30,7 @@ from benchmark.leaderboard.render import render
 from benchmark.registry import load_system, system_configs
 from benchmark.tracking.artifacts import load_run_records
 from benchmark.tracking.store import load_mlflow_config
-from benchmark.tracking.tags import RunProtocol
+from benchmark.tracking.tags import RunSetup
 
 LABELS = ["neutral", "happy", "angry", "sad"]  # datasets/demo.yaml
 SYSTEMS = ("ssl-hubert", "no-fd")  # Table 2 rows 1 and 4; no-fd is the baseline of the "*" marker
@@ -56,7 +56,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
             ).run_id
             for system in SYSTEMS
         }
-        protocol = RunProtocol("demo", (), False, "tiny", ("1",), "plain", "registry")
+        protocol = RunSetup("demo", (), False, "tiny", ("1",), "plain", "registry")
         for system, run_id in runs.items():
             for key, value in protocol.tags(load_system(system)).items():
                 MlflowClient().set_tag(run_id, key, value)
@@ -228,11 +228,11 @@ def test_runs_and_comparison_runs_are_served_by_the_mlflow_ui(runs: dict[str, st
 def test_descriptor_table_scores_the_logged_descriptors(
     runs: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ):
-    from benchmark.workflows import compare
+    from benchmark.tracking import evaluated
 
     calls = []
-    scorer = compare.caption_utterance_scores
-    monkeypatch.setattr(compare, "caption_utterance_scores", lambda *a: calls.append(a) or scorer(*a))
+    scorer = evaluated.caption_utterance_scores
+    monkeypatch.setattr(evaluated, "caption_utterance_scores", lambda *a: calls.append(a) or scorer(*a))
     assert main(["leaderboard", "--table", "sed", "--format", "md", "--dataset", "demo"]) == 0
     out = capsys.readouterr().out
     cells = re.search(r"^\| 1 \| no-fd \| measured \|(.*)\|$", out, re.M)[1].split("|")

@@ -1,4 +1,4 @@
-"""Explanation quality: deletion faithfulness and the metrics computed from explanation records."""
+"""Explanation quality: the deletion test and the metrics computed from explanation records."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from benchmark.explain.faithfulness import (
     measured_levels_from_cues,
 )
 from benchmark.registry import load_dataset_card, load_system
-from benchmark.workflows.run import run_metrics
+from benchmark.workflows.scoring import split_scores
 
 LEVELS = ("low", "normal", "high")
 
@@ -127,7 +127,7 @@ def test_demo_descriptors_are_faithful_to_their_measured_cues(tmp_path: Path):
     expected = wrong_gender.share
     assert faithfulness_scores(records, rows) == {"sed.faithfulness": expected}
     system = load_system("fd-ser-sed")
-    logged = run_metrics(records, load_dataset_card("demo"), system, rows)
+    logged = split_scores(records, load_dataset_card("demo"), system, rows)
     assert logged["sed.faithfulness"] == expected and "sed.bleu4" in logged
     assert "sed.faithfulness" not in score_records(records, load_dataset_card("demo"), system, rows)
     no_claims = [r | {"hyp_descriptor": "mm"} for r in records]

@@ -26,7 +26,7 @@ from benchmark.leaderboard.render import render
 from benchmark.registry import load_system
 from benchmark.tracking.lifecycle import FINISHED
 from benchmark.tracking.store import load_mlflow_config, tracking_setup
-from benchmark.tracking.tags import RunProtocol, describe_setup
+from benchmark.tracking.tags import RunSetup, describe_setup
 
 LABELS = ["neutral", "happy", "angry", "sad"]  # datasets/demo.yaml
 UTTERANCES = 40
@@ -71,7 +71,7 @@ def fabricate(
         config = quick(config)
     tags = {"system": system, "dataset": "demo", "backbone": backbone, "beta": str(config.beta)}
     if not legacy:
-        protocol = RunProtocol("demo", train_with, False, backbone, folds, "plain", recipe)  # type: ignore[arg-type]
+        protocol = RunSetup("demo", train_with, False, backbone, folds, "plain", recipe)  # type: ignore[arg-type]
         tags |= protocol.tags(config)
     client = MlflowClient()
     run_id = client.create_run(experiment, start_time=start, tags=tags, run_name=system).info.run_id

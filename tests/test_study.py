@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from benchmark import registry
 from benchmark.errors import BenchmarkError
 from benchmark.leaderboard.published import load_published
-from benchmark.study.search import StudyRequest, counted, resolve_spec, study_name, worker_command
+from benchmark.study.search import StudyRequest, counted, resolve_spec, study_name
 from benchmark.study.storage import (
     StudyStorage,
     TrialHeartbeat,
@@ -22,6 +22,7 @@ from benchmark.study.storage import (
     fail_stale_trials,
     parse_storage,
 )
+from benchmark.study.workers import worker_command
 from benchmark.tracking.lifecycle import owner_tags
 from benchmark.tracking.store import MlflowConfig
 
@@ -209,7 +210,7 @@ def test_the_claim_lock_is_exclusive_between_processes(tmp_path: Path):
 )
 def test_the_study_summary_says_what_was_refit(values, complete, refits, said, capsys, tmp_path: Path):
     from benchmark.console import print_study
-    from benchmark.study.search import StudySummary
+    from benchmark.study.coordinator import StudySummary
 
     study = optuna.create_study(direction="maximize")
     distribution = {"beta": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
@@ -225,7 +226,7 @@ def test_the_study_summary_says_what_was_refit(values, complete, refits, said, c
 
 
 def test_workers_on_one_machine_share_its_cores(monkeypatch: pytest.MonkeyPatch):
-    from benchmark.study.search import worker_environment
+    from benchmark.study.workers import worker_environment
 
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)

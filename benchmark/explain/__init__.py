@@ -6,7 +6,7 @@
   windows of the original audio drove it;
 - saliency-linked cues (`evidence.py`, `expert_cues.py`): what the voice does inside those windows,
   against the speaker's baseline and expert-referenced directions per emotion;
-- deletion faithfulness (`deletion.py`) and the quality metrics of a system's explanations, from
+- the deletion test (`deletion.py`) and the quality metrics of a system's explanations, from
   one record per utterance (`quality.py`);
 - the pictures (`figure.py`).
 """

@@ -1,4 +1,4 @@
-"""Deletion faithfulness: does removing the salient windows remove the decision?
+"""The deletion test: does removing the salient windows remove the decision?
 
 Per utterance, the probability of the predicted emotion is measured on the audio as it is, with
 its top-k salient windows occluded, and with k random non-overlapping windows of the same length

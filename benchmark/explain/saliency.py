@@ -72,7 +72,7 @@ class WaveformDecision(Protocol):
 
 
 class ProbabilityDecision(WaveformDecision, Protocol):
-    """A decision whose label also has a probability (what deletion faithfulness measures)."""
+    """A decision whose label also has a probability (what the deletion test measures)."""
 
     def probability(self, waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """waves (B, S), mask (B, S) -> (B,) the probability of the explained label."""
@@ -199,7 +199,7 @@ class CaptionerEmotion(EncoderDecision):
 
     @torch.no_grad()
     def probability(self, waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """p(label tokens | ...) per waveform: the probability deletion faithfulness compares."""
+        """p(label tokens | ...) per waveform: the probability the deletion test compares."""
         return self.from_waveforms(waves, mask).exp()
 
     def from_hidden_states(self, hidden_states: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
@@ -234,7 +234,7 @@ class SSLEmotion(EncoderDecision):
 
     @torch.no_grad()
     def probability(self, waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The classifier's softmax probability of the label per waveform (deletion faithfulness)."""
+        """The classifier's softmax probability of the label per waveform (the deletion test)."""
         out = self.encoder(waves, mask)
         emotion_logits, _ = self.model(out.hidden_states, out.frame_mask)
         return emotion_logits.softmax(dim=-1)[:, self.index]

@@ -1,49 +1,14 @@
 """`python -m benchmark leaderboard`: the paper's Tables 1-3, its published rows beside ours.
 
-A table has two kinds of rows, never mixed: the paper's *published* rows, transcribed in
-`published/paper_results.yaml` (shipped like the registries), and *measured* rows, one per row of
-the paper's own systems, recomputed from the pooled prediction records of one run per row and
-dataset. The measured numbers are the means of `benchmark.eval.stats` per-utterance scores (for
-captioning metrics, their corpus score), so they equal what `compare` computes (and the fold mean
-that `run` logs). Missing cells print "–". The published rows' schema is
-`benchmark.leaderboard.published`; a board is printed by `benchmark.leaderboard.render`.
-
-One protocol per table. The rows of a table differ in their system config and nothing else, so
-the runs are grouped by their corpus setup (the `setup` tag of `benchmark.tracking.tags`:
-dataset, train_with, validation, backbone, folds) and one table is printed per setup, with a
-heading naming it (`describe_setup`) in every format. A table of several corpora (Table 2 has
-IEMOCAP and MELD) holds one setup per corpus, and those setups agree on train_with, validation and
-backbone. Runs logged before setups were tagged form tables of their own, one per backbone,
-labelled as such. Which run fills a cell, within the table's setup:
-
-- the latest FINISHED top-level run of the row's system and β with `recipe=registry`: a quick
-  `run --epochs 1` or `--set` run (`recipe=custom`) never displaces the real run of a cell, however
-  new. A cell with only custom runs stays "–" with a note naming their protocol, so nothing is
-  hidden silently; a note also lists cells whose newer custom runs are not shown.
-- `--runs RUN_ID...` puts these runs (custom or not) in their cells, in the table of their setup.
-- `--protocol DIGEST` (a `setup` or `protocol` tag value, or a unique prefix of one) restricts the
-  board to one setup: that setup, or the setup of that protocol, whose runs (custom ones
-  included) then fill their cells, the registry runs of the setup filling the others.
-- `--backbone` keeps only the runs of that backbone.
-
-Tables and their significance markers (paired one-sided t-test on per-utterance scores, p < 0.05
-uncorrected, the paper's rule, against the measured run of the row the caption names, always in
-the same table: runs of two setups are never paired):
-
-- `sed` (Table 1, EMOSEC; BLEU-4, METEOR, ROUGE-L, CIDEr, SPICE): "‡" = better than Sys. 1
-  (`no-fd`), on each of the five metrics.
-- `ser` (Table 2, IEMOCAP and MELD; UA, WER): "*", "‡", "∘" = UA better than Sys. 4 (`no-fd`),
-  Sys. 5 (`fd-ser-asr`) and Sys. 6 (`fd-ser-sed`). WER is not marked: the caption speaks of
-  accuracy improvements.
-- `ablation` (Table 3, both): "*" on UA against Sys. 4 (`full`, β = 1e-4). The caption says
-  "improvement over Sys.4", but every row it marks (1, 3, 5) has a lower UA than Sys. 4 in that
-  very table, so the marker is read as "Sys. 4 is significantly better than this row" and tested
-  one-sided in that direction.
-
-Every measured row other than the baseline row itself is tested. A note under the table says how
-many markers survive Holm's correction across all the table's tests. `--dataset` replaces the
-paper's corpora (e.g. `--dataset demo`): every metric of the table is then shown for each given
-dataset, and published rows with no number in the shown columns are left out.
+A table has the paper's *published* rows (`published/paper_results.yaml`, schema in
+`benchmark.leaderboard.published`) and *measured* rows, never mixed: one per row of the paper's own
+systems, recomputed from the pooled prediction records of one run per row and dataset as the means
+of `benchmark.eval.stats` per-utterance scores, so they equal what `compare` computes. The rows of
+a table differ in their system config only, so one table is printed per run setup (the `setup`
+tag of `benchmark.tracking.tags`), and `benchmark.tracking.lookup` picks the run of each cell.
+Significance markers are the paper's paired one-sided t-tests against the row its caption names,
+within one table; `benchmark.leaderboard.render` prints the board. Which run fills a cell and how
+each table's markers are read: docs/evaluation.md.
 """
 
 from __future__ import annotations

@@ -1,41 +1,19 @@
 """`python -m benchmark study NAME`: an Optuna study whose every trial is a `benchmark run`.
 
-A study spec (`studies/NAME.yaml`, `benchmark.config.StudySpec`) names the system, the corpus,
-the search space, sampler, pruner, trial count and a validation objective. The command:
-
-1. resolves the spec with the command line's changes (`--dataset`, `--backbone`, `--epochs`,
-   `--set`, `--trials`). All but the trial count make another study: the Optuna study is named
-   `NAME-<digest of the resolved spec>`, so the same command continues the same study
-   (`load_if_exists`) and a changed one never mixes its trials into another's.
-2. creates the MLflow experiment (once, before any worker starts), the Optuna study, and the
-   study's MLflow run (tags `kind=study`, `study`, `objective`, `optuna_storage`), whose id the
-   Optuna study keeps as a user attribute so that every worker, on any machine, attaches its
-   trials to it (`mlflow.parentRunId`). Fixed trials (Table 3's rows) are queued once.
-3. runs `--workers N` worker processes (`study NAME --worker`, the command a worker on another
-   machine runs too). Each worker takes trials until the study has its count: one trial is one
-   `benchmark run` with `--validation` and *no test evaluation*, whose run is tagged
-   `kind=trial`, `study`, `trial` and nests its folds as usual; the objective is the run's
-   validation metric, logged under its own name. The validation loss of every epoch is reported
-   to Optuna, and the pruner may stop the trial there (state PRUNED; its run ends FAILED with the
-   tag `trial_state=PRUNED`). A worker that dies leaves a RUNNING trial that the next worker
-   fails and queues again (`benchmark.study.storage`); its MLflow runs are ended FAILED
-   with it. Ctrl-C ends the trial FAIL and queues it again, its runs KILLED.
-4. refits: the best trial's parameters (`refit: best`), or every complete trial's (`refit:
-   every`, a table of rows), are trained again on the full training part, the validation set
-   included, and scored once on the test part. That top-level run, tagged `kind=study-best` (the
-   other rows `kind=study-refit`) and `study_run`, is what `leaderboard` and `compare` use. No
-   earlier step of a study predicts a test utterance.
+The spec (`studies/NAME.yaml`, `benchmark.config.StudySpec`) names system, corpus, search space,
+sampler, pruner, trial count and a validation objective. Steps: (1) the Optuna study is named
+`NAME-<digest of the resolved spec>`, so the same command continues it and a changed one starts
+another; (2) the MLflow experiment, the study and its MLflow run are created once, the run's id
+kept as a study user attribute so that workers on any machine attach their trials to it; (3)
+`--workers N` workers take trials until the count is reached: a trial is `run --validation` with
+no test evaluation, pruned on its per-epoch validation loss, and a dead worker's trial is failed
+and queued again (`benchmark.study.storage`); (4) the best trial (or every row) is refit on the
+whole training part and scored once on the test part. Details: docs/studies.md.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +24,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from benchmark.config import SYSTEM_PARAM, StudySpec, SystemConfig, dotted_override, merge_configs, validate
 from benchmark.errors import BenchmarkError
-from benchmark.registry import load_study, registry_roots
+from benchmark.registry import load_study
 from benchmark.study.storage import (
     StudyStorage,
     TrialHeartbeat,
@@ -56,9 +34,11 @@ from benchmark.study.storage import (
     retried_numbers,
     retry_callback,
 )
-from benchmark.tracking.lifecycle import FAILED, RUNNING, tracking_write
-from benchmark.tracking.runs import held_run
-from benchmark.tracking.store import MlflowConfig, current_experiment, load_mlflow_config, tracking_setup
+from benchmark.tracking import tags as tag
+from benchmark.tracking.lifecycle import RUNNING, end_stale_run, tracking_write
+from benchmark.tracking.lookup import refit_runs
+from benchmark.tracking.store import MlflowConfig, load_mlflow_config, tracking_setup
+from benchmark.tracking.tags import digest
 from benchmark.workflows.run import RunRequest, run_experiment
 
 # Optuna study user attributes: what every worker reads back from the study.
@@ -87,16 +67,6 @@ class StudyRequest:
     progress: bool = True
 
 
-@dataclass(frozen=True)
-class StudySummary:
-    spec: StudySpec
-    study: optuna.Study
-    storage: StudyStorage
-    run_id: str
-    refits: dict[int, str]  # trial number -> refit run id
-    complete: bool
-
-
 def resolve_spec(request: StudyRequest) -> StudySpec:
     """The registry's spec with the command line's changes, validated again."""
     spec = load_study(request.name)
@@ -114,8 +84,7 @@ def resolve_spec(request: StudyRequest) -> StudySpec:
 def study_name(spec: StudySpec) -> str:
     """`NAME-<digest>`: everything but the trial count identifies a study (module docstring)."""
     identity = spec.model_dump(mode="json", exclude={"trials", "title", "description", "paper"})
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{spec.name}-{digest}"
+    return f"{spec.name}-{digest(identity, length=10)}"
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
@@ -194,7 +163,7 @@ def open_study(request: StudyRequest) -> OpenStudy:
 def study_tags(opened: OpenStudy) -> dict[str, str]:
     spec = opened.spec
     return {
-        "kind": "study", "study": spec.name, "optuna_study": opened.study.study_name,
+        tag.KIND: "study", tag.STUDY: spec.name, "optuna_study": opened.study.study_name,
         "objective": spec.objective.metric, "direction": spec.objective.direction,
         "optuna_storage": opened.storage.display(), "dataset": spec.dataset, "backbone": spec.backbone,
         "trials": str(spec.n_trials),
@@ -298,7 +267,7 @@ def run_trial(opened: OpenStudy, trial: Trial, resume: bool, progress: bool) -> 
         shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         print(f"trial {trial.number} of study {spec.name}: {shown}", file=sys.stderr)
         tags = {
-            "kind": "trial", "study": spec.name, "trial": str(trial.number),
+            tag.KIND: "trial", tag.STUDY: spec.name, tag.TRIAL: str(trial.number),
             "optuna_study": study.study_name, "mlflow.parentRunId": opened.run_id,
         }  # fmt: skip
         if retry_of is not None:
@@ -368,9 +337,7 @@ def sweep_stale(opened: OpenStudy) -> list[FrozenTrial]:
         )
         for run in [client.get_run(run_id), *children]:
             if run.info.status == RUNNING:
-                tracking_write(client.set_tag, run.info.run_id, "ended_by", "stale")
-                tracking_write(client.set_tag, run.info.run_id, "trial_state", "FAIL")
-                tracking_write(client.set_terminated, run.info.run_id, FAILED)
+                end_stale_run(client, run, "its study worker is gone", tags={"trial_state": "FAIL"})
     return failed
 
 
@@ -404,146 +371,9 @@ def work(opened: OpenStudy, resume: bool = False, progress: bool = True) -> int:
         done += 1
 
 
-def worker_command(request: StudyRequest) -> list[str]:
-    """The command line of one worker process: this study, joined (`--worker`) in its storage."""
-    command = [sys.executable, "-m", "benchmark"]
-    for root in registry_roots():
-        command += ["--registry", str(root)]
-    command += ["study", request.name, "--worker", "--storage", request.storage or ""]
-    for flag in ("dataset", "backbone", "epochs", "trials"):
-        if (value := getattr(request, flag)) is not None:
-            command += [f"--{flag}", str(value)]
-    for key, value in _flat(request.overrides):
-        command += ["--set", f"{key}={json.dumps(value)}"]
-    if request.resume:
-        command.append("--resume")
-    if not request.progress:
-        command.append("--no-progress")
-    return command
-
-
-def _flat(overrides: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    pairs: list[tuple[str, Any]] = []
-    for key, value in overrides.items():
-        if isinstance(value, dict) and value:
-            pairs += _flat(value, f"{prefix}{key}.")
-        else:
-            pairs.append((f"{prefix}{key}", value))
-    return pairs
-
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def worker_environment(workers: int) -> dict[str, str]:
-    """The environment of `workers` processes on this machine: each gets its share of the cores.
-
-    Left alone, every worker's torch takes all the cores, and N workers on C cores run N x C
-    threads: on 2 cores, two workers made each trial about four times slower than one worker did,
-    so the study went slower than with one worker. A thread count the user set is kept.
-    """
-    env = dict(os.environ)
-    if not any(name in env for name in THREAD_VARIABLES):
-        share = str(max(1, len(os.sched_getaffinity(0)) // workers))
-        env |= dict.fromkeys(THREAD_VARIABLES, share)
-    return env
-
-
-def run_workers(opened: OpenStudy, request: StudyRequest) -> None:
-    """`--workers N` processes until the study is complete. A worker that dies is replaced (its
-    trial failed and queued again first), at most `max_retries` times per worker slot; one that
-    stops on a user error (exit status 2) stops them all, as every trial would fail alike."""
-    fields = {**request.__dict__, "storage": opened.storage.url, "progress": False}  # bars would interleave
-    command = worker_command(StudyRequest(**fields))
-    env = worker_environment(request.workers)
-    processes = [subprocess.Popen(command, env=env) for _ in range(request.workers)]
-    replacements = opened.spec.max_retries * request.workers
-    try:
-        while processes:
-            time.sleep(POLL_S)
-            for process in [p for p in processes if p.poll() is not None]:
-                processes.remove(process)
-                if process.returncode == 2:  # the worker printed the error
-                    raise BenchmarkError(f"a worker of study {opened.spec.name} stopped on an error")
-                if process.returncode != 0:
-                    print(f"a worker of study {opened.spec.name} ended with status {process.returncode}",
-                          file=sys.stderr)  # fmt: skip
-                    sweep_stale(opened)
-                    if replacements > 0 and not is_complete(opened):
-                        replacements -= 1
-                        processes.append(subprocess.Popen(command, env=env))
-    except BaseException:  # Ctrl-C, or the error above: each worker ends its trial and runs first
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes:
-            process.wait()
-        sweep_stale(opened)
-        raise
-
-
 # ---------------------------------------------------------------------------------------------
 # The study: set up, search, refit
 # ---------------------------------------------------------------------------------------------
-
-
-def queue_fixed(opened: OpenStudy) -> None:
-    """Queue the spec's fixed trials once per study, in their order (under the claim lock)."""
-    study = opened.study
-    with opened.storage.claim(study._storage):
-        if study.user_attrs.get(QUEUED_ATTR):
-            return
-        for row in opened.spec.fixed:
-            study.enqueue_trial(dict(row))
-        study.set_user_attr(QUEUED_ATTR, True)
-
-
-def refit_runs(run_id: str) -> dict[int, str]:
-    """The FINISHED refit runs of a study run, by the trial they refit."""
-    client = MlflowClient()
-    experiment_id = client.get_run(run_id).info.experiment_id
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.study_run = '{run_id}' and attributes.status = 'FINISHED'"
-    )
-    return {int(run.data.tags["refit_of"]): run.info.run_id for run in runs if "refit_of" in run.data.tags}
-
-
-@dataclass(frozen=True)
-class StudyRuns:
-    """The refit runs of the newest run of a study, for `leaderboard --study`."""
-
-    study_run: str
-    dataset: str
-    setup: str
-    run_ids: list[str]
-
-
-def study_runs(name: str) -> StudyRuns:
-    """The newest study run named `name` in the store (of `tracking_setup`) and its refit runs."""
-    client = MlflowClient()
-    experiment = current_experiment()
-    if experiment is None:
-        raise RuntimeError("call tracking_setup(config) before study_runs")
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.kind = 'study' and tags.study = '{name}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        raise BenchmarkError(
-            f"no run of study '{name}' in this store", hint=f"run `python -m benchmark study {name}`"
-        )
-    run = runs[0]
-    refits = refit_runs(run.info.run_id)
-    if not refits:
-        raise BenchmarkError(
-            f"study '{name}' (run {run.info.run_id}) has no refit runs yet",
-            hint="a study refits once its trials are done; run the same `study` command again to finish it",
-        )
-    ids = [refits[number] for number in sorted(refits)]
-    setup = client.get_run(ids[0]).data.tags.get("setup", "")
-    return StudyRuns(run.info.run_id, run.data.tags.get("dataset", ""), setup, ids)
 
 
 def refit(opened: OpenStudy, progress: bool) -> dict[int, str]:
@@ -565,8 +395,9 @@ def refit(opened: OpenStudy, progress: bool) -> dict[int, str]:
             continue
         kind = "study-best" if trial.number == best.number else "study-refit"
         tags = {
-            "kind": kind, "study": spec.name, "optuna_study": study.study_name, "study_run": opened.run_id,
-            "refit_of": str(trial.number), f"trial.{spec.objective.metric}": f"{trial.value:.6g}",
+            tag.KIND: kind, tag.STUDY: spec.name, "optuna_study": study.study_name,
+            tag.STUDY_RUN: opened.run_id, tag.REFIT_OF: str(trial.number),
+            f"trial.{spec.objective.metric}": f"{trial.value:.6g}",
         }  # fmt: skip
         summary = run_experiment(
             run_request(
@@ -581,44 +412,3 @@ def refit(opened: OpenStudy, progress: bool) -> dict[int, str]:
     if spec.refit == "best":
         _tag(opened.run_id, {"best_trial": str(best.number), "best_run": done[best.number]})
     return done
-
-
-def report_study(request: StudyRequest) -> StudySummary:
-    """`--report`: the study as it stands (no trial run), its plots logged again to its run."""
-    from benchmark.study.report import log_study_plots
-
-    opened = open_study(StudyRequest(**{**request.__dict__, "worker": True}))
-    log_study_plots(opened.study, opened.spec, opened.run_id)
-    refits = refit_runs(opened.run_id)
-    return StudySummary(opened.spec, opened.study, opened.storage, opened.run_id, refits, is_complete(opened))
-
-
-def run_study(request: StudyRequest) -> StudySummary | None:
-    """The whole `study` command (module docstring); a `--worker` returns None after its trials."""
-    if request.worker:
-        opened = open_study(request)
-        # Workers seeded alike would draw the same points: the spec's seed makes one worker's study
-        # reproducible, and N workers take their trials in no fixed order anyway.
-        opened.study.sampler.reseed_rng()
-        work(opened, request.resume, request.progress)
-        return None
-    opened = open_study(request)
-    spec = opened.spec
-    with held_run(f"study {spec.name}", study_tags(opened), run_id=opened.run_id or None) as run_id:
-        if not opened.run_id:
-            opened.study.set_user_attr(RUN_ATTR, run_id)
-            opened.study.set_user_attr(TRACKING_ATTR, opened.mlflow.tracking_uri)
-            opened.study.set_user_attr(SPEC_ATTR, spec.model_dump(mode="json"))
-            opened = OpenStudy(spec, opened.study, opened.storage, run_id, opened.mlflow)
-        queue_fixed(opened)
-        sweep_stale(opened)  # trials left RUNNING by a worker that died before this command
-        if request.workers == 1:
-            work(opened, request.resume, request.progress)
-        else:
-            run_workers(opened, request)
-        complete = is_complete(opened)
-        refits = refit(opened, request.progress) if complete and request.refit else refit_runs(run_id)
-        from benchmark.study.report import log_study_plots
-
-        log_study_plots(opened.study, spec, run_id)
-    return StudySummary(spec, opened.study, opened.storage, run_id, refits, complete)

@@ -1,26 +1,14 @@
 """Where a study's trials live, and how a trial whose worker died is found and run again.
 
-Storages (`--storage`):
-
-- `journal:PATH`, the default: Optuna's journal file, beside the MLflow store of `mlflow.yaml`
-  (`optuna.journal` next to its SQLite file). Safe for several worker processes of one machine,
-  which an SQLite file is not: Optuna needs `SELECT ... FOR UPDATE`, which SQLite lacks, to hand a
-  queued trial to one worker only.
-- `postgresql://...` (or `mysql://...`): Optuna's RDB storage, for workers on many machines. It has
-  Optuna's heartbeat (`heartbeat_interval`, `grace_period`): a trial that stops beating is failed
-  by the next worker, and `RetryHeartbeatStaleTrialCallback` queues it again.
-- `sqlite:///PATH`: one worker process only.
-
-The journal has no heartbeat, so this module gives it the same one: every trial records its
-owner (host, pid, process start: the same owner record as MLflow runs, `benchmark.tracking.lifecycle`)
-and a heartbeat, refreshed by a thread, as user attributes. `fail_stale_trials` fails a RUNNING
-trial whose owner process is gone (this host) or that has not beaten for `stale_after_s` (any
-host), and queues it again through the same `RetryHeartbeatStaleTrialCallback`, at most
-`max_retries` times. A trial's retries carry `failed_trial` (the first attempt's number) in their
-system attributes, which is how the trial count leaves the failed attempts out.
-
-`claim` serialises the step "count the trials, then ask for one" among the workers, so that a
-study stops at exactly its trial count: a file lock beside the journal, a PostgreSQL advisory lock.
+Storages (`--storage`): Optuna's journal file beside the MLflow store (the default; safe for the
+worker processes of one machine, which SQLite is not), PostgreSQL or MySQL (workers on many
+machines, with Optuna's heartbeat), or `sqlite:///PATH` (one worker process only). The journal has
+no heartbeat, so this module gives it one: every trial records its owner (host, pid, process start,
+as MLflow runs do in `benchmark.tracking.lifecycle`) and a heartbeat refreshed by a thread, and
+`fail_stale_trials` fails a RUNNING trial whose owner is gone or silent for `stale_after_s`, then
+queues it again through Optuna's `RetryHeartbeatStaleTrialCallback`, at most `max_retries` times.
+`claim` serialises "count the trials, then ask for one" among the workers (a file lock beside the
+journal, a PostgreSQL advisory lock), so a study stops at exactly its count. See docs/studies.md.
 """
 
 from __future__ import annotations

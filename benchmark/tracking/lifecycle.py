@@ -1,21 +1,14 @@
 """Runs that always end: signals, a busy store, and runs whose owner is gone.
 
-Three ways a run could otherwise stay RUNNING for ever, and what this module does about each:
-
-- **A signal** (SIGINT, SIGTERM): `benchmark.signals` turns it into an exception that ends
-  every open run KILLED, and holds it while a tracking write (`tracking_write`) is in progress.
-- **A busy store.** MLflow on SQLite answers "database is locked" while another process writes
-  (or while a write cut by a signal elsewhere holds its lock); `tracking_write` retries such a
-  write with exponential backoff.
-- **SIGKILL or a dead machine.** Nothing of the process runs any more, so every run records its
-  owner (`owner.host`, `owner.pid`, `owner.process_start`) and a heartbeat (`owner.heartbeat`,
-  seconds since the epoch) that a background thread refreshes while the run is open.
-  `mark_stale_runs` ends as FAILED, with the tags `ended_by=stale` and `stale_reason`, the RUNNING
-  runs whose owner is gone: on this host, a dead pid or a pid now held by another process (its start
-  time differs); on any host, no heartbeat for `stale_after_s` seconds.
-
-`benchmark.tracking.runs.run_context` opens every run with these owner tags and heartbeat, and
-`benchmark.tracking.store.tracking_setup` sweeps the stale runs once per process and experiment.
+- A signal (SIGINT, SIGTERM): `benchmark.signals` turns it into an exception that ends every open
+  run KILLED, and holds it while a tracking write (`tracking_write`) is in progress.
+- A busy store (SQLite's "database is locked"): `tracking_write` retries the write with backoff.
+- SIGKILL or a dead machine: every run records its owner (`owner.host`, `owner.pid`,
+  `owner.process_start`) and a heartbeat (`owner.heartbeat`) that a thread refreshes, and
+  `mark_stale_runs` ends FAILED (`ended_by=stale`, `stale_reason`) the RUNNING runs whose owner is
+  gone. `benchmark.tracking.runs.run_context` opens every run with these tags, and
+  `benchmark.tracking.store.tracking_setup` sweeps stale runs once per process and experiment.
+What a user sees of all this: docs/troubleshooting.md.
 """
 
 from __future__ import annotations
@@ -213,10 +206,22 @@ def mark_stale_runs(client: MlflowClient, experiment_id: str, stale_after_s: flo
         found = owner_gone(run, stale_after_s)
         if found is None:
             continue
-        reason, last_seen = found
-        run_id = run.info.run_id
-        tracking_write(client.set_tag, run_id, "ended_by", "stale")
-        tracking_write(client.set_tag, run_id, "stale_reason", reason)
-        tracking_write(client.set_terminated, run_id, FAILED, end_time=int(last_seen * 1000))
-        stale.append(StaleRun(run_id, run.info.run_name or run_id, reason))
+        stale.append(end_stale_run(client, run, *found))
     return stale
+
+
+def end_stale_run(
+    client: MlflowClient,
+    run: Run,
+    reason: str,
+    last_seen: float | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> StaleRun:
+    """End `run`, whose owner is gone, as FAILED with the tags `ended_by=stale`, `stale_reason` and
+    `tags`: the one place a stale run ends. Its end time is the owner's last heartbeat if known."""
+    run_id = run.info.run_id
+    for key, value in {"ended_by": "stale", "stale_reason": reason, **(tags or {})}.items():
+        tracking_write(client.set_tag, run_id, key, value)
+    end_time = None if last_seen is None else int(last_seen * 1000)
+    tracking_write(client.set_terminated, run_id, FAILED, end_time=end_time)
+    return StaleRun(run_id, run.info.run_name or run_id, reason)

@@ -160,7 +160,7 @@ def log_figure(figure: Figure | Path | str, name: str) -> None:
 
 def log_environment() -> None:
     """Log the `doctor` report (packages, devices, corpora) as `environment.json`."""
-    from benchmark.environment import environment_record  # imports torch and deepspeed
+    from benchmark.environment import environment_record  # imports torch
 
     log_json(environment_record(), "environment.json")
 

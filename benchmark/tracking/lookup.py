@@ -1,23 +1,13 @@
 """Finding runs: the search of the store, and the one resolver of run ids and system names.
 
-`compare`, `evaluate` and `leaderboard` name runs the same way, so they resolve them here:
-
-- an MLflow run id is taken as given (`finished_run`): it must have FINISHED, and `compare` and
-  `leaderboard` take top-level runs only (a fold run's parent holds the pooled records), while
-  `evaluate` also takes the fold run that holds a model (`fold_runs`).
-- a system name stands for the latest FINISHED top-level run of that system with the registry's
-  recipe (`pick_latest`): a quick run (`recipe=custom`: `run --epochs` or `--set`) never stands
-  in for a system's real run unless asked for by its run id or protocol.
-- `--protocol DIGEST` (`choose_protocol`) takes a `setup` or `protocol` tag value, or a unique
-  prefix of one (`benchmark.tracking.tags`). A setup restricts every name to that setup; a
-  protocol restricts them to its setup and lets the runs of that protocol (custom ones included)
-  stand for their system.
-- runs are paired within one setup only (`refuse_unpaired` names the fields in which two runs
-  differ); runs logged before setups were tagged pair only with such runs of the same dataset and
-  backbone (`setup_of`).
-
-Searches run in the experiment of the command's `store.tracking_setup`, called once per command
-before the first search (it also sweeps stale runs, once per process and experiment).
+`compare`, `evaluate` and `leaderboard` name runs the same way, so they resolve them here: a run id
+is taken as given (`finished_run`: FINISHED and top-level, or for `evaluate` the fold run that holds
+a model, `fold_runs`); a system name stands for the latest FINISHED top-level registry-recipe run of
+that system (`pick_latest`), a quick `recipe=custom` run only when named by id or protocol;
+`--protocol DIGEST` picks a setup or a protocol by digest or unique prefix (`choose_protocol`); runs
+pair within one setup only (`refuse_unpaired`, `setup_of`). Searches run in the experiment of the
+command's `store.tracking_setup`, called once per command before the first search. The rules as a
+user meets them: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -32,15 +22,13 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from benchmark.errors import BenchmarkError
+from benchmark.tracking import tags as tag
 from benchmark.tracking.lifecycle import FAILED, FINISHED, KILLED
 from benchmark.tracking.store import current_experiment
 from benchmark.tracking.tags import describe_setup, differing_fields
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 LEGACY = "legacy"
-# Tag of runs whose backbone stands in random weights for pretrained ones (`--backbone paper-shape`):
-# they measured speed and memory, so no table, comparison or evaluation ever takes them as results.
-RANDOM_WEIGHTS_TAG = "random_weights"
 
 
 def _experiment_id() -> str:
@@ -63,13 +51,13 @@ def find_runs(
     No run is dropped for a newer one of the same system and β: a newer quick run (or one of
     another setup) must not hide the real run of a cell; `pick_latest` chooses among them.
     `status=None` includes unfinished and failed runs. Comparison runs carry no `system` tag and
-    runs with random weights (`RANDOM_WEIGHTS_TAG`) no results: neither is ever listed.
+    runs with random weights (`tag.RANDOM_WEIGHTS`) no results: neither is ever listed.
     """
     clauses = [f"tags.system = '{system}'"] if system else []
     clauses += [f"tags.dataset = '{dataset}'"] if dataset else []
     clauses += [f"attributes.status = '{status}'"] if status else []
     clauses.append("tags.`mlflow.parentRunId` IS NULL")
-    clauses.append(f"tags.{RANDOM_WEIGHTS_TAG} IS NULL")
+    clauses.append(f"tags.{tag.RANDOM_WEIGHTS} IS NULL")
     experiment_id, client = _experiment_id(), MlflowClient()
     runs: list[Run] = []
     page_token = None
@@ -115,9 +103,9 @@ def finished_run(run_id: str, top_level: bool = True) -> Run:
             f"run {run_id} is {run.info.status}, not FINISHED",
             hint="only a finished run has complete results; pass a FINISHED run",
         )
-    if run.data.tags.get(RANDOM_WEIGHTS_TAG) == "true":
+    if run.data.tags.get(tag.RANDOM_WEIGHTS) == "true":
         raise BenchmarkError(
-            f"run {run_id} has random weights (backbone {run.data.tags.get('backbone')}): it measured "
+            f"run {run_id} has random weights (backbone {run.data.tags.get(tag.BACKBONE)}): it measured "
             "training speed and memory, and has no results or model",
             hint="pass a run of the demo, tiny or paper backbone",
         )
@@ -127,11 +115,11 @@ def finished_run(run_id: str, top_level: bool = True) -> Run:
 def fold_runs(run: Run) -> dict[str, Run]:
     """The runs holding trained weights, by fold: the run itself if it is a fold run, else its children."""
     if "fold" in run.data.tags:
-        return {run.data.tags["fold"]: run}
+        return {run.data.tags[tag.FOLD]: run}
     children = MlflowClient().search_runs(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
     )
-    return {child.data.tags["fold"]: child for child in children if "fold" in child.data.tags}
+    return {child.data.tags[tag.FOLD]: child for child in children if "fold" in child.data.tags}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +136,7 @@ def setup_of(run: Run) -> str:
     """The run's `setup` tag; a run logged before setups were tagged gets `legacy:<dataset>:<backbone>`,
     so such runs pair only with each other, and never across corpora or backbones."""
     tags = run.data.tags
-    return tags.get("setup") or f"{LEGACY}:{tags.get('dataset', '?')}:{tags.get('backbone', '?')}"
+    return tags.get(tag.SETUP) or f"{LEGACY}:{tags.get(tag.DATASET, '?')}:{tags.get(tag.BACKBONE, '?')}"
 
 
 def is_legacy(run: Run) -> bool:
@@ -157,7 +145,7 @@ def is_legacy(run: Run) -> bool:
 
 def is_registry(run: Run) -> bool:
     """Whether the run used the registry's system config (a legacy run, untagged, counts as one)."""
-    return run.data.tags.get("recipe") != "custom"
+    return run.data.tags.get(tag.RECIPE) != "custom"
 
 
 def describe_run_setup(run: Run) -> str:
@@ -165,7 +153,7 @@ def describe_run_setup(run: Run) -> str:
     tags = run.data.tags
     if is_legacy(run):
         return (
-            f"dataset {tags.get('dataset', '?')}, backbone {tags.get('backbone', '?')} "
+            f"dataset {tags.get(tag.DATASET, '?')}, backbone {tags.get(tag.BACKBONE, '?')} "
             "(no setup tag: logged before setups were recorded)"
         )
     return describe_setup(tags)
@@ -185,7 +173,7 @@ class ProtocolChoice:
     example: Run = field(repr=False, compare=False)
 
     def prefers(self, run: Run) -> bool:
-        return self.protocol is not None and run.data.tags.get("protocol") == self.protocol
+        return self.protocol is not None and run.data.tags.get(tag.PROTOCOL) == self.protocol
 
 
 def choose_protocol(digest: str, runs: Sequence[Run]) -> ProtocolChoice:
@@ -193,10 +181,10 @@ def choose_protocol(digest: str, runs: Sequence[Run]) -> ProtocolChoice:
     wanted = digest.strip().lower()
     found: dict[str, tuple[str, Run]] = {}  # tag value -> (tag, a run carrying it)
     for run in runs:
-        for tag in ("setup", "protocol"):
-            value = run.data.tags.get(tag, "")
+        for name in (tag.SETUP, tag.PROTOCOL):
+            value = run.data.tags.get(name, "")
             if wanted and value.startswith(wanted):
-                found.setdefault(value, (tag, run))
+                found.setdefault(value, (name, run))
     if not found:
         known = list(dict.fromkeys(describe_run_setup(run) for run in runs if not is_legacy(run)))
         raise BenchmarkError(
@@ -204,10 +192,10 @@ def choose_protocol(digest: str, runs: Sequence[Run]) -> ProtocolChoice:
             hint=("setups: " + "; ".join(known[:5])) if known else "no run carries a setup tag yet",
         )
     if len(found) > 1:
-        listed = ", ".join(f"{tag} {value}" for value, (tag, _) in sorted(found.items()))
+        listed = ", ".join(f"{name} {value}" for value, (name, _) in sorted(found.items()))
         raise BenchmarkError(f"'{digest}' is the start of several digests: {listed}", hint="give more of it")
-    ((value, (tag, run)),) = found.items()
-    return ProtocolChoice(setup_of(run), value if tag == "protocol" else None, run)
+    ((value, (name, run)),) = found.items()
+    return ProtocolChoice(setup_of(run), value if name == tag.PROTOCOL else None, run)
 
 
 def refuse_unpaired(run: Run, other: Run) -> None:
@@ -232,8 +220,8 @@ def refuse_unpaired(run: Run, other: Run) -> None:
 def _matches(run: Run, backbone: str | None, beta: float | None = None, setup: str | None = None) -> bool:
     tags = run.data.tags
     return (
-        (backbone is None or tags.get("backbone") == backbone)
-        and (beta is None or math.isclose(float(tags.get("beta", "nan")), beta))
+        (backbone is None or tags.get(tag.BACKBONE) == backbone)
+        and (beta is None or math.isclose(float(tags.get(tag.BETA, "nan")), beta))
         and (setup is None or setup_of(run) == setup)
     )
 
@@ -260,7 +248,7 @@ def latest_run(
     """
     setup = setup or (choice.setup if choice else None)
     runs = [run for run in find_runs(system, dataset) if _matches(run, backbone, beta, setup)]
-    datasets = sorted({run.data.tags.get("dataset", "?") for run in runs})
+    datasets = sorted({run.data.tags.get(tag.DATASET, "?") for run in runs})
     if dataset is None and len(datasets) > 1:
         raise BenchmarkError(
             f"system '{system}' has runs on several datasets ({', '.join(datasets)})",
@@ -302,7 +290,7 @@ def _no_run(system: str, dataset: str | None, backbone: str | None, setup: str |
             hint=f"its runs are of other setups ({others}); a paired test needs one setup",
         )
     custom = in_setup[0]  # all of them are custom: none was picked
-    protocol = custom.data.tags.get("protocol", "?")
+    protocol = custom.data.tags.get(tag.PROTOCOL, "?")
     return BenchmarkError(
         f"system '{system}' has only custom-recipe runs{where}"
         + (f" in the setup {setup}" if setup else "")
@@ -319,13 +307,13 @@ def latest_per_system(
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         if _matches(run, backbone, setup=setup):
-            groups.setdefault((run.data.tags["system"], run.data.tags.get("beta", "")), []).append(run)
+            groups.setdefault((run.data.tags[tag.SYSTEM], run.data.tags.get(tag.BETA, "")), []).append(run)
     picked, notes = [], []
     for (system, beta), group in groups.items():
         if (run := pick_latest(group, choice)) is not None:
             picked.append(run)
         else:
-            protocol = min(group, key=newest_first).data.tags.get("protocol", "?")
+            protocol = min(group, key=newest_first).data.tags.get(tag.PROTOCOL, "?")
             notes.append(
                 f"{system} (β={beta}) has only custom-recipe runs in this setup: not compared "
                 f"(--protocol {protocol} includes its latest)"
@@ -346,7 +334,7 @@ def resolve_baseline(
         return run, []
     others = {
         setup_of(other)
-        for other in find_runs(ref, run.data.tags.get("dataset"))
+        for other in find_runs(ref, run.data.tags.get(tag.DATASET))
         if _matches(other, backbone) and is_registry(other)
     } - {setup_of(run)}
     if not others:
@@ -356,3 +344,54 @@ def resolve_baseline(
         f"{describe_run_setup(run)}; it also has runs of the setup(s) {', '.join(sorted(others))} "
         "(--protocol DIGEST chooses one)"
     ]
+
+
+def refit_runs(run_id: str) -> dict[int, str]:
+    """The FINISHED refit runs of a study run, by the trial they refit."""
+    client = MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{tag.STUDY_RUN} = '{run_id}' and attributes.status = '{FINISHED}'",
+    )
+    return {
+        int(run.data.tags[tag.REFIT_OF]): run.info.run_id for run in runs if tag.REFIT_OF in run.data.tags
+    }
+
+
+@dataclass(frozen=True)
+class StudyRuns:
+    """The refit runs of the newest run of a study, for `leaderboard --study`."""
+
+    study_run: str
+    dataset: str
+    setup: str
+    run_ids: list[str]
+
+
+def study_runs(name: str) -> StudyRuns:
+    """The newest study run named `name` in the store (of `tracking_setup`) and its refit runs."""
+    client = MlflowClient()
+    experiment = current_experiment()
+    if experiment is None:
+        raise RuntimeError("call tracking_setup(config) before study_runs")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.{tag.KIND} = 'study' and tags.{tag.STUDY} = '{name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        raise BenchmarkError(
+            f"no run of study '{name}' in this store", hint=f"run `python -m benchmark study {name}`"
+        )
+    run = runs[0]
+    refits = refit_runs(run.info.run_id)
+    if not refits:
+        raise BenchmarkError(
+            f"study '{name}' (run {run.info.run_id}) has no refit runs yet",
+            hint="a study refits once its trials are done; run the same `study` command again to finish it",
+        )
+    ids = [refits[number] for number in sorted(refits)]
+    setup = client.get_run(ids[0]).data.tags.get(tag.SETUP, "")
+    return StudyRuns(run.info.run_id, run.data.tags.get(tag.DATASET, ""), setup, ids)

@@ -1,4 +1,4 @@
-"""Where runs go: the MLflow config (`mlflow.yaml`) and `tracking_setup` (ARCHITECTURE sections 3 and 8).
+"""Where runs go: the MLflow config (`mlflow.yaml`) and `tracking_setup` (docs/architecture.md).
 
 - `load_mlflow_config` reads `mlflow.yaml` (./mlflow.yaml in the working directory first, then the
   one at the root of the clone; built-in defaults equal to that file otherwise, so an installed
@@ -6,9 +6,8 @@
   A relative sqlite file or artifact folder is resolved against the working directory.
 - `tracking_setup` points mlflow at the store and creates the experiment; every command calls it
   once, before it starts or searches runs (`benchmark.tracking.runs`, `benchmark.tracking.lookup`),
-  which then work in that experiment (`current_experiment`).
-- `tracking_setup` also marks as FAILED the runs of the experiment whose owner is gone (a SIGKILL,
-  a dead machine: `benchmark.tracking.lifecycle`), once per process and experiment, so every command
+  which then work in that experiment (`current_experiment`). It also marks as FAILED the runs whose
+  owner is gone (`benchmark.tracking.lifecycle`), once per process and experiment, so every command
   that reads or writes runs starts from true statuses.
 """
 

@@ -18,10 +18,11 @@ import torch
 from benchmark.config import SystemConfig
 from benchmark.errors import BenchmarkError
 from benchmark.nn.backbones import get_backbone
-from benchmark.nn.encoder import SpeechEncoder
+from benchmark.nn.encoder import SpeechEncoder, build_encoder
 from benchmark.nn.ssl_baseline import SSLBaseline
 from benchmark.nn.system import SpeechEmotionCaptioner, build_system
 from benchmark.train.checkpoint import group_weights, load_group_weights
+from benchmark.train.demo_backbone import encoder_weights
 from benchmark.train.ssl import build_ssl_baseline, pretrained_top_layers
 
 TrainedModel = SpeechEmotionCaptioner | SSLBaseline
@@ -66,3 +67,16 @@ def rebuild_trained_model(saved: dict[str, Any], encoder: SpeechEncoder, source:
         model = build_system(system, *shape, backbone=get_backbone(saved["backbone"]).decoder)
         load_group_weights(model, saved["groups"], source)
     return model.eval()
+
+
+def frozen_encoder(backbone: str, family: str) -> SpeechEncoder:
+    """The frozen encoder of `backbone` (its encoder name) for a system of `family`: the one way a run,
+    an evaluation and an explanation get theirs, the demo backbone's weights built first if absent."""
+    return build_encoder(backbone, family, encoder_weights(backbone))
+
+
+def load_trained_model(saved: dict[str, Any], source: str) -> tuple[TrainedModel, SpeechEncoder]:
+    """The model of a file `export_trained_model` wrote (`saved`, as loaded), and its frozen encoder."""
+    system = SystemConfig.model_validate(saved["system"])
+    encoder = frozen_encoder(get_backbone(saved["backbone"]).encoder, system.encoder_family)
+    return rebuild_trained_model(saved, encoder, source), encoder

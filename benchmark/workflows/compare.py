@@ -1,39 +1,14 @@
 """`python -m benchmark compare`: paired one-sided tests of runs against a baseline, logged to MLflow.
 
 A paired test is only meaningful between runs that saw the same utterances the same way, so every
-comparison stays within one corpus setup (the `setup` tag of `benchmark.tracking.tags`: dataset,
-train_with, validation, backbone, folds). The system config may differ between the runs compared;
-the setup may not. Which runs are compared (resolved by `benchmark.tracking.lookup`):
-
-- the baseline, named by system, is the latest FINISHED top-level *registry-recipe* run of that
-  system on the dataset (`--dataset`, else the one dataset it has runs on), whatever its setup:
-  the newest real run is what a user means by "the baseline", and its setup then fixes the setup
-  of the whole comparison. When the system also has runs of other setups, a note says so, and
-  `--protocol DIGEST` chooses the setup instead (see below).
-- each RUN_OR_SYSTEM named by system is the latest finished registry-recipe run of that system in
-  the baseline's setup. With none, every system's latest such run in that setup is compared (one
-  per system and β).
-- a quick run (`recipe=custom`: `run --epochs` or `--set`) never stands in for a system's real
-  run; it is compared when named by run id, or with `--protocol` set to its protocol digest.
-- `--protocol DIGEST` takes a `setup` or `protocol` tag value, or a unique prefix of one. A setup
-  restricts every name to that setup; a protocol restricts them to its setup and lets the runs of
-  that protocol (custom ones included) stand for their system.
-- an MLflow run id is always taken as given (a finished top-level run), but two runs of
-  different setups are refused, with the fields in which they differ (`differing_fields`). Runs
-  logged before setups were tagged pair only with such runs of the same dataset and backbone.
-
-Every number is recomputed from the runs' pooled prediction records (`predictions/pooled.jsonl`),
-never read from logged metrics, with the per-utterance scores of `benchmark.eval.stats` (a metric
-over several folds is their mean, as `run` logs it).
-
-All (run, metric) comparisons of one call form one family for Holm's correction, and
-`significant` means Holm p < alpha. A metric that a run's system does not predict (WER of a system
-with no transcript target, read from the run's `targets` param) is skipped and said so.
-
-The comparison is logged as a top-level MLflow run tagged `kind=comparison` with the compared run
-ids as tags and params, metrics `compare.<system>.<metric>.<stat>` and the table as
-`comparison.csv` and `comparison.md`. It has no `system` tag, so `lookup.find_runs` never mistakes
-it for a trained system.
+comparison stays within one run setup (the `setup` tag of `benchmark.tracking.tags`); the system
+config may differ, the setup may not. The baseline and the runs are resolved by
+`benchmark.tracking.lookup`: the baseline's latest registry-recipe run fixes the setup, and two run
+ids of different setups are refused. Every number is recomputed from the runs' pooled prediction
+records with the per-utterance scores of `benchmark.eval.stats`; all (run, metric) comparisons of
+one call are one family for Holm's correction. The result is logged as a top-level run tagged
+`kind=comparison`, without a `system` tag so that `lookup.find_runs` never takes it for a trained
+system. Which runs are chosen, and what is logged: docs/evaluation.md.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """`python -m benchmark evaluate RUN_ID --dataset D`: a trained run, scored on another corpus.
 
-This is the paper's zero-shot protocol (Table 1: captioning on EMOSEC, never trained on): the
-trained weights that `run` logged with each fold (`model/system.pt`) are loaded into the same
-system, the frozen encoder encodes the new corpus's test split, and the predictions are scored
-with the metrics of the tasks that corpus has. Nothing is trained.
-
-The result is an MLflow run of its own (tag `kind=evaluation`, `source_run`, `source_fold`) that
-carries the system's tags with the new dataset, so leaderboards and comparisons find it like any
-other run of that system on that corpus. Its setup (`benchmark.tracking.tags`) is the source
-run's setup and fold on the new corpus, so a table of zero-shot scores never mixes models that
-were trained differently. A source run with several folds holds several models;
-one is chosen with `--fold`, because one evaluation must pair each utterance with one prediction.
+The paper's zero-shot protocol (Table 1: captioning on EMOSEC, never trained on): a fold's logged
+model (`model/system.pt`) is rebuilt, the frozen encoder encodes the new corpus's test split, and
+the predictions are scored with the metrics of the tasks that corpus has. Nothing is trained.
+The result is a run of its own (`kind=evaluation`, `source_run`, `source_fold`) with the system's
+tags on the new dataset, so tables and comparisons find it like any run of that system there. Its
+setup is the source run's setup and fold, so a table never mixes models trained differently; a
+source run of several folds needs `--fold`, since one utterance gets one prediction.
 """
 
 from __future__ import annotations
@@ -21,17 +17,17 @@ from benchmark.config import SystemConfig
 from benchmark.data.examples import examples_of
 from benchmark.data.features import FeatureCache
 from benchmark.data.prepare import is_prepared, load_split
-from benchmark.data.records import PredictionRecord
 from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict
 from benchmark.nn.backbones import get_backbone
 from benchmark.registry import load_dataset_card
-from benchmark.tracking.log import log_environment, log_metrics, log_predictions
+from benchmark.tracking import tags as tag
+from benchmark.tracking.log import log_environment, log_metrics
 from benchmark.tracking.models import fold_model
 from benchmark.tracking.runs import run_context
 from benchmark.tracking.store import load_mlflow_config, tracking_setup
-from benchmark.tracking.tags import RunProtocol
-from benchmark.workflows.run import log_confusion, run_metrics
+from benchmark.tracking.tags import RunSetup, run_tags
+from benchmark.workflows.scoring import log_split, split_scores
 
 
 @dataclass
@@ -46,9 +42,7 @@ def evaluate_run(
     run_id: str, dataset: str, fold: str | None = None, progress: bool = True
 ) -> EvaluationSummary:
     """Score the model of `run_id` (fold `fold`) on the test split of `dataset`; see the module docstring."""
-    from benchmark.nn.encoder import build_encoder
-    from benchmark.train.demo_backbone import encoder_weights
-    from benchmark.train.trained import ARTIFACT, rebuild_trained_model
+    from benchmark.train.trained import ARTIFACT, load_trained_model
 
     card = load_dataset_card(dataset)
     if card.protocol.test is None:
@@ -72,35 +66,34 @@ def evaluate_run(
     backbone = get_backbone(saved["backbone"])
     rows = load_split(card, card.protocol.test)
 
-    encoder = build_encoder(backbone.encoder, system.encoder_family, encoder_weights(backbone.encoder))
-    model = rebuild_trained_model(saved, encoder, f"{ARTIFACT} of run {run_id}, fold {source_fold}")
+    model, encoder = load_trained_model(saved, f"{ARTIFACT} of run {run_id}, fold {source_fold}")
     features = dict(
         zip([r.id for r in rows], FeatureCache(None, encoder, progress=progress).get(rows), strict=True)
     )
     del encoder
 
     source_tags = source.data.tags
-    train_with = source_tags.get("train_with", "none")
-    protocol = RunProtocol(
+    train_with = source_tags.get(tag.TRAIN_WITH, "none")
+    setup = RunSetup(
         dataset=card.name,
         train_with=() if train_with == "none" else tuple(train_with.split(",")),
-        validation=source_tags.get("validation") == "on",
+        validation=source_tags.get(tag.VALIDATION) == "on",
         backbone=backbone.name,
         folds=(source_fold,),
-        engine=source_tags.get("engine", "plain"),
-        recipe="registry" if source_tags.get("recipe") == "registry" else "custom",
-        source_setup=source_tags.get("setup", "untagged"),
+        engine=source_tags.get(tag.ENGINE, "plain"),
+        recipe="registry" if source_tags.get(tag.RECIPE) == "registry" else "custom",
+        source_setup=source_tags.get(tag.SETUP, "untagged"),
     )
-    tags = {
-        "system": system.name, "beta": system.beta, "schedule": system.schedule, "kind": "evaluation",
-        "source_run": source.info.run_id, "source_dataset": source_tags.get("dataset", ""),
-        "source_fold": source_fold, **protocol.tags(system),
-    }  # fmt: skip
+    tags = run_tags(
+        system, setup, **{
+            tag.KIND: "evaluation", tag.SOURCE_RUN: source.info.run_id,
+            tag.SOURCE_DATASET: source_tags.get(tag.DATASET, ""), tag.SOURCE_FOLD: source_fold,
+        }
+    )  # fmt: skip
     with run_context(f"{system.name} on {card.name} (zero-shot)", tags=tags, params=system) as run:
         log_environment()
         records = predict(model, examples_of(rows, features), list(card.labels), None, progress=progress)
-        scores = run_metrics(records, card, system, rows)
+        scores = split_scores(records, card, system, rows)
         log_metrics(scores)
-        log_predictions([PredictionRecord(**r) for r in records], "pooled")
-        log_confusion(records, list(card.labels), "confusion_matrix.png")
+        log_split(records, list(card.labels), "pooled", "confusion_matrix.png")
     return EvaluationSummary(run.info.run_id, source.info.run_id, source_fold, scores)

@@ -1,23 +1,11 @@
-"""`python -m benchmark explain RUN_ID UTT_ID` and `explain RUN_ID --all`: logged predictions explained.
+"""`python -m benchmark explain RUN_ID UTT_ID` and `explain RUN_ID --all`: logged decisions explained.
 
 An utterance is looked up among the test predictions of the run's folds (each fold's model was
-trained without it), that fold's model is rebuilt (`model/system.pt`, `benchmark.train.trained`)
-and the decision it logged is explained two ways:
-
-- *with evidence*: the time saliency of the predicted emotion (`benchmark.explain.saliency`), its
-  top-k windows and the eGeMAPS cues inside them against the rest of the utterance, the speaker's
-  baseline (every utterance of that speaker in the corpus) and the expert-referenced directions
-  (`benchmark.explain.evidence`); and whether occluding those windows removes the decision more
-  than occluding random ones (`benchmark.explain.deletion`);
-- *in words*: each pitch / energy / speed claim of the generated descriptor against the cue
-  measured inside the salient windows.
-
-The decision explained is the one the run logged (its prediction record), not a new generation,
-so the explanation is of the answer that was scored. One utterance's picture
-(`benchmark.explain.figure`) is logged to the run under `explanations/`. `--all` explains every
-test utterance whose answer names a label, logs their records (`explanations/utterances.jsonl`,
-`benchmark.explain.quality`), a summary and a cue-by-emotion plot, and adds the quality metrics
-`explain.deletion`, `explain.plausibility` and `explain.agreement` to the run.
+trained without it), that fold's model is rebuilt and the decision it logged is explained by
+`benchmark.explain.explanation.explain_decision`; this module only finds, loads and logs. One
+utterance's picture is logged to the run under `explanations/`. `--all` explains every test
+utterance whose answer names a label, logs their records (`explanations/utterances.jsonl`), a
+summary and a cue-by-emotion plot, and adds the `explain.*` quality metrics to the run.
 """
 
 from __future__ import annotations
@@ -26,106 +14,39 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import matplotlib.pyplot as plt
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from tqdm import tqdm
 
-from benchmark.config import SystemConfig
 from benchmark.data.audio import load_audio
-from benchmark.data.cues import frame_cues, utterance_cues
+from benchmark.data.corpus import load_corpus
+from benchmark.data.cues import frame_cues
 from benchmark.data.manifest import Utterance
 from benchmark.data.records import PredictionRecord
 from benchmark.errors import BenchmarkError
-from benchmark.explain.deletion import Deletion, deletion_test, summarise_deletions
-from benchmark.explain.evidence import (
-    Baseline,
-    DescriptorEvidence,
-    UtteranceEvidence,
-    cue_evidence,
-    cue_plausibility,
-    descriptor_evidence,
-    region_stats,
-    speaker_baselines,
-    utterance_profile,
-    window_mask,
+from benchmark.explain.deletion import summarise_deletions
+from benchmark.explain.evidence import Baseline, cue_plausibility, speaker_baselines, utterance_profile
+from benchmark.explain.explanation import (
+    ExplainSettings,
+    Explanation,
+    explain_decision,
+    require_decision,
+    speaking_rate,
 )
 from benchmark.explain.figure import cue_agreement_figure, explanation_figure
 from benchmark.explain.quality import ExplanationRecord, explanation_scores, write_explanations
-from benchmark.explain.saliency import (
-    CaptionerEmotion,
-    SaliencyMap,
-    SSLEmotion,
-    Window,
-    gradient_saliency,
-    occlusion_saliency,
-    top_windows,
-)
+from benchmark.registry import load_dataset_card
+from benchmark.tracking import tags as tag
 from benchmark.tracking.artifacts import load_run_records
 from benchmark.tracking.lifecycle import tracking_write
 from benchmark.tracking.lookup import finished_run, fold_runs
 from benchmark.tracking.models import fold_model
 from benchmark.tracking.store import load_mlflow_config, tracking_setup
-from benchmark.workflows.run import load_corpus
 
-Method = Literal["occlusion", "input_x_gradient", "integrated_gradients"]
 FIGURES = "explanations"  # artifact folder of the run
-
-
-@dataclass(frozen=True)
-class ExplainSettings:
-    """How a decision is explained (the options both forms of `explain` share)."""
-
-    method: Method = "occlusion"
-    k: int = 5
-    window_s: float = 0.15
-    baseline: Literal["silence", "mean"] = "silence"  # what occlusion (and deletion) puts in a window
-
-
-@dataclass(frozen=True)
-class Explanation:
-    fold: str
-    row: Utterance
-    record: PredictionRecord
-    saliency: SaliencyMap
-    windows: list[Window]
-    window_cues: list[dict[str, float | None]]  # per window, LLD column -> mean (F0: voiced only)
-    evidence: UtteranceEvidence
-    claims: DescriptorEvidence
-    deletion: Deletion
-
-    def to_json(self) -> dict[str, Any]:
-        """The `--json` object (the keys the README documents)."""
-        outside = {name: c.outside for name, c in self.evidence.cues.items() if c.scope == "window"}
-        return {
-            "fold": self.fold,
-            "utterance": {
-                "id": self.row.id, "speaker": self.row.speaker, "transcript": self.row.transcript,
-                "emotion": self.row.emotion, "descriptor": self.row.descriptor,
-            },
-            "audio": str(self.row.audio),
-            "prediction": {
-                "emotion": self.record.hyp_emotion, "descriptor": self.record.hyp_descriptor,
-                "transcript": self.record.hyp_transcript,
-            },
-            "saliency": {
-                "method": self.saliency.method, "target": self.saliency.target,
-                "baseline": self.saliency.baseline, "hop": self.saliency.hop,
-            },
-            "windows": [
-                {"start": w.start, "end": w.end, "saliency": w.saliency, "cues": cues}
-                for w, cues in zip(self.windows, self.window_cues, strict=True)
-            ],
-            "outside": outside,
-            "evidence": self.evidence.to_json(),
-            "claims": self.claims.to_json(),
-            "deletion": {
-                "p_original": self.deletion.original, "p_top_occluded": self.deletion.top,
-                "p_random_occluded": self.deletion.random, "random_windows": self.deletion.random_windows,
-            },
-        }  # fmt: skip
 
 
 def find_prediction(run: Run, utterance: str) -> tuple[str, Run, PredictionRecord]:
@@ -147,10 +68,11 @@ class RunExplainer:
 
     def __init__(self, run: Run, settings: ExplainSettings) -> None:
         self.run, self.settings = run, settings
-        dataset = run.data.tags.get("dataset")
+        dataset = run.data.tags.get(tag.DATASET)
         if dataset is None:
             raise BenchmarkError(f"run {run.info.run_id} has no dataset tag: not a `benchmark run` run")
-        self.rows = {row.id: row for split in load_corpus(dataset).values() for row in split}
+        corpus = load_corpus(load_dataset_card(dataset))
+        self.rows = {row.id: row for split in corpus.values() for row in split}
         self.dataset = dataset
         self._models: dict[str, tuple[Any, Any]] = {}
         self._baselines: dict[str, Baseline] = {}
@@ -158,30 +80,20 @@ class RunExplainer:
     def model(self, fold: str) -> tuple[Any, Any]:
         """(model, encoder) of `fold`; the previous fold's are dropped (one model in memory)."""
         if fold not in self._models:
-            from benchmark.nn.backbones import get_backbone
-            from benchmark.nn.encoder import build_encoder
-            from benchmark.train.demo_backbone import encoder_weights
-            from benchmark.train.trained import ARTIFACT, rebuild_trained_model
+            from benchmark.train.trained import ARTIFACT, load_trained_model
 
             _, _, saved = fold_model(self.run.info.run_id, fold)
-            backbone = get_backbone(saved["backbone"])
-            family = SystemConfig.model_validate(saved["system"]).encoder_family
-            encoder = build_encoder(backbone.encoder, family, encoder_weights(backbone.encoder)).eval()
             source = f"{ARTIFACT} of run {self.run.info.run_id}, fold {fold}"
-            self._models = {fold: (rebuild_trained_model(saved, encoder, source), encoder)}
+            self._models = {fold: load_trained_model(saved, source)}
         return self._models[fold]
 
     def baseline(self, speaker: str) -> Baseline:
         """The speaker's cue baseline over all of its utterances in the corpus."""
         if speaker not in self._baselines:
             mine = [row for row in self.rows.values() if row.speaker == speaker]
-            profiles = [utterance_profile(r.audio, self.speaking_rate(r)) for r in mine]
+            profiles = [utterance_profile(r.audio, speaking_rate(r)) for r in mine]
             self._baselines[speaker] = speaker_baselines(profiles, [speaker] * len(mine))[speaker]
         return self._baselines[speaker]
-
-    @staticmethod
-    def speaking_rate(row: Utterance) -> float | None:
-        return utterance_cues(row.audio, row.transcript).speaking_rate
 
     def row(self, utterance: str) -> Utterance:
         if utterance not in self.rows:
@@ -190,43 +102,10 @@ class RunExplainer:
 
     def explain(self, fold: str, record: PredictionRecord) -> Explanation:
         """Explain the decision `record` logged for its utterance with the model of `fold`."""
-        from benchmark.nn.ssl_baseline import SSLBaseline
-
-        if record.hyp_emotion is None:
-            raise BenchmarkError(
-                f"utterance {record.id}: the run's answer names no emotion label ({record.raw_output!r})",
-                hint="an unparseable answer has no decision to explain; pick another utterance",
-            )
+        require_decision(record)  # before the model is loaded
         model, encoder = self.model(fold)
-        if isinstance(model, SSLBaseline):
-            decision = SSLEmotion(model, encoder, record.hyp_emotion)
-        else:
-            decision = CaptionerEmotion(model, encoder, record.hyp_emotion, record.hyp_descriptor)
-        settings, row = self.settings, self.row(record.id)
-        wave = load_audio(row.audio)
-        if settings.method == "occlusion":
-            saliency = occlusion_saliency(
-                decision, wave, window_s=settings.window_s, baseline=settings.baseline
-            )
-        else:
-            saliency = gradient_saliency(decision, wave, method=settings.method)
-        windows = top_windows(saliency, k=settings.k, window_s=settings.window_s)
-        spans = [(w.start, w.end) for w in windows]
-        frames = frame_cues(row.audio)
-        evidence = cue_evidence(
-            frames, spans, record.hyp_emotion, self.baseline(row.speaker),
-            speaking_rate=self.speaking_rate(row), utterance_id=row.id,
-        )  # fmt: skip
-        window_cues = [
-            {
-                cue: stats.value
-                for cue, stats in region_stats(frames, window_mask(frames.index, [span])).items()
-            }
-            for span in spans
-        ]
-        claims = descriptor_evidence(record.hyp_descriptor, evidence)
-        deletion = deletion_test(decision, wave, spans, row.id, settings.baseline)
-        return Explanation(fold, row, record, saliency, windows, window_cues, evidence, claims, deletion)
+        row = self.row(record.id)
+        return explain_decision(model, encoder, row, record, self.settings, self.baseline(row.speaker), fold)
 
 
 def _log_file(run_id: str, path: Path) -> str:
@@ -315,7 +194,7 @@ def explain_run(
         write_explanations(Path(tmp) / "utterances.jsonl", records)
         (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         figure = cue_agreement_figure(
-            records, f"cue verdicts by predicted emotion: {run.data.tags.get('system')}"
+            records, f"cue verdicts by predicted emotion: {run.data.tags.get(tag.SYSTEM)}"
         )
         figure.savefig(Path(tmp) / "cues_by_emotion.png", dpi=110)
         plt.close(figure)

@@ -1,40 +1,20 @@
 """`python -m benchmark run`: train and evaluate one system on a corpus's folds, tracked in MLflow.
 
-One parent MLflow run per call (tags system, dataset, backbone, beta, schedule, git_sha and the
-protocol tags of `benchmark.tracking.tags`; params the fully resolved system config), one nested
-run per fold with its training curves, prediction records, metrics and confusion matrix; the
-parent holds the mean and standard deviation over folds and the pooled predictions. Any exception
-marks the runs FAILED (Ctrl-C: KILLED).
-
-The paper's protocol (section 4.1): each fold trains on the target corpus's training part plus
-the training part of every corpus its card names in `protocol.train_with` (SpeechCraft for IEMOCAP
-and MELD; `--train-with` overrides), their labels renamed through the target card. Each fold run
-logs what it trained on: params `data.<corpus>.train_utterances` and `train.<stage>.<task>.<corpus>`
-(examples per epoch), and every corpus part as an MLflow dataset input (context training,
-validation or test). With `--validation` the card's validation set leaves training: its
-teacher-forced loss is logged every epoch and its metrics as `val.<metric>` next to the test's.
-
-The frozen encoder's hidden states are computed once per utterance and cached on disk
-(`benchmark.data.features`), so every fold, stage and system after the first pays only for the
-trainable parts. Training checkpoints live under `$BENCHMARK_HOME/checkpoints/<system>-<config
-digest>/<id>/`, one folder per run (its tag `checkpoints`), so two runs of one configuration at once
-never write into each other's files, and `--resume` continues the newest interrupted run of the
-same configuration in its folder: the digest is the run's `config_digest` tag, and the new run
-links to the interrupted one with the tag `resumed_from`. A run that finishes removes its folder,
-since a finished run is never resumed.
-
-A backbone with random weights (`--backbone paper-shape`) trains on a GPU and logs its training
-curves (throughput, peak memory) under the tag `random_weights=true`, and nothing else: no
-prediction, score or model, since a random frozen LLM's outputs are no result (README, "Speed and
-memory at paper scale").
+One parent run per call (the tags of `benchmark.tracking.tags.run_tags`; params the resolved
+system), one nested run per fold with its curves, records, metrics, confusion matrix and trained
+model; the parent holds the mean and std over folds and the pooled records. Each fold trains on the
+target corpus's training part plus that of every `train_with` corpus (the paper's protocol, section
+4.1) and logs what it trained on. The frozen encoder's outputs are cached once per utterance, so
+later folds and systems pay only for the trainable parts. Checkpoints live in a folder per run;
+`--resume` continues the newest interrupted run of the same `config_digest`. A backbone with random
+weights logs training speed and memory only. Any exception marks the runs FAILED (Ctrl-C: KILLED).
+Details: docs/training.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -49,31 +29,29 @@ import torch
 from mlflow.entities import Run
 
 from benchmark.config import DatasetCard, SystemConfig, benchmark_home, override_system
+from benchmark.data.corpus import load_corpus
 from benchmark.data.examples import Example, examples_of
 from benchmark.data.manifest import Utterance
-from benchmark.data.prepare import is_prepared, load_split, manifest_digest, prepared_dir
-from benchmark.data.records import PredictionRecord
+from benchmark.data.prepare import is_prepared, manifest_digest, prepared_dir
 from benchmark.data.splits import Fold, check_validation, fold_names, folds, relabel, training_part
 from benchmark.errors import BenchmarkError
-from benchmark.eval.metrics import confusion_matrix, plot_confusion_matrix
-from benchmark.eval.predict import predict, score_records, scored_fields
-from benchmark.explain.faithfulness import faithfulness_scores
+from benchmark.eval.predict import predict
 from benchmark.nn.backbones import Backbone, get_backbone
 from benchmark.registry import load_dataset_card, load_system
+from benchmark.tracking import tags as tag
 from benchmark.tracking.log import (
     DatasetContext,
     log_artifact,
     log_dataset,
     log_environment,
-    log_figure,
     log_metrics,
     log_params,
-    log_predictions,
 )
-from benchmark.tracking.lookup import RANDOM_WEIGHTS_TAG, interrupted_run
+from benchmark.tracking.lookup import interrupted_run
 from benchmark.tracking.runs import run_context
 from benchmark.tracking.store import load_mlflow_config, tracking_setup
-from benchmark.tracking.tags import RunProtocol
+from benchmark.tracking.tags import RunSetup, digest, run_tags
+from benchmark.workflows.scoring import log_split, split_scores
 
 if TYPE_CHECKING:
     from benchmark.nn.encoder import TopLayers
@@ -128,23 +106,14 @@ class RunSummary:
 
 
 def resolve_system(request: RunRequest, backbone: Backbone) -> SystemConfig:
-    """The system a run trains: its YAML with four layers of overrides on top, each deep-merged
-    over the result of the ones before (`benchmark.config.override_system`), so the later wins:
+    """The system a run trains: its YAML with overrides deep-merged on top, the later winning:
 
-        system YAML < backbone profile < --beta < --set < --epochs
+        system YAML (its `inherits:` chain) < backbone profile < --beta < --set < --epochs
 
-    1. `models/<system>.yaml`, its `inherits:` chain resolved.
-    2. The backbone's profile (`Backbone.overrides`): `demo` and `tiny` train every LLM weight
-       (`decoder.regime: full`); `demo` trains every stage at its learning rate for a multiple of
-       the YAML's epochs.
-    3. `--beta`.
-    4. `--set KEY=VALUE` (`benchmark.config.parse_overrides`). Mappings merge key by key, so
-       `--set decoder.lora_r=4` keeps the profile's decoder regime; lists are replaced whole, so
-       `--set 'stages=[...]'` trains exactly the stages given, their learning rates and epochs
-       included.
-    5. `--epochs`: the epochs of every stage and of the SSL heads.
-
-    `--set` and `--epochs` make the run's `recipe` tag `custom` (`run_experiment`).
+    The backbone's profile: `demo` and `tiny` train every LLM weight and `demo` trains every stage
+    for a multiple of the YAML's epochs. `--set` merges mappings key by key and replaces lists
+    whole (`--set 'stages=[...]'` trains exactly the stages given); `--epochs` sets the epochs of
+    every stage and of the SSL heads. `--set` and `--epochs` make the run's `recipe` `custom`.
     """
     system = load_system(request.system)
     system = override_system(system, backbone.overrides(system))
@@ -155,16 +124,6 @@ def resolve_system(request: RunRequest, backbone: Backbone) -> SystemConfig:
         stages = [{**stage.model_dump(), "epochs": request.epochs} for stage in system.stages]
         system = override_system(system, {"stages": stages, "ssl": {"epochs": request.epochs}})
     return system
-
-
-def load_corpus(dataset: str) -> dict[str, list[Utterance]]:
-    """The manifests of every split; the demo corpus is synthesised (once) when absent."""
-    card = load_dataset_card(dataset)
-    if card.reader == "demo" and not is_prepared(card):
-        from benchmark.data.demo import build_demo_corpus
-
-        build_demo_corpus()
-    return {split: load_split(card, split) for split in card.splits}
 
 
 def training_corpora(request: RunRequest, card: DatasetCard) -> list[DatasetCard]:
@@ -195,17 +154,12 @@ def training_corpora(request: RunRequest, card: DatasetCard) -> list[DatasetCard
 
 def config_digest(system: SystemConfig, request: RunRequest, train_with: list[str]) -> str:
     """A digest of everything that changes training, so --resume finds its checkpoints and run."""
-    key = json.dumps(
+    return digest(
         [
             system.model_dump(mode="json"), request.dataset, request.backbone, request.engine,
             sorted(train_with), request.validation,
-        ],
-        sort_keys=True,
+        ]
     )  # fmt: skip
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-CHECKPOINTS_TAG = "checkpoints"  # the run's checkpoint folder
 
 
 def checkpoint_root(digest: str, system: SystemConfig, resumed: Run | None) -> Path:
@@ -213,7 +167,7 @@ def checkpoint_root(digest: str, system: SystemConfig, resumed: Run | None) -> P
     before per-run folders used the configuration's folder itself), else a folder of its own."""
     configuration = benchmark_home() / "checkpoints" / f"{system.name}-{digest}"
     if resumed is not None:
-        return Path(resumed.data.tags.get(CHECKPOINTS_TAG, configuration))
+        return Path(resumed.data.tags.get(tag.CHECKPOINTS, configuration))
     return configuration / uuid.uuid4().hex[:12]
 
 
@@ -240,11 +194,11 @@ class Mixture:
 
 
 def build_mixture(request: RunRequest, card: DatasetCard, others: list[DatasetCard]) -> Mixture:
-    chosen = folds(card, load_corpus(card.name), request.fold, request.validation)
+    chosen = folds(card, load_corpus(card), request.fold, request.validation)
     extra: list[Utterance] = []
     outside: dict[str, int] = {}
     for other in others:
-        relabelled = relabel(training_part(other, load_corpus(other.name)), other, card)
+        relabelled = relabel(training_part(other, load_corpus(other)), other, card)
         extra += relabelled.rows
         outside[other.name] = sum(relabelled.outside.values())
     return Mixture(card, chosen, extra, outside, {c.name: c for c in [card, *others]})
@@ -281,15 +235,6 @@ def log_fold_data(mixture: Mixture, fold: Fold, system: SystemConfig, test: bool
         if rows:
             source = mixture.cards[name]
             log_dataset(rows, name, context, prepared_dir(name), manifest_digest(source))
-
-
-def log_confusion(records: list[dict], labels: list[str], name: str) -> None:
-    rows = [r for r in records if r["ref_emotion"] is not None]
-    if not rows:
-        return
-    matrix = confusion_matrix([r["ref_emotion"] for r in rows], [r["hyp_emotion"] for r in rows], labels)
-    with tempfile.TemporaryDirectory() as tmp:
-        log_figure(plot_confusion_matrix(matrix, labels, Path(tmp) / name), name)
 
 
 @dataclass(frozen=True)
@@ -402,23 +347,12 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
     log_trained_model(model, system, plan.backbone.name, plan.encoder_shape)
     validation: dict[str, float] = {}
     if fold.validation:
-        scores = run_metrics(predict_rows(fold.validation), card, system, fold.validation)
+        scores = split_scores(predict_rows(fold.validation), card, system, fold.validation)
         validation = {f"val.{name}": value for name, value in scores.items()}
     if not request.test:
         return FoldResult([], {}, validation)
     records = predict_rows(fold.test)
-    return FoldResult(records, run_metrics(records, card, system, fold.test), validation)
-
-
-def run_metrics(
-    records: list[dict], card: DatasetCard, system: SystemConfig, utterances: list[Utterance]
-) -> dict[str, float]:
-    """What a run logs for a split: eval's scores of the records and, where descriptors are scored,
-    explain's descriptor faithfulness (`sed.faithfulness`)."""
-    scores = score_records(records, card, system, utterances)
-    if "descriptor" in scored_fields(card, system):
-        scores |= faithfulness_scores(records, utterances)
-    return scores
+    return FoldResult(records, split_scores(records, card, system, fold.test), validation)
 
 
 def log_trained_model(
@@ -433,12 +367,11 @@ def log_trained_model(
         log_artifact(path, str(ARTIFACT.parent))
 
 
-def run_experiment(request: RunRequest) -> RunSummary:
-    """Train and evaluate `request.system` on the requested folds; see the module docstring."""
+def plan_run(request: RunRequest) -> tuple[RunPlan, RunSetup]:
+    """Everything checked, the data read and encoded, before any run is opened."""
     from benchmark.data.features import FeatureCache
-    from benchmark.nn.encoder import build_encoder
-    from benchmark.train.demo_backbone import encoder_weights
     from benchmark.train.ssl import pretrained_top_layers
+    from benchmark.train.trained import frozen_encoder
 
     backbone = get_backbone(request.backbone)
     require_gpu(backbone)
@@ -450,9 +383,8 @@ def run_experiment(request: RunRequest) -> RunSummary:
     others = training_corpora(request, card)
     tracking_setup(load_mlflow_config())  # marks stale runs; a bad store fails before any work
     mixture = build_mixture(request, card, others)
-    labels = list(card.labels)
 
-    encoder = build_encoder(backbone.encoder, system.encoder_family, encoder_weights(backbone.encoder))
+    encoder = frozen_encoder(backbone.encoder, system.encoder_family)
     rows = mixture.all_rows()
     cache = FeatureCache(None, encoder, enabled=request.cache_features, progress=request.progress)
     features = dict(zip(rows, cache.get(list(rows.values())), strict=True))
@@ -461,9 +393,9 @@ def run_experiment(request: RunRequest) -> RunSummary:
     del encoder  # frozen and cached: training needs only its outputs (and top_layers' copies)
 
     train_with = [other.name for other in others]
-    digest = config_digest(system, request, train_with)
-    plan = RunPlan(system, request, backbone, mixture, features, encoder_shape, digest, top_layers)
-    protocol = RunProtocol(
+    config = config_digest(system, request, train_with)
+    plan = RunPlan(system, request, backbone, mixture, features, encoder_shape, config, top_layers)
+    setup = RunSetup(
         dataset=card.name,
         train_with=tuple(train_with),
         validation=request.validation,
@@ -472,19 +404,28 @@ def run_experiment(request: RunRequest) -> RunSummary:
         engine=request.engine,
         recipe="custom" if request.epochs is not None or request.overrides else "registry",
     )
-    tags = {
-        "system": system.name, "beta": system.beta, "schedule": system.schedule,
-        "engine": request.engine, "config_digest": digest, **protocol.tags(system),
-    }  # fmt: skip
-    if backbone.random_weights:
-        tags[RANDOM_WEIGHTS_TAG] = "true"
-    test = request.test and not backbone.random_weights  # random weights: nothing is scored
-    resumed = interrupted_run("config_digest", digest) if request.resume else None
-    checkpoints = checkpoint_root(digest, system, resumed)
+    return plan, setup
+
+
+def run_experiment(request: RunRequest) -> RunSummary:
+    """Train and evaluate `request.system` on the requested folds; see the module docstring."""
+    plan, setup = plan_run(request)
+    system, mixture, card, labels = (
+        plan.system,
+        plan.mixture,
+        plan.mixture.card,
+        list(plan.mixture.card.labels),
+    )
+    tags = run_tags(system, setup, **{tag.ENGINE: request.engine, tag.CONFIG_DIGEST: plan.digest})
+    if plan.backbone.random_weights:
+        tags[tag.RANDOM_WEIGHTS] = "true"
+    test = request.test and not plan.backbone.random_weights  # random weights: nothing is scored
+    resumed = interrupted_run(tag.CONFIG_DIGEST, plan.digest) if request.resume else None
+    checkpoints = checkpoint_root(plan.digest, system, resumed)
     plan = dataclasses.replace(plan, checkpoints=checkpoints)
     fold_metrics: dict[str, dict[str, float]] = {}
-    parent_tags = {**tags, CHECKPOINTS_TAG: str(checkpoints)}
-    parent_tags |= {"resumed_from": resumed.info.run_id} if resumed else {}
+    parent_tags = {**tags, tag.CHECKPOINTS: str(checkpoints)}
+    parent_tags |= {tag.RESUMED_FROM: resumed.info.run_id} if resumed else {}
     name = request.name or f"{system.name} on {card.name}"
     with run_context(name, tags={**parent_tags, **request.tags}, params=system) as parent:
         if request.observer is not None:
@@ -492,13 +433,12 @@ def run_experiment(request: RunRequest) -> RunSummary:
         log_environment()
         pooled: list[dict] = []
         for fold in mixture.folds:
-            with run_context(f"fold {fold.name}", tags={**tags, "fold": fold.name}):
+            with run_context(f"fold {fold.name}", tags={**tags, tag.FOLD: fold.name}):
                 log_fold_data(mixture, fold, system, test)
                 result = run_fold(plan, fold)
                 log_metrics({**result.scores, **result.validation})
                 if test:
-                    log_predictions([PredictionRecord(**r) for r in result.records], f"fold-{fold.name}")
-                    log_confusion(result.records, labels, "confusion_matrix.png")
+                    log_split(result.records, labels, f"fold-{fold.name}", "confusion_matrix.png")
             fold_metrics[fold.name] = {**result.scores, **result.validation}
             pooled += result.records
         names = sorted({name for scores in fold_metrics.values() for name in scores})
@@ -508,9 +448,8 @@ def run_experiment(request: RunRequest) -> RunSummary:
         log_metrics({f"{n}.std": v for n, v in std.items()})
         if test and len(mixture.folds) > 1:  # with one fold the pooled scores are the fold's
             tested = [row for fold in mixture.folds for row in fold.test]
-            log_metrics({f"pooled.{n}": v for n, v in run_metrics(pooled, card, system, tested).items()})
+            log_metrics({f"pooled.{n}": v for n, v in split_scores(pooled, card, system, tested).items()})
         if test:  # not in a study's trial: nothing of the test part
-            log_predictions([PredictionRecord(**r) for r in pooled], "pooled")
-            log_confusion(pooled, labels, "confusion_matrix_pooled.png")
+            log_split(pooled, labels, "pooled", "confusion_matrix_pooled.png")
     shutil.rmtree(checkpoints, ignore_errors=True)
     return RunSummary(parent.info.run_id, system, fold_metrics, mean, std)

@@ -1,8 +1,7 @@
 """The MLflow UI of `python -m benchmark ui`: start `mlflow server`, wait until it answers, serve, stop.
 
-`mlflow server` is a launcher: it starts uvicorn as a child process and exits with status 0 even
-when uvicorn cannot bind its port. So `ui` relies on the launcher neither to report problems nor
-to end its child:
+`mlflow server` is a launcher: it starts uvicorn as a child process and exits 0 even when uvicorn
+cannot bind its port, so `ui` relies on it neither to report problems nor to end its child:
 
 - the address is checked by binding it first, so a taken port or a host that is no address of this
   machine is one clear error instead of a line buried in the server's log;
