@@ -149,7 +149,7 @@ def is_registry(run: Run) -> bool:
 
 
 def describe_run_setup(run: Run) -> str:
-    """The run's setup in words (`protocol.describe_setup`), for headings and refusals."""
+    """The run's setup in words (`tags.describe_setup`), for headings and refusals."""
     tags = run.data.tags
     if is_legacy(run):
         return (
