@@ -199,6 +199,31 @@ def test_the_claim_lock_is_exclusive_between_processes(tmp_path: Path):
     assert other_process() == "free"
 
 
+def test_the_claim_lock_is_exclusive_on_postgresql(postgres):
+    """The lock is taken on the server even though a study wraps its RDBStorage in Optuna's cache:
+    without it, two workers that finish at once both count too few trials and both ask one more."""
+    from sqlalchemy import create_engine, text
+
+    from benchmark.study.storage import CLAIM_LOCK_KEY, parse_storage
+
+    url = postgres.create_database("claim_lock")
+    storage = parse_storage(url)
+    study = optuna.create_study(study_name="claim", storage=storage.open(60, 600, 0))
+    probe = create_engine(url)
+
+    def other_session() -> str:
+        with probe.connect() as connection:
+            free = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": CLAIM_LOCK_KEY}).scalar()
+            if free:
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": CLAIM_LOCK_KEY})
+        return "free" if free else "held"
+
+    with storage.claim(study._storage):
+        assert other_session() == "held"
+    assert other_session() == "free"
+    probe.dispose()
+
+
 @pytest.mark.parametrize(
     ("values", "complete", "refits", "said"),
     [

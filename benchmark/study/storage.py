@@ -100,7 +100,8 @@ class StudyStorage:
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
             return
-        engine = getattr(storage, "engine", None)
+        # A study wraps its RDBStorage in Optuna's cache: the engine is the wrapped storage's.
+        engine = getattr(getattr(storage, "_backend", storage), "engine", None)
         if engine is None or engine.dialect.name != "postgresql":  # one SQLite worker, or MySQL
             yield
             return
