@@ -145,3 +145,20 @@ def test_backbone_sets_the_decoder_regime_and_demo_scale_training():
         RunRequest(system="full", overrides={"decoder": {"lora_r": 4}}), get_backbone("demo")
     )
     assert (rank.decoder.regime, rank.decoder.lora_r) == ("full", 4)
+
+
+@pytest.mark.slow
+def test_cached_features_are_read_per_batch_with_the_records_of_the_same_features_in_memory(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """With the cache on, the plan holds loaders of the cache files, never the corpus's hidden
+    states; the run predicts exactly what it predicts with the same features held in memory."""
+    from benchmark.data.features import CachedFeatures, FeatureCache
+
+    plan, _ = experiment.plan_run(request())
+    assert all(isinstance(f, CachedFeatures) for f in plan.features.values())
+    streamed = load_run_records(run_experiment(request()).run_id, "pooled")
+    monkeypatch.setattr(FeatureCache, "loaders", FeatureCache.get)  # the same files, read up front
+    plan, _ = experiment.plan_run(request())
+    assert not any(isinstance(f, CachedFeatures) for f in plan.features.values())
+    assert load_run_records(run_experiment(request()).run_id, "pooled") == streamed

@@ -95,3 +95,34 @@ def test_padding_sensitive_encoders_are_run_one_utterance_at_a_time(
     encoder.model.config.feat_extract_norm = "group"  # what a base-style checkpoint says
     assert not encoder.padding_invariant
     assert FeatureCache(tmp_path, encoder, batch_size=8).batch_size == 1
+
+
+def test_loaders_read_the_cache_files_lazily_with_the_numbers_of_get(
+    encoder: SpeechEncoder, utterances: list[Utterance], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmark.data.examples import examples_of
+
+    cache = FeatureCache(tmp_path / "features", encoder, batch_size=2, progress=False)
+    warm = cache.get(utterances[:2])  # two hits, three misses
+    loaders = cache.loaders(utterances)
+    assert [loader.path for loader in loaders] == [cache.path(u) for u in utterances]
+    assert all(loader.path.is_file() for loader in loaders)  # the misses were written
+    in_memory = cache.get(utterances)  # every file is there now
+    for loader, feature in zip(loaders, in_memory, strict=True):
+        assert loader.num_frames == feature.shape[1]
+        assert torch.equal(loader(), feature)
+    assert torch.equal(loaders[0](), warm[0])  # a miss returns the float16 values it stores
+
+    monkeypatch.setattr(encoder, "forward", lambda *a, **k: pytest.fail("encoder called on a cache hit"))
+    again = FeatureCache(tmp_path / "features", encoder, progress=False).loaders(utterances)
+    assert [loader.num_frames for loader in again] == [loader.num_frames for loader in loaders]
+
+    examples = examples_of(utterances, {u.id: loader for u, loader in zip(utterances, loaders, strict=True)})
+    assert [e.num_frames for e in examples] == [loader.num_frames for loader in loaders]
+    assert not any(isinstance(e.features, torch.Tensor) for e in examples)  # nothing held in memory
+    assert torch.equal(examples[3].load(), in_memory[3])
+
+
+def test_a_disabled_cache_has_no_loaders(encoder: SpeechEncoder, utterances: list[Utterance]) -> None:
+    with pytest.raises(ValueError, match="no files"):
+        FeatureCache(None, encoder, enabled=False).loaders(utterances)

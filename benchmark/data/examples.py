@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from benchmark.config import Task
+from benchmark.data.features import CachedFeatures
 from benchmark.data.manifest import Utterance
 from benchmark.data.tasks import FIELDS, task_response
 
@@ -44,8 +45,10 @@ class Example:
         return self.features if isinstance(self.features, torch.Tensor) else self.features()
 
 
-def examples_of(rows: Sequence[Utterance], features: Mapping[str, torch.Tensor]) -> list[Example]:
-    """Manifest rows with their encoder outputs (`features`, by row id)."""
+def examples_of(
+    rows: Sequence[Utterance], features: Mapping[str, torch.Tensor | CachedFeatures]
+) -> list[Example]:
+    """Manifest rows with their encoder outputs (`features`, by row id: tensors, or cache loaders)."""
     return [
         Example(
             r.id,
@@ -53,6 +56,7 @@ def examples_of(rows: Sequence[Utterance], features: Mapping[str, torch.Tensor])
             transcript=r.transcript,
             descriptor=r.descriptor,
             emotion=r.emotion,
+            num_frames=None if isinstance(features[r.id], torch.Tensor) else features[r.id].num_frames,
             dataset=r.dataset,
         )
         for r in rows

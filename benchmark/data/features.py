@@ -14,7 +14,8 @@ cache is too large to be worth it, so `enabled=False` computes the same features
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +50,27 @@ class FrameEncoder(Protocol):
     def padding_invariant(self) -> bool: ...
 
     def __call__(self, waves: torch.Tensor, mask: torch.Tensor) -> EncodedBatch: ...
+
+
+@dataclass(frozen=True)
+class CachedFeatures:
+    """The loader of one utterance's cached features: read from disk each time it is called, so a
+    batch holds only its own utterances' hidden states; `num_frames` plans batches without a read."""
+
+    path: Path
+    num_frames: int
+
+    def __call__(self) -> torch.Tensor:
+        return _read(self.path)
+
+
+def _read(path: Path) -> torch.Tensor:
+    return torch.load(path, weights_only=True).float()
+
+
+def _frames(path: Path) -> int:
+    """The frame count of a cache file, from its header: memory-mapped, the values are not read."""
+    return torch.load(path, weights_only=True, mmap=True).shape[1]
 
 
 def audio_hash(path: Path | str) -> str:
@@ -91,15 +113,36 @@ class FeatureCache:
         return self.folder / digest[:2] / f"{digest}-v{FEATURES_VERSION}.pt"
 
     def get(self, utterances: Sequence[Utterance]) -> list[torch.Tensor]:
-        """Features of each utterance, in order; misses are computed in length-bucketed batches."""
-        features: list[torch.Tensor | None] = [None] * len(utterances)
+        """Features of each utterance, in order, in memory; misses are computed in length-bucketed
+        batches (and written, when enabled)."""
         paths = [self.path(u) for u in utterances] if self.enabled else [None] * len(utterances)
-        for i, path in enumerate(paths):
-            if path is not None and path.is_file():
-                features[i] = torch.load(path, weights_only=True).float()
+        features: list[torch.Tensor | None] = [
+            _read(path) if path is not None and path.is_file() else None for path in paths
+        ]
         missing = [i for i, feature in enumerate(features) if feature is None]
+        for i, feature in self._computed(utterances, missing, paths):
+            features[i] = feature
+        return features  # type: ignore[return-value]
+
+    def loaders(self, utterances: Sequence[Utterance]) -> list[CachedFeatures]:
+        """Each utterance's features as a loader of its cache file, in order: misses are computed and
+        written first, and nothing stays in memory, so a corpus of any size fits (`Example.load`)."""
+        if not self.enabled:
+            raise ValueError("a disabled feature cache has no files to load from")
+        paths = [self.path(u) for u in utterances]
+        frames: list[int | None] = [_frames(path) if path.is_file() else None for path in paths]
+        missing = [i for i, count in enumerate(frames) if count is None]
+        for i, feature in self._computed(utterances, missing, paths):
+            frames[i] = feature.shape[1]
+        return [CachedFeatures(path, count) for path, count in zip(paths, frames, strict=True)]  # type: ignore[arg-type]
+
+    def _computed(
+        self, utterances: Sequence[Utterance], missing: list[int], paths: Sequence[Path | None]
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(index, float32 features) of the `missing` utterances, each written to its path if any,
+        as the stored float16 values, so a hit and a miss give the same numbers."""
         if not missing:
-            return features  # type: ignore[return-value]
+            return
         sampler = LengthBucketSampler(
             [utterances[i].duration for i in missing],
             batch_size=self.batch_size,
@@ -110,14 +153,13 @@ class FeatureCache:
             for batch in sampler:
                 indices = [missing[j] for j in batch]
                 for i, feature in zip(indices, self._encode([utterances[i] for i in indices]), strict=True):
-                    if paths[i] is not None:
+                    if (path := paths[i]) is not None:
                         feature = feature.half()
                         # A stop inside torch.save would fail its zip writer: hold it until written.
-                        with signals_held(), atomic_file(paths[i], "wb", durable=False) as handle:
+                        with signals_held(), atomic_file(path, "wb", durable=False) as handle:
                             torch.save(feature, handle)
-                    features[i] = feature.float()
+                    yield i, feature.float()
                 bar.update(len(batch))
-        return features  # type: ignore[return-value]
 
     def _encode(self, utterances: Sequence[Utterance]) -> list[torch.Tensor]:
         waves, mask = pad_waveforms([load_audio(u.audio) for u in utterances])

@@ -67,9 +67,8 @@ def evaluate_run(
     rows = load_split(card, card.protocol.test)
 
     model, encoder = load_trained_model(saved, f"{ARTIFACT} of run {run_id}, fold {source_fold}")
-    features = dict(
-        zip([r.id for r in rows], FeatureCache(None, encoder, progress=progress).get(rows), strict=True)
-    )
+    loaders = FeatureCache(None, encoder, progress=progress).loaders(rows)  # read batch by batch
+    features = dict(zip([r.id for r in rows], loaders, strict=True))
     del encoder
 
     source_tags = source.data.tags

@@ -31,6 +31,7 @@ from mlflow.entities import Run
 from benchmark.config import DatasetCard, SystemConfig, benchmark_home, override_system
 from benchmark.data.corpus import load_corpus
 from benchmark.data.examples import Example, examples_of
+from benchmark.data.features import CachedFeatures, FeatureCache
 from benchmark.data.manifest import Utterance
 from benchmark.data.prepare import is_prepared, manifest_digest, prepared_dir
 from benchmark.data.splits import Fold, check_validation, fold_names, folds, relabel, training_part
@@ -245,7 +246,7 @@ class RunPlan:
     request: RunRequest
     backbone: Backbone
     mixture: Mixture
-    features: dict[str, torch.Tensor]
+    features: dict[str, torch.Tensor | CachedFeatures]
     encoder_shape: tuple[int, int]
     digest: str  # config_digest: --resume
     top_layers: TopLayers | None = None  # pretrained encoder layers a `kind: ssl` system fine-tunes
@@ -369,7 +370,6 @@ def log_trained_model(
 
 def plan_run(request: RunRequest) -> tuple[RunPlan, RunSetup]:
     """Everything checked, the data read and encoded, before any run is opened."""
-    from benchmark.data.features import FeatureCache
     from benchmark.train.ssl import pretrained_top_layers
     from benchmark.train.trained import frozen_encoder
 
@@ -387,7 +387,9 @@ def plan_run(request: RunRequest) -> tuple[RunPlan, RunSetup]:
     encoder = frozen_encoder(backbone.encoder, system.encoder_family)
     rows = mixture.all_rows()
     cache = FeatureCache(None, encoder, enabled=request.cache_features, progress=request.progress)
-    features = dict(zip(rows, cache.get(list(rows.values())), strict=True))
+    # Cached features are read from disk batch by batch; without the cache they stay in memory.
+    read = cache.loaders if request.cache_features else cache.get
+    features = dict(zip(rows, read(list(rows.values())), strict=True))
     encoder_shape = (encoder.num_layers, encoder.hidden_size)
     top_layers = pretrained_top_layers(system, encoder)  # None unless an SSL baseline fine-tunes
     del encoder  # frozen and cached: training needs only its outputs (and top_layers' copies)
