@@ -41,6 +41,7 @@ from benchmark.leaderboard.published import (
 )
 from benchmark.leaderboard.render import Board, Cell, Section
 from benchmark.registry import load_dataset_card, load_system
+from benchmark.tracking import tags as tag
 from benchmark.tracking.evaluated import EvaluatedRun, load_evaluated
 from benchmark.tracking.lookup import (
     ProtocolChoice,
@@ -140,15 +141,15 @@ class TableRuns:
 
 def _row_of(rows: Sequence[MeasuredRow], run: Run) -> MeasuredRow | None:
     tags = run.data.tags
-    beta = float(tags.get("beta", "nan"))
-    return next((r for r in rows if r.system == tags.get("system") and math.isclose(r.beta, beta)), None)
+    beta = float(tags.get(tag.BETA, "nan"))
+    return next((r for r in rows if r.system == tags.get(tag.SYSTEM) and math.isclose(r.beta, beta)), None)
 
 
 def _table_key(run: Run) -> tuple[str, ...]:
     """What the setups of one table's corpora share (the fields that are not the corpus's own)."""
     tags = run.data.tags
     if is_legacy(run):
-        return ("legacy", tags.get("backbone", "?"))
+        return ("legacy", tags.get(tag.BACKBONE, "?"))
     return ("setup", *(tags.get(name, "") for name in ("train_with", "validation", "backbone")))
 
 
@@ -156,10 +157,10 @@ def _named_run(run_id: str, rows: Sequence[MeasuredRow], datasets: Sequence[str]
     """A `--runs` run, which must be of a row of the table and one of its datasets."""
     run = resolve_run(run_id)
     tags = run.data.tags
-    if _row_of(rows, run) is None or tags.get("dataset") not in datasets:
+    if _row_of(rows, run) is None or tags.get(tag.DATASET) not in datasets:
         keys = ", ".join(f"{r.id}: {r.system} β={r.beta:g}" for r in rows)
         raise BenchmarkError(
-            f"run {run_id} ({tags.get('system')} β={tags.get('beta')} on {tags.get('dataset')}) "
+            f"run {run_id} ({tags.get(tag.SYSTEM)} β={tags.get(tag.BETA)} on {tags.get(tag.DATASET)}) "
             "is not a row of this table",
             hint=f"rows: {keys}; datasets: {', '.join(datasets)} (choose them with --dataset)",
         )
@@ -178,7 +179,8 @@ def select_tables(
         run
         for dataset in datasets
         for run in find_runs(dataset=dataset)
-        if _row_of(rows, run) is not None and (backbone is None or run.data.tags.get("backbone") == backbone)
+        if _row_of(rows, run) is not None
+        and (backbone is None or run.data.tags.get(tag.BACKBONE) == backbone)
     ]
     named = [_named_run(run_id, rows, datasets) for run_id in run_ids]
     choice = None
@@ -190,14 +192,14 @@ def select_tables(
     pool = sorted({run.info.run_id: run for run in [*candidates, *named]}.values(), key=newest_first)
     groups: dict[tuple[str, ...], dict[str, dict[str, Run]]] = {}  # key -> dataset -> setup -> a run
     for run in pool:
-        by_dataset = groups.setdefault(_table_key(run), {}).setdefault(run.data.tags["dataset"], {})
+        by_dataset = groups.setdefault(_table_key(run), {}).setdefault(run.data.tags[tag.DATASET], {})
         by_dataset.setdefault(setup_of(run), run)
     named_ids = [run.info.run_id for run in named]
     tables = []
     for by_dataset in groups.values():
         per_dataset = [list(by_dataset[dataset].values()) for dataset in datasets if dataset in by_dataset]
         for setups in itertools.product(*per_dataset):  # one setup per corpus; usually one table
-            examples = {run.data.tags["dataset"]: run for run in setups}
+            examples = {run.data.tags[tag.DATASET]: run for run in setups}
             tables.append(_table_runs(rows, examples, pool, named_ids, choice))
     if not tables:
         return [TableRuns("", {}, {}, [])]  # the runs note says that no run was found
@@ -220,7 +222,7 @@ def _table_runs(
             here = [
                 run
                 for run in pool
-                if run.data.tags.get("dataset") == dataset
+                if run.data.tags.get(tag.DATASET) == dataset
                 and setup_of(run) == setup_of(example)
                 and _row_of([row], run) is not None
             ]
@@ -253,7 +255,7 @@ def _table_runs(
 
 
 def _protocol(run: Run) -> str:
-    return run.data.tags.get("protocol", "?")
+    return run.data.tags.get(tag.PROTOCOL, "?")
 
 
 def _evaluated(cells: dict[RunKey, Run]) -> dict[RunKey, EvaluatedRun]:
@@ -394,7 +396,7 @@ def _runs_note(runs: dict[RunKey, EvaluatedRun]) -> str:
     if not runs:
         return "measured: no finished run found for any row (train them with `python -m benchmark run`)"
     listed = "; ".join(
-        f"row {row} on {dataset}: run {run.run_id} (backbone {run.run.data.tags.get('backbone', '?')}"
+        f"row {row} on {dataset}: run {run.run_id} (backbone {run.run.data.tags.get(tag.BACKBONE, '?')}"
         f"{'' if is_registry(run.run) else ', custom recipe'})"
         for (row, dataset), run in runs.items()
     )

@@ -27,6 +27,7 @@ from benchmark.eval.stats import (
 )
 from benchmark.explain.quality import explanation_scores
 from benchmark.registry import load_dataset_card
+from benchmark.tracking import tags as tag
 from benchmark.tracking.artifacts import load_run_explanations, load_run_records
 
 
@@ -46,7 +47,7 @@ class EvaluatedRun:
 
     @property
     def system(self) -> str:
-        return self.run.data.tags.get("system", "?")
+        return self.run.data.tags.get(tag.SYSTEM, "?")
 
     def predicts(self, metric: str) -> bool:
         """Whether the run's system has the output `metric` scores (its logged `targets`)."""
@@ -121,12 +122,12 @@ class EvaluatedRun:
     @property
     def language(self) -> Language:
         """The language of the run's corpus: that of records written without a `language`."""
-        return load_dataset_card(self.run.data.tags.get("dataset", "demo")).language
+        return load_dataset_card(self.run.data.tags.get(tag.DATASET, "demo")).language
 
     @property
     def labels(self) -> list[str]:
         """The emotion labels of the run's corpus, in its card's order: the order `run` scored UA in."""
-        return list(load_dataset_card(self.run.data.tags.get("dataset", "demo")).labels)
+        return list(load_dataset_card(self.run.data.tags.get(tag.DATASET, "demo")).labels)
 
     @property
     def languages(self) -> list[Language]:

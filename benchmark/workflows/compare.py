@@ -28,6 +28,7 @@ from benchmark.eval.stats import (
     paired_test,
     with_holm,
 )
+from benchmark.tracking import tags as tag
 from benchmark.tracking.evaluated import EvaluatedRun, load_evaluated
 from benchmark.tracking.log import log_metrics, log_text, markdown_table
 from benchmark.tracking.lookup import (
@@ -132,7 +133,7 @@ def run_compare(
     choice = choose_protocol(protocol, find_runs(dataset=dataset)) if protocol else None
     base_run, notes = resolve_baseline(baseline, dataset, backbone, choice)
     setup = setup_of(base_run)
-    dataset = dataset or base_run.data.tags.get("dataset")
+    dataset = dataset or base_run.data.tags.get(tag.DATASET)
     if refs:
         resolved = [resolve_run(ref, dataset, backbone, setup=setup, choice=choice) for ref in refs]
         for run in resolved:
