@@ -229,9 +229,14 @@ def print_compare_notes(report: CompareReport) -> None:
 
 
 def print_ui_ready(config: MlflowConfig, ui: ReadyUI) -> None:
-    """Where the MLflow UI serves the configured store, once it answers."""
+    """Where the MLflow UI serves the configured store, once it answers; served beyond this
+    machine, the warning that it has no login (one line, on standard error)."""
+    if ui.warning:
+        error_console.print(f"warning: {ui.warning}", markup=False, highlight=False, soft_wrap=True)
+    others = [f"  from other machines: {', '.join(ui.remote_urls)}"] if ui.remote_urls else []
     for line in (
         f"MLflow UI of {config.tracking_uri}: {ui.url}",
+        *others,
         f"  runs of experiment '{config.experiment}': {ui.runs_url}",
         f"  server output: {ui.log}",
         "Ctrl-C stops it.",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import mlflow
 import pytest
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
-from mlflow_server import search_runs, serving
+from mlflow_server import free_port, search_runs, serving
 
 from benchmark.config import load_yaml, validate
 from benchmark.data.records import PredictionRecord, read_records, write_records
@@ -33,7 +35,7 @@ from benchmark.tracking.log import (
 )
 from benchmark.tracking.lookup import find_runs
 from benchmark.tracking.runs import run_context
-from benchmark.tracking.store import REPO_CONFIG, MlflowConfig, load_mlflow_config, tracking_setup
+from benchmark.tracking.store import REPO_CONFIG, MlflowConfig, RunsConfig, load_mlflow_config, tracking_setup
 from benchmark.workflows.ui import ui_command
 
 CONFIG = {
@@ -116,6 +118,23 @@ def test_config_file_in_cwd_and_environment_override(tmp_path: Path, monkeypatch
     monkeypatch.setenv("BENCHMARK_MLFLOW_EXPERIMENT", "other")
     config = load_mlflow_config()
     assert (config.tracking_uri, config.experiment) == ("sqlite:////abs/db.sqlite", "other")
+
+
+def test_a_tracking_server_keeps_the_files_of_the_runs(tmp_path: Path, monkeypatch) -> None:
+    """A plain folder would be the folder of whichever node made the experiment; a URI is kept."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example.org:5000")
+    assert load_mlflow_config().artifact_location is None  # the file's mlruns/artifacts is dropped
+    (tmp_path / "mlflow.yaml").write_text("artifact_location: file:///shared/mlartifacts\n")
+    assert load_mlflow_config().artifact_location == "file:///shared/mlartifacts"
+
+
+def test_a_tracking_server_that_does_not_answer_is_one_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(BenchmarkError, match=r"tracking server http://127\.0\.0\.1:\d+ did not answer: API"):
+        tracking_setup(load_mlflow_config())
 
 
 def test_each_command_tracks_into_the_store_of_its_own_folder(tmp_path: Path, monkeypatch) -> None:
@@ -222,6 +241,36 @@ def test_keyboard_interrupt_kills_runs(tracked: MlflowConfig) -> None:
     with pytest.raises(KeyboardInterrupt), run_context("parent") as parent, run_context("stage-1") as child:
         raise KeyboardInterrupt
     assert status_of(child.info.run_id) == "KILLED" and status_of(parent.info.run_id) == "KILLED"
+
+
+def monitors() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "SystemMetricsMonitor"]
+
+
+def system_metrics(run_id: str) -> set[str]:
+    return {name for name in MlflowClient().get_run(run_id).data.metrics if name.startswith("system/")}
+
+
+def test_every_run_logs_system_metrics_and_its_monitor_ends_with_it(tracked: MlflowConfig, monkeypatch):
+    tracking_setup(tracked.model_copy(update={"runs": RunsConfig(system_metrics_s=0.2)}))
+    with run_context("parent") as parent, run_context("fold-1") as child:
+        assert len(monitors()) == 2
+        time.sleep(1.0)  # a sample, the interval, and the run still RUNNING: a logged step
+    assert monitors() == []
+    assert "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ  # set for the start only
+    cpu_and_memory = {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"}
+    assert cpu_and_memory <= system_metrics(parent.info.run_id)
+    assert cpu_and_memory <= system_metrics(child.info.run_id)
+    # MLflow's own variable wins over mlflow.yaml; null in mlflow.yaml starts no monitor
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    tracking_setup(tracked.model_copy(update={"runs": RunsConfig(system_metrics_s=3600)}))
+    with run_context("sampled by the variable") as sampled:
+        time.sleep(1.0)
+    assert "system/cpu_utilization_percentage" in system_metrics(sampled.info.run_id)
+    tracking_setup(tracked.model_copy(update={"runs": RunsConfig(system_metrics_s=None)}))
+    with run_context("none") as unsampled:
+        assert monitors() == []
+    assert system_metrics(unsampled.info.run_id) == set()
 
 
 def test_logging_outside_a_run_is_an_error(tracked: MlflowConfig) -> None:

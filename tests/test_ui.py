@@ -1,7 +1,8 @@
 """`python -m benchmark ui`: clear errors when it cannot serve, and a clean stop of the whole server tree.
 
-The address and early-exit checks run without a server. The stop tests start real `mlflow server`
-processes (seconds each), so there are three: SIGINT, SIGTERM, and an exception inside `ui`.
+The address, early-exit and exposure checks run without a server. The other tests start real
+`mlflow server` processes (seconds each), so there are four: SIGINT, SIGTERM, an exception inside
+`ui`, and a UI bound to every interface.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import psutil
 import pytest
@@ -21,7 +24,8 @@ from mlflow_server import free_port
 
 from benchmark.errors import BenchmarkError
 from benchmark.tracking.store import load_mlflow_config
-from benchmark.workflows.ui import ReadyUI, serve_ui, wait_ready
+from benchmark.workflows import ui as ui_module
+from benchmark.workflows.ui import ReadyUI, remote_urls, serve_ui, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +56,9 @@ def alive(proc: psutil.Process) -> bool:
         return False
 
 
-def answers_health(port: int) -> bool:
+def answers_health(port: int, host: str = "127.0.0.1") -> bool:
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with direct.open(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+    with direct.open(f"http://{host}:{port}/health", timeout=10) as response:
         return response.status == 200
 
 
@@ -103,6 +107,52 @@ def test_server_exiting_early_is_reported_with_its_cause(tmp_path: Path) -> None
         with pytest.raises(BenchmarkError, match=r"status 0\): ERROR: \[Errno 98\] error while") as caught:
             wait_ready(server, f"http://127.0.0.1:{free_port()}", log)
     assert str(log) in caught.value.hint
+
+
+def interfaces(*addresses: str) -> dict[str, list[SimpleNamespace]]:
+    """What psutil.net_if_addrs says of a machine with these IPv4 addresses, one interface each."""
+    return {f"if{i}": [SimpleNamespace(family=socket.AF_INET, address=a)] for i, a in enumerate(addresses)}
+
+
+def test_other_machines_are_shown_their_urls_and_warned_of_no_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    for loopback in ("127.0.0.1", "localhost", "::1"):
+        assert remote_urls(loopback, 5000) == ()
+    assert ReadyUI("http://127.0.0.1:5000", "", Path("log")).warning is None
+    assert remote_urls("10.1.2.3", 5000) == ("http://10.1.2.3:5000",)
+    machine = interfaces("127.0.0.1", "10.0.0.7", "169.254.3.4", "192.168.1.20")
+    monkeypatch.setattr(ui_module.psutil, "net_if_addrs", lambda: machine)
+    urls = remote_urls("0.0.0.0", 5000)  # every interface, but loopback and link-local
+    assert urls == ("http://10.0.0.7:5000", "http://192.168.1.20:5000")
+    warning = ReadyUI("http://127.0.0.1:5000", "", Path("log"), urls).warning
+    assert warning.startswith("the MLflow UI has no login: anyone who reaches http://10.0.0.7:5000, ")
+    assert "`mlflow server --app-name basic-auth`" in warning and "\n" not in warning
+    monkeypatch.setattr(ui_module.psutil, "net_if_addrs", lambda: interfaces("127.0.0.1"))
+    assert remote_urls("0.0.0.0", 5000) == ("http://0.0.0.0:5000",)  # at least what is bound
+
+
+@pytest.mark.slow
+def test_a_ui_on_every_interface_names_its_urls_and_warns_once(env: dict[str, str]) -> None:
+    port = free_port()
+    proc = ui("--host", "0.0.0.0", "--port", str(port), env=env)
+    try:
+        out = []
+        for line in proc.stdout:  # ends early if `ui` exits before it is ready
+            out.append(line)
+            if "/#/experiments/" in line:
+                break
+        assert out[0].startswith("MLflow UI of sqlite:///") and f": http://127.0.0.1:{port}" in out[0], out
+        assert out[1].startswith("  from other machines: http://"), out
+        other = urlparse(out[1].split()[3].rstrip(","))  # the first: an address of this machine
+        assert other.port == port and answers_health(port, other.hostname)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            for leftover in [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]:
+                leftover.kill()
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "no login" in warnings[0] and "--app-name basic-auth" in warnings[0], err
+    assert proc.returncode == 130 and "Traceback" not in err, err
 
 
 @pytest.mark.slow

@@ -6,11 +6,14 @@ or KILLED (Ctrl-C, SIGTERM): nothing stays RUNNING and a crashed run is never sh
 A parent whose nested run failed ends FAILED too, even when the parent's code caught the
 exception and went on. Every run records its owner and a heartbeat (`benchmark.tracking.lifecycle`),
 and every write goes through `lifecycle.tracking_write`: retried while the store is busy, and never
-cut in half by a signal.
+cut in half by a signal. Every run of `run_context` also logs MLflow's system metrics (`system/*`:
+CPU, memory, disk, network, GPU where there is one) every `runs.system_metrics_s` of `mlflow.yaml`;
+MLflow's monitor thread ends with the run (`mlflow.end_run`).
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -19,6 +22,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.environment_variables import MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel
 
@@ -37,6 +41,8 @@ from benchmark.tracking.store import RunsConfig, current_experiment
 
 # Parent run id -> the status of a nested run that did not finish (read when the parent ends).
 _failed_children: dict[str, str] = {}
+# MLflow's system-metrics monitor logs four INFO lines per run (start, no GPU, stop, stopped).
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 def git_sha() -> str:
@@ -58,13 +64,33 @@ def _end(run_id: str, status: str) -> None:
     """Store the run's final status (retried while the store is busy), then pop mlflow's run stack.
 
     mlflow's own `end_run` pops its stack *before* it writes, so a failed write there could not be
-    retried without ending the parent instead: the status is written first, by the client.
+    retried without ending the parent instead: the status is written first, by the client. Then
+    `end_run` stops the run's system-metrics monitor (joined, its last samples flushed); were its
+    own write to fail, the monitor would still stop at its next sample, seeing the run ended.
     """
     tracking_write(MlflowClient().set_terminated, run_id, status)
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
         with suppress(MlflowException):  # the stack is popped and the status already stored
             mlflow.end_run(status)
+
+
+@contextmanager
+def _sampling_interval(seconds: float | None) -> Iterator[None]:
+    """Give the system-metrics monitor that `mlflow.start_run` makes `seconds` between samples.
+
+    MLflow's monitor reads its interval from MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL alone, when
+    it is made: the variable is set for the start of the run and removed after, so that it never
+    looks like the user's own setting; an interval the user exported wins.
+    """
+    if seconds is None or MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.defined:
+        yield
+        return
+    MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.set(seconds)
+    try:
+        yield
+    finally:
+        MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.unset()
 
 
 @contextmanager
@@ -79,7 +105,8 @@ def run_context(
     `schedule` by its caller; `git_sha` is added to every top-level run, the owner tags
     (`lifecycle.owner_tags`) to every run. `params` (the fully resolved config) are logged
     flattened and whole as `config.yaml` (`log.log_config`). Ends FINISHED, FAILED on an exception
-    (re-raised), KILLED on Ctrl-C, SIGTERM or SystemExit; the heartbeat runs while it is open.
+    (re-raised), KILLED on Ctrl-C, SIGTERM or SystemExit; the heartbeat and the system metrics
+    (module docstring) run while it is open.
     """
     parent = mlflow.active_run()
     experiment = current_experiment()
@@ -90,19 +117,21 @@ def run_context(
         all_tags.setdefault("git_sha", git_sha())
     # mlflow would put a nested run in the *current* experiment, not its parent's: name it.
     experiment_id = parent.info.experiment_id if parent else experiment.experiment_id
-    beat_s = (experiment.runs if experiment else RunsConfig()).heartbeat_s
+    runs = experiment.runs if experiment else RunsConfig()
     run_id, status = None, KILLED  # KILLED unless the block finishes or raises an Exception
     try:
-        with signals_held():  # a signal during the start is raised once `run_id` is known
+        # a signal during the start is raised once `run_id` is known
+        with signals_held(), _sampling_interval(runs.system_metrics_s):
             run = tracking_write(
                 mlflow.start_run,
                 experiment_id=experiment_id,
                 run_name=name,
                 nested=parent is not None,
                 tags=all_tags,
+                log_system_metrics=runs.system_metrics_s is not None,
             )
             run_id = run.info.run_id
-            heartbeat.add(run_id, mlflow.get_tracking_uri(), beat_s)
+            heartbeat.add(run_id, mlflow.get_tracking_uri(), runs.heartbeat_s)
         if params is not None:
             log_config(params)
         yield run
@@ -138,6 +167,7 @@ def held_run(name: str, tags: Mapping[str, object], run_id: str | None = None) -
     machines, name it as their parent by the `mlflow.parentRunId` tag rather than by nesting, so
     a pruned or failed trial does not fail the study (as a failed nested run fails its parent in
     `run_context`). Ends like `run_context`: FINISHED, FAILED on an exception, KILLED on a stop.
+    It logs no system metrics: its trials log their own, and it may stay open for days.
     """
     experiment = current_experiment()
     if experiment is None:

@@ -3,7 +3,9 @@
 - `load_mlflow_config` reads `mlflow.yaml` (./mlflow.yaml in the working directory first, then the
   one at the root of the clone; built-in defaults equal to that file otherwise, so an installed
   wheel needs no copy of it). `MLFLOW_TRACKING_URI` and `BENCHMARK_MLFLOW_EXPERIMENT` override it.
-  A relative sqlite file or artifact folder is resolved against the working directory.
+  A relative sqlite file or artifact folder is resolved against the working directory. With a
+  tracking server (`http://`, `https://`) a plain artifact folder is dropped: runs send their files
+  to the server (`--serve-artifacts`), so that every node and the UI find them (docs/tracking.md).
 - `tracking_setup` points mlflow at the store and creates the experiment; every command calls it
   once, before it starts or searches runs (`benchmark.tracking.runs`, `benchmark.tracking.lookup`),
   which then work in that experiment (`current_experiment`). It also marks as FAILED the runs whose
@@ -25,6 +27,7 @@ from urllib.parse import urlparse
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Experiment as MlflowExperiment
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from pydantic import Field, model_validator
@@ -53,6 +56,8 @@ class RunsConfig(StrictModel):
 
     heartbeat_s: float = Field(30.0, gt=0)
     stale_after_s: float = Field(600.0, gt=0)
+    # Seconds between samples of MLflow's system metrics (CPU, memory, GPU); null: none logged.
+    system_metrics_s: float | None = Field(10.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> RunsConfig:
@@ -90,6 +95,11 @@ def _is_uri(location: str) -> bool:
     return len(urlparse(location).scheme) > 1
 
 
+def is_tracking_server(tracking_uri: str) -> bool:
+    """True for a tracking server's URI (`http://`, `https://`), False for a database or folder."""
+    return urlparse(tracking_uri).scheme in ("http", "https")
+
+
 def sqlite_path(tracking_uri: str) -> Path | None:
     """The database file of a `sqlite:///` URI (None for any other store)."""
     if not tracking_uri.startswith("sqlite:///"):
@@ -98,10 +108,12 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def _resolve(config: MlflowConfig, cwd: Path) -> MlflowConfig:
-    """Make a relative sqlite file and artifact folder absolute against `cwd`.
+    """Make a relative sqlite file and artifact folder absolute against `cwd`; a server keeps its own.
 
     Runs record absolute artifact URIs, so a relative path would otherwise mean a different place
-    for every working directory a command or the UI is started from.
+    for every working directory a command or the UI is started from. A plain folder given with a
+    tracking server (the default folder, when only MLFLOW_TRACKING_URI names the server) would be
+    a folder of whichever node made the experiment: the server's own artifact store is used instead.
     """
     update: dict[str, Any] = {}
     db = sqlite_path(config.tracking_uri)
@@ -109,8 +121,11 @@ def _resolve(config: MlflowConfig, cwd: Path) -> MlflowConfig:
         query = config.tracking_uri.partition("?")[2]
         update["tracking_uri"] = f"sqlite:///{(cwd / db).resolve()}" + (f"?{query}" if query else "")
     location = config.artifact_location
-    if location is not None and not _is_uri(location) and not Path(location).is_absolute():
-        update["artifact_location"] = str((cwd / location).resolve())
+    if location is not None and not _is_uri(location):
+        if is_tracking_server(config.tracking_uri):
+            update["artifact_location"] = None
+        elif not Path(location).is_absolute():
+            update["artifact_location"] = str((cwd / location).resolve())
     return config.model_copy(update=update)
 
 
@@ -145,6 +160,19 @@ def _first_open_lock(db: Path | None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _experiment_by_name(client: MlflowClient, config: MlflowConfig) -> MlflowExperiment | None:
+    """The first request to the store; a tracking server that does not answer is one clear error."""
+    try:
+        return client.get_experiment_by_name(config.experiment)
+    except MlflowException as err:
+        if not is_tracking_server(config.tracking_uri):
+            raise
+        raise BenchmarkError(
+            f"the MLflow tracking server {config.tracking_uri} did not answer: {str(err).splitlines()[0]}",
+            hint="start it (docs/tracking.md), or point MLFLOW_TRACKING_URI at one that runs",
+        ) from err
+
+
 def tracking_setup(config: MlflowConfig) -> str:
     """Point mlflow at the store, create folders and the experiment if absent; returns its id.
 
@@ -166,7 +194,7 @@ def tracking_setup(config: MlflowConfig) -> str:
         os.environ["MLFLOW_TRACKING_URI"] = user_uri
     with _first_open_lock(db):
         client = MlflowClient()
-        experiment = client.get_experiment_by_name(config.experiment)
+        experiment = _experiment_by_name(client, config)
     if experiment is None:
         try:
             experiment_id = tracking_write(

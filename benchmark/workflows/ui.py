@@ -8,7 +8,9 @@ cannot bind its port, so `ui` relies on it neither to report problems nor to end
 - the server counts as ready once it answers `/health`; if it exits before that, the error quotes
   the last meaningful line of its output, which goes to a log file named in the hint;
 - the server runs in a session of its own, so a Ctrl-C in the terminal reaches `ui` alone, and `ui`
-  ends the whole process tree itself (SIGTERM, a grace period, then SIGKILL), also when `ui` fails.
+  ends the whole process tree itself (SIGTERM, a grace period, then SIGKILL), also when `ui` fails;
+- bound to an address other machines reach, `ui` lists the URLs they can use and warns that the UI
+  has no login; a store that is a tracking server is not served again: it serves its own UI.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pydantic import ValidationError
 
 from benchmark.config import benchmark_home
 from benchmark.errors import BenchmarkError
-from benchmark.tracking.store import MlflowConfig, UIConfig, tracking_setup
+from benchmark.tracking.store import MlflowConfig, UIConfig, is_tracking_server, tracking_setup
 
 READY_TIMEOUT_S = 120.0  # `mlflow server` takes 10-20 s to answer on two busy cores
 STOP_GRACE_S = 5.0
@@ -46,15 +48,34 @@ _TIMESTAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\s+")
 # or the browser's last choice selects "Model training"; the experiment's `mlflow.experimentKind`
 # tag decides only in UIs without that switch. So the printed runs URL selects the mode itself.
 MODEL_TRAINING = "workflowType=machine_learning"
+NO_LOGIN = (
+    "the MLflow UI has no login: anyone who reaches {urls} can read, change and delete runs; to require "
+    "one, serve the store with MLflow's basic-auth app (`mlflow server --app-name basic-auth`, from "
+    "`pip install 'mlflow[auth]'`)"
+)
 
 
 @dataclass(frozen=True)
 class ReadyUI:
-    """Where a running UI can be reached, and where its server writes its output."""
+    """Where a running UI can be reached, and where its server writes its output.
+
+    `url` is for a browser on this machine; `remote_urls` for browsers on other machines (none
+    when the server listens on the loopback alone), which also calls for the `warning`.
+    """
 
     url: str
     runs_url: str
     log: Path
+    remote_urls: tuple[str, ...] = ()
+
+    @property
+    def warning(self) -> str | None:
+        return NO_LOGIN.format(urls=", ".join(self.remote_urls)) if self.remote_urls else None
+
+
+def runs_url(base: str, experiment_id: str) -> str:
+    """The runs table of an experiment in the UI at `base`, in its "Model training" mode."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING}"
 
 
 def ui_command(config: MlflowConfig, host: str | None = None, port: int | None = None) -> list[str]:
@@ -128,6 +149,10 @@ def check_address(host: str, port: int) -> None:
             ) from err
 
 
+def _url_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
 def _browser_host(host: str) -> str:
     """How a browser on this machine reaches a server bound to `host` (a wildcard: the loopback)."""
     try:
@@ -136,7 +161,41 @@ def _browser_host(host: str) -> str:
         return host  # a name, e.g. localhost
     if address.is_unspecified:
         address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
-    return f"[{address}]" if address.version == 6 else str(address)
+    return _url_host(address)
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether every address `host` (an address or a name) stands for is a loopback address."""
+    try:
+        found = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return all(ipaddress.ip_address(info[4][0].partition("%")[0]).is_loopback for info in found)
+
+
+def remote_urls(host: str, port: int) -> tuple[str, ...]:
+    """The URLs by which other machines reach a server bound to `host`: none for the loopback.
+
+    A wildcard (0.0.0.0, ::) listens on every interface: each address of this machine of its family
+    is listed, loopback and link-local ones left out (the bound host:port itself if none is left).
+    """
+    if _is_loopback(host):
+        return ()
+    try:
+        bound = ipaddress.ip_address(host)
+    except ValueError:
+        return (f"http://{host}:{port}",)  # a name of this machine
+    if not bound.is_unspecified:
+        return (f"http://{_url_host(bound)}:{port}",)
+    family = socket.AF_INET6 if bound.version == 6 else socket.AF_INET
+    found = [
+        ipaddress.ip_address(entry.address.partition("%")[0])
+        for entries in psutil.net_if_addrs().values()
+        for entry in entries
+        if entry.family == family
+    ]
+    usable = [address for address in found if not (address.is_loopback or address.is_link_local)]
+    return tuple(f"http://{_url_host(address)}:{port}" for address in usable or [bound])
 
 
 def last_meaningful_line(log: Path) -> str:
@@ -236,10 +295,15 @@ def serve_ui(
 
     The stop arrives as an exception (`benchmark.signals.Stopped` under the CLI, which also
     keeps a second Ctrl-C from cutting the clean-up short). `on_ready` is called once the server
-    answers, with the URLs to open. Raises `BenchmarkError` if the address cannot be used, or if
-    the server exits or never answers; the server's whole process tree has ended whenever this
-    raises.
+    answers, with the URLs to open. Raises `BenchmarkError` if the store is a tracking server (its
+    UI is the server's own), if the address cannot be used, or if the server exits or never
+    answers; the server's whole process tree has ended whenever this raises.
     """
+    if is_tracking_server(config.tracking_uri):
+        raise BenchmarkError(
+            f"the store is the tracking server {config.tracking_uri}, which serves the MLflow UI itself",
+            hint=f"open {runs_url(config.tracking_uri, tracking_setup(config))}",
+        )
     address = ui_address(config, host, port)
     check_address(address.host, address.port)
     experiment_id = tracking_setup(config)
@@ -250,7 +314,8 @@ def serve_ui(
         process = start_ui(config, address.host, address.port, stdout=output, stderr=subprocess.STDOUT)
         try:
             wait_ready(process, url, log)
-            on_ready(ReadyUI(url, f"{url}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING}", log))
+            others = remote_urls(address.host, address.port)
+            on_ready(ReadyUI(url, runs_url(url, experiment_id), log, others))
             while process.poll() is None:
                 time.sleep(POLL_S)
             raise _exited(process, log)
