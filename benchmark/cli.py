@@ -62,9 +62,9 @@ def _add_name(parser: argparse.ArgumentParser, *flags: str, kind: Kind, help: st
 def _backbone_names(scored: bool = False) -> list[str]:
     """The `--backbone` choices; `scored`: only backbones whose runs are scored (a study's trials are
     compared by their scores, so backbones with random weights are left out)."""
-    from benchmark.nn.backbones import BACKBONES
+    from benchmark.nn.backbones import backbones
 
-    return [name for name, backbone in BACKBONES.items() if not (scored and backbone.random_weights)]
+    return [name for name, backbone in backbones().items() if not (scored and backbone.random_weights)]
 
 
 def _add_set(parser: argparse.ArgumentParser, help: str = "override a config field") -> None:
@@ -177,6 +177,7 @@ def add_data(verbs: Verbs) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.config import parse_overrides
     from benchmark.console import console, print_run_link, results_table
+    from benchmark.nn.backbones import get_backbone
     from benchmark.workflows.run import RunRequest, run_experiment
 
     request = RunRequest(
@@ -190,13 +191,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         engine=args.deepspeed or "plain",
         resume=args.resume,
-        cache_features=not args.no_feature_cache,
+        features=args.features,
+        loader_workers=args.loader_workers,
         overrides=parse_overrides(args.set),
     )
     summary = run_experiment(request)
-    if args.backbone == "paper-shape":
+    from benchmark.ranks import is_lead
+
+    if not is_lead():  # under a launcher rank 0 reports for the whole run
+        return 0
+    if get_backbone(args.backbone).random_weights:
         console.print(
-            "note: paper-shape has random weights: this run measured training speed and memory "
+            f"note: {args.backbone} has random weights: this run measured training speed and memory "
             "(train.tokens_per_s, train.gpu_peak_gib) and scored nothing"
         )
     else:
@@ -239,7 +245,16 @@ def add_run(verbs: Verbs) -> None:
     run.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the system's)")
     run.add_argument("--deepspeed", choices=["zero2", "zero3"], help="train under DeepSpeed ZeRO-2 or ZeRO-3")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
-    run.add_argument("--no-feature-cache", action="store_true", help="do not store encoder outputs on disk")
+    run.add_argument(
+        "--features",
+        choices=["cache", "online"],
+        help="the encoder's outputs cached on disk, or the encoder run in the step (default: the backbone's)",
+    )
+    run.add_argument(
+        "--loader-workers",
+        type=int,
+        help="processes loading batches ahead of the step (default: 4 on a GPU, else 0)",
+    )
     _add_set(run)
     run.set_defaults(func=cmd_run)
 
@@ -528,7 +543,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def add_ui(verbs: Verbs) -> None:
     ui = verbs.add_parser("ui", help="serve the MLflow UI of the configured store on 127.0.0.1")
-    ui.add_argument("--host", help="interface to bind (default: mlflow.yaml's ui.host, 127.0.0.1)")
+    ui.add_argument(
+        "--host",
+        help="interface to bind (default: mlflow.yaml's ui.host, 127.0.0.1); another lets other machines "
+        "in, and the UI has no login",
+    )
     ui.add_argument("--port", type=int, help="port, 1..65535 (default: mlflow.yaml's ui.port)")
     ui.set_defaults(func=cmd_ui)
 
@@ -567,7 +586,8 @@ VERBS = (
 def _add_registry_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry", action="append", default=[], metavar="DIR",
-        help="extra folder holding models/, datasets/ or studies/ (searched first; repeatable)",
+        help="extra folder holding models/ (and models/backbones/), datasets/ or studies/ "
+        "(searched first; repeatable)",
     )  # fmt: skip
 
 

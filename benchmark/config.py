@@ -472,7 +472,7 @@ class StudySpec(StrictModel):
     paper: str = ""  # where the paper reports what the study reproduces
     system: str
     dataset: str = "demo"
-    backbone: Literal["demo", "tiny", "paper"] = "demo"
+    backbone: str = "demo"  # a backbone of the registry, one without random weights
     fold: str | None = None
     objective: ObjectiveSpec
     params: dict[str, SearchParam]

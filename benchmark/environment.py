@@ -20,7 +20,8 @@ from benchmark.config import benchmark_home
 from benchmark.data.prepare import is_prepared, manifest_path, prepared_dir
 from benchmark.errors import BenchmarkError
 from benchmark.eval.captioning import CAPTION_METRICS, available_caption_metrics
-from benchmark.nn.hub import PAPER_CHECKPOINTS, local_checkpoint
+from benchmark.nn.backbones import Backbone, backbones
+from benchmark.nn.hub import local_checkpoint
 from benchmark.registry import dataset_cards
 
 PACKAGES = [
@@ -132,31 +133,33 @@ def _deepspeed_accelerator(ds_accelerator: str | None) -> tuple[str | None, str 
     return None, errors[-1] if errors else f"exit status {proc.returncode}"
 
 
+def checkpoint_check(backbone: Backbone, part: str, checkpoint: str) -> Check:
+    """Whether the weights of one checkpoint of `backbone` are on this machine, and where."""
+    name = f"{backbone.name}: {part}"
+    if checkpoint == "tiny":
+        return Check("backbones", name, True, "random small config, nothing to load")
+    if checkpoint == "demo":
+        from benchmark.train.demo_backbone import demo_backbone_dir  # torch: not at `--help`
+
+        built = (demo_backbone_dir() / "config.json").is_file()
+        detail = str(demo_backbone_dir()) if built else "not built yet (built on first use, offline)"
+        return Check("backbones", name, built or None, detail)
+    if backbone.random_weights:
+        return Check(
+            "backbones", name, True, f"RANDOM weights in {checkpoint}'s architecture: speed and memory only"
+        )
+    path = local_checkpoint(checkpoint)
+    where = "BENCHMARK_WEIGHTS_DIR nor the HuggingFace cache"
+    return Check("backbones", name, path is not None, str(path) if path else f"{checkpoint}: not in {where}")
+
+
 def backbone_checks() -> list[Check]:
-    checks = [Check("backbones", "tiny", True, "random small configs of the same classes (tests)")]
-    demo = benchmark_home() / "backbones" / "demo"
-    built = (demo / "config.json").is_file()
-    detail = str(demo) if built else "not built yet (built on first use, offline)"
-    checks.append(Check("backbones", "demo", built or None, detail))
-    checks.append(
-        Check(
-            "backbones",
-            "paper-shape",
-            True,
-            "HuBERT-large + Llama-3.1-8B-Instruct architectures with RANDOM weights (shipped configs, "
-            "nothing downloaded): GPU speed and memory only, never results",
-        )
-    )
-    for name, repo_id in PAPER_CHECKPOINTS.items():
-        path = local_checkpoint(repo_id)
-        checks.append(
-            Check(
-                "backbones",
-                f"paper: {name}",
-                path is not None,
-                str(path) if path else f"{repo_id} not in the local cache",
-            )
-        )
+    """One line per checkpoint of every backbone of the registry: its encoders, then its LLM."""
+    checks = []
+    for backbone in backbones().values():
+        parts = {f"encoder {family}": checkpoint for family, checkpoint in backbone.encoder.items()}
+        for part, checkpoint in {**parts, "llm": backbone.llm}.items():
+            checks.append(checkpoint_check(backbone, part, checkpoint))
     return checks
 
 

@@ -1,10 +1,11 @@
-"""Finds registry entries (systems, datasets, studies) by name.
+"""Finds registry entries (systems, backbones, datasets, studies) by name.
 
-The registries are folders of YAML files, as in lm-evaluation-harness: `models/`, `datasets/`
-and `studies/`. They are searched in this order, the first match winning, so a user can shadow a
-shipped entry with their own:
+The registries are folders of YAML files, as in lm-evaluation-harness: `models/` (systems),
+`models/backbones/`, `datasets/` and `studies/`. They are searched in this order, the first match
+winning, so a user can shadow a shipped entry with their own:
 
-1. folders given with `--registry DIR` (each may hold `models/`, `datasets/`, `studies/`),
+1. folders given with `--registry DIR` (each may hold `models/`, `models/backbones/`, `datasets/`,
+   `studies/`),
 2. folders in the `BENCHMARK_REGISTRY` environment variable (separated by the path separator),
 3. the repository clone the package runs from (an editable install),
 4. the copy shipped inside the installed package (`benchmark/registry_data/`).
@@ -16,7 +17,7 @@ import math
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from benchmark.config import (
     SYSTEM_PARAM,
@@ -31,8 +32,20 @@ from benchmark.config import (
 )
 from benchmark.errors import BenchmarkError
 
-Kind = Literal["models", "datasets", "studies"]
+Kind = Literal["models", "backbones", "datasets", "studies"]
+# Where each kind's files live under a registry root; systems are only `models/*.yaml`, so the
+# backbones one folder down are never taken for systems.
+FOLDERS: dict[Kind, str] = {
+    "models": "models", "backbones": "models/backbones", "datasets": "datasets", "studies": "studies",
+}  # fmt: skip
 
+
+
+class _Named(Protocol):
+    name: str
+
+
+Named = TypeVar("Named", bound=_Named)
 _extra_roots: list[Path] = []
 
 
@@ -64,7 +77,7 @@ def entries(kind: Kind) -> dict[str, Path]:
     """Every entry of one registry, name -> YAML file (earlier roots shadow later ones)."""
     found: dict[str, Path] = {}
     for root in registry_roots():
-        for path in sorted((root / kind).glob("*.yaml")):
+        for path in sorted((root / FOLDERS[kind]).glob("*.yaml")):
             found.setdefault(path.stem, path)
     return found
 
@@ -74,17 +87,22 @@ def find(kind: Kind, name: str) -> Path:
     known = entries(kind)
     if name not in known:
         listing = ", ".join(sorted(known)) or "(none)"
-        singular = {"models": "system", "datasets": "dataset", "studies": "study"}[kind]
-        raise BenchmarkError(f"unknown {singular} '{name}'", hint=f"known {kind}: {listing}")
+        singular = {"models": "system", "backbones": "backbone", "datasets": "dataset", "studies": "study"}
+        raise BenchmarkError(f"unknown {singular[kind]} '{name}'", hint=f"known {kind}: {listing}")
     return known[name]
 
 
+def load_entry(kind: Kind, name: str, model: type[Named]) -> Named:
+    """The entry `kind/NAME.yaml`, validated as `model`; its `name` field must be the file's."""
+    path = find(kind, name)
+    entry = validate(model, load_yaml(path), path)
+    if entry.name != name:
+        raise BenchmarkError(f"{path}: field 'name' is '{entry.name}' but the file is named '{name}'")
+    return entry
+
+
 def load_dataset_card(name: str) -> DatasetCard:
-    path = find("datasets", name)
-    card = validate(DatasetCard, load_yaml(path), path)
-    if card.name != name:
-        raise BenchmarkError(f"{path}: field 'name' is '{card.name}' but the file is named '{name}'")
-    return card
+    return load_entry("datasets", name, DatasetCard)
 
 
 def dataset_cards() -> dict[str, DatasetCard]:
@@ -189,9 +207,7 @@ def system_configs() -> dict[str, SystemConfig]:
 def load_study(name: str) -> StudySpec:
     """One study from `studies/NAME.yaml`; the systems and dataset it names must exist."""
     path = find("studies", name)
-    spec = validate(StudySpec, load_yaml(path), path)
-    if spec.name != name:
-        raise BenchmarkError(f"{path}: field 'name' is '{spec.name}' but the file is named '{name}'")
+    spec = load_entry("studies", name, StudySpec)
     systems = [spec.system, *(spec.params[SYSTEM_PARAM].choices or [] if SYSTEM_PARAM in spec.params else [])]
     for system in systems:
         if str(system) not in entries("models"):
@@ -201,5 +217,10 @@ def load_study(name: str) -> StudySpec:
     if spec.dataset not in entries("datasets"):
         raise BenchmarkError(
             f"{path}: field 'dataset': unknown dataset '{spec.dataset}'", hint="see `data list`"
+        )
+    if spec.backbone not in (backbones := entries("backbones")):
+        raise BenchmarkError(
+            f"{path}: field 'backbone': unknown backbone '{spec.backbone}'",
+            hint=f"known backbones: {', '.join(sorted(backbones))}",
         )
     return spec

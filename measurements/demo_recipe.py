@@ -9,17 +9,22 @@ logged by each run as usual but not shown: nothing here may be chosen on them.
 
     python measurements/demo_recipe.py [--variants current,lr2e-3,scale4,pytorch-init] [--fold 1]
 
-Each variant is an MLflow run of its own (backbone `demo-<variant>`), so the table can be
-rebuilt from the tracking store; one variant takes about as long as the README's main command.
+Each variant is an MLflow run of its own (backbone `demo-<variant>`, a registry entry written to a
+temporary folder), so the table can be rebuilt from the tracking store; one variant takes about as
+long as the README's main command.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import tempfile
+from pathlib import Path
+
+import yaml
 
 from benchmark.console import console, metrics_table
-from benchmark.nn import backbones
+from benchmark.nn.backbones import get_backbone
+from benchmark.registry import add_registry
 from benchmark.workflows.run import RunRequest, run_experiment
 
 VARIANTS: dict[str, tuple[dict, dict]] = {
@@ -42,11 +47,16 @@ def main() -> None:
     parser.add_argument("--fold", default="1", help="the demo fold (its validation group is the next one)")
     parser.add_argument("--system", default="full")
     args = parser.parse_args()
+    registry = Path(tempfile.mkdtemp(prefix="demo-recipe-"))
+    add_registry(registry)
     columns = {}
     for name in args.variants.split(","):
         changes, overrides = VARIANTS[name]
-        backbone = dataclasses.replace(backbones.BACKBONES["demo"], name=f"demo-{name}", **changes)
-        backbones.BACKBONES[backbone.name] = backbone  # a named variant, so each run's setup says which
+        # A named variant of the demo backbone, so each run's setup says which.
+        backbone = get_backbone("demo").model_copy(update={"name": f"demo-{name}", **changes})
+        folder = registry / "models" / "backbones"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{backbone.name}.yaml").write_text(yaml.safe_dump(backbone.model_dump()))
         summary = run_experiment(
             RunRequest(
                 system=args.system,

@@ -66,11 +66,11 @@ def test_help_lists_the_registry_names(capsys: pytest.CaptureFixture[str], monke
     out = " ".join(capsys.readouterr().out.split())
     assert "known: fd-ser-asr, fd-ser-sed, full," in out and "ssl-wavlm, two-stage" in out
     assert "known: demo, emosec, iemocap, meld, speechcraft" in out
-    assert "{paper,demo,tiny,paper-shape}" in out
+    assert "{demo,llama-3.2-3b,paper,paper-shape,tiny}" in out
     with pytest.raises(SystemExit):
         main(["study", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "known: beta, table3" in out and "{paper,demo,tiny}" in out
+    assert "known: beta, table3" in out and "{demo,llama-3.2-3b,paper,tiny}" in out
 
 
 def test_help_imports_no_torch():
@@ -107,8 +107,8 @@ def test_an_unknown_registry_name_is_one_line_naming_the_known_ones(
 @pytest.mark.parametrize(
     ("argv", "known"),
     [
-        (["run", "--system", "full", "--backbone", "nosuch"], "'paper', 'demo', 'tiny', 'paper-shape'"),
-        (["study", "beta", "--backbone", "paper-shape"], "'paper', 'demo', 'tiny')"),  # random weights
+        (["run", "--system", "full", "--backbone", "x"], "'llama-3.2-3b', 'paper', 'paper-shape', 'tiny'"),
+        (["study", "beta", "--backbone", "paper-shape"], "'paper', 'tiny')"),  # no random weights
     ],
 )
 def test_an_unknown_backbone_is_one_line_naming_the_known_ones(
@@ -124,12 +124,16 @@ def test_an_unknown_backbone_is_one_line_naming_the_known_ones(
 @pytest.fixture
 def own_registry(tmp_path, monkeypatch: pytest.MonkeyPatch):
     """A --registry folder with a system, a dataset card and a study of its own (names only: the
-    handlers are replaced, so the files are never read); the roots it adds go with the test."""
+    handlers are replaced, so the files are never read) and a backbone (a copy of `tiny`, read for
+    the choices of --backbone); the roots it adds go with the test."""
     from benchmark import cli, registry
 
     for kind, name in [("models", "mine"), ("datasets", "mycorpus"), ("studies", "mystudy")]:
         (tmp_path / kind).mkdir()
         (tmp_path / kind / f"{name}.yaml").write_text(f"name: {name}\n")
+    (tmp_path / "models" / "backbones").mkdir()
+    tiny = registry.find("backbones", "tiny").read_text().replace("name: tiny", "name: mybackbone")
+    (tmp_path / "models" / "backbones" / "mybackbone.yaml").write_text(tiny)
     monkeypatch.setattr(registry, "_extra_roots", [])
     calls = []
     for handler in ("cmd_run", "cmd_study", "cmd_data_prepare", "cmd_evaluate"):
@@ -143,7 +147,7 @@ def test_names_from_a_registry_folder_are_accepted(
     monkeypatch.setenv("COLUMNS", "200")  # no name broken at a hyphen
     folder, calls = own_registry
     for argv in (
-        ["run", "--system", "mine", "--dataset", "mycorpus"],
+        ["run", "--system", "mine", "--dataset", "mycorpus", "--backbone", "mybackbone"],
         ["study", "mystudy", "--dataset", "mycorpus"],
         ["data", "prepare", "mycorpus", "--root", str(folder)],
         ["evaluate", "RUN_ID", "--dataset", "mycorpus"],
@@ -151,6 +155,7 @@ def test_names_from_a_registry_folder_are_accepted(
         assert main(["--registry", str(folder), *argv]) == 0, capsys.readouterr().err
     assert [args.verb for args in calls] == ["run", "study", "data", "evaluate"]
     assert (calls[0].system, calls[0].dataset, calls[1].name) == ("mine", "mycorpus", "mystudy")
+    assert calls[0].backbone == "mybackbone"
     with pytest.raises(SystemExit):
         main(["--registry", str(folder), "run", "--help"])
     out = " ".join(capsys.readouterr().out.split())

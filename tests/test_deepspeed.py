@@ -63,7 +63,7 @@ def run_stage(engine: str) -> dict[str, float]:
         history = train(model, data, engine=name, progress=False)
         assert len(history) == 1
         with torch.no_grad():
-            after = model(batch.hidden_states, batch.frame_mask, batch.targets).loss.item()
+            after = model(batch.inputs.values, batch.inputs.mask, batch.targets).loss.item()
         result[name] = {"first": history[0]["train.loss"], "after": after}
     return result
 

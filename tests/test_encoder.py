@@ -136,7 +136,7 @@ def test_unknown_backbone_and_family_are_user_errors() -> None:
         build_encoder("huge")
     with pytest.raises(BenchmarkError):
         build_encoder("tiny", "whisper")
-    with pytest.raises(BenchmarkError, match="demo backbone is a HuBERT"):
+    with pytest.raises(BenchmarkError, match="backbone 'demo' has no wavlm encoder"):
         build_encoder("demo", "wavlm")
     with pytest.raises(BenchmarkError, match="needs its weights folder"):
         build_encoder("demo")

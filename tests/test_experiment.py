@@ -6,11 +6,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
+from benchmark import registry
 from benchmark.cli import main
 from benchmark.errors import BenchmarkError
-from benchmark.nn.backbones import BACKBONES, Backbone, get_backbone
+from benchmark.nn.backbones import get_backbone
 from benchmark.tracking.artifacts import load_run_records
 from benchmark.tracking.lookup import find_runs, finished_run
 from benchmark.train import loop
@@ -98,12 +100,13 @@ def test_random_weights_log_training_curves_and_no_results(workdir: Path, monkey
     """A backbone with random weights (paper-shape; here one of tiny size, so that it runs on a CPU)
     trains and logs its curves under `random_weights=true`, and nothing that could pass for a
     result: no scores (validation ones neither), predictions or model, and no lookup takes it."""
-    random_tiny = Backbone(
-        "tiny-random", encoder="tiny", decoder="tiny", decoder_regime="full", random_weights=True
-    )
-    monkeypatch.setitem(BACKBONES, random_tiny.name, random_tiny)
+    backbones = workdir / "registry" / "models" / "backbones"
+    backbones.mkdir(parents=True)
+    tiny = get_backbone("tiny").model_copy(update={"name": "tiny-random", "random_weights": True})
+    (backbones / "tiny-random.yaml").write_text(yaml.safe_dump(tiny.model_dump()))
+    monkeypatch.setattr(registry, "_extra_roots", [workdir / "registry"])
     monkeypatch.setattr(experiment, "require_gpu", lambda backbone: None)  # paper-shape's refusal on CPU
-    summary = run_experiment(request(backbone=random_tiny.name, validation=True))
+    summary = run_experiment(request(backbone="tiny-random", validation=True))
     assert summary.fold_metrics == {"1": {}} and summary.mean == {}
     client = MlflowClient()
     parent = client.get_run(summary.run_id)

@@ -126,3 +126,36 @@ def test_loaders_read_the_cache_files_lazily_with_the_numbers_of_get(
 def test_a_disabled_cache_has_no_loaders(encoder: SpeechEncoder, utterances: list[Utterance]) -> None:
     with pytest.raises(ValueError, match="no files"):
         FeatureCache(None, encoder, enabled=False).loaders(utterances)
+
+
+def test_the_online_source_gives_the_loss_of_the_cache_on_the_same_batch(
+    encoder: SpeechEncoder, utterances: list[Utterance], tmp_path: Path
+) -> None:
+    """The same training batch from the two feature sources: cache-file loaders (float16 on disk)
+    and waveform loaders encoded inside the step give one loss, within the cache's rounding."""
+    from benchmark.config import SystemConfig
+    from benchmark.data.examples import examples_of
+    from benchmark.data.features import AudioInput, audio_inputs
+    from benchmark.nn.system import build_system
+    from benchmark.registry import load_system
+    from benchmark.train.data import collate
+
+    labelled = [u.model_copy(update={"emotion": "happy", "descriptor": "a calm voice"}) for u in utterances]
+    cached = FeatureCache(tmp_path / "features", encoder, progress=False).loaders(labelled)
+    online = audio_inputs(labelled, encoder)
+    assert all(isinstance(loader, AudioInput) for loader in online)
+    assert [a.num_frames for a in online] == [c.num_frames for c in cached]  # plans are the same
+    system: SystemConfig = load_system("full")
+    torch.manual_seed(0)
+    model = build_system(system, encoder.num_layers, encoder.hidden_size, "tiny").eval()
+    losses, states = [], []
+    for loaders in (cached, online):
+        inputs = dict(zip([u.id for u in labelled], loaders, strict=True))
+        batch = collate(examples_of(labelled, inputs), "full")
+        assert batch.inputs.is_audio == (loaders is online)
+        hidden, mask = batch.inputs.encoded(encoder)
+        states.append(hidden * mask[None, :, :, None])  # the online encoder fills padded frames too
+        losses.append(model(hidden, mask, batch.targets).loss)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-3, atol=1e-3)
+    assert not torch.equal(*states)  # really two sources: float16 rounding on one side only
+    torch.testing.assert_close(states[0], states[1], rtol=1e-2, atol=2e-2)

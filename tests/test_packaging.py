@@ -34,17 +34,19 @@ def test_wheel_ships_the_registries(tmp_path: Path):
     wheel = next(tmp_path.glob("*.whl"))
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    shipped = {p.name for p in (site / "benchmark" / "registry_data" / "datasets").glob("*.yaml")}
-    assert shipped == {p.name for p in (ROOT / "datasets").glob("*.yaml")}
+    for folder in ("datasets", "models/backbones"):
+        shipped = {p.name for p in (site / "benchmark" / "registry_data" / folder).glob("*.yaml")}
+        assert shipped == {p.name for p in (ROOT / folder).glob("*.yaml")}
     configs = {p.name for p in (site / "benchmark" / "nn").glob("*.json")}
     assert configs == {"hubert-large-ls960-ft.json", "llama-3.1-8b-instruct.json"}  # --backbone paper-shape
     code = (
         "from benchmark.registry import dataset_cards, registry_roots;"
-        "print(registry_roots()); print(sorted(dataset_cards()))"
+        "from benchmark.nn.backbones import backbones;"
+        "print(registry_roots()); print(sorted(dataset_cards())); print(sorted(backbones()))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": ""},
         capture_output=True, text=True, check=True, timeout=120,
     ).stdout  # fmt: skip
     assert "registry_data" in out and str(ROOT) not in out
-    assert "iemocap" in out
+    assert "iemocap" in out and "'paper-shape'" in out

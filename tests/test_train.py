@@ -110,9 +110,9 @@ def test_targets_and_task_interleaving():
     batch = collate([data[i] for i in indices], task)
     assert batch.targets == [target_for(data[i], task) for i in indices]
     lengths = [data[i].num_frames for i in indices]
-    assert batch.hidden_states.shape == (LAYERS, 2, max(lengths), DIM)
-    assert batch.frame_mask.sum(1).tolist() == lengths
-    assert batch.hidden_states[:, ~batch.frame_mask].abs().sum() == 0
+    assert batch.inputs.values.shape == (LAYERS, 2, max(lengths), DIM)
+    assert batch.inputs.mask.sum(1).tolist() == lengths
+    assert batch.inputs.values[:, ~batch.inputs.mask].abs().sum() == 0
 
 
 def test_each_stage_updates_exactly_its_module_groups():
@@ -123,7 +123,7 @@ def test_each_stage_updates_exactly_its_module_groups():
     # Stage 1: descriptor tokens are zero, so the descriptor branch gets no gradient and no KL.
     model.set_trainable(["content", "llm"])
     model.train()
-    out = model(hidden.hidden_states, hidden.frame_mask, hidden.targets, zero_descriptor=True)
+    out = model(hidden.inputs.values, hidden.inputs.mask, hidden.targets, zero_descriptor=True)
     assert out.kl_descriptor == 0 and torch.allclose(out.loss, out.ce + system.beta * out.kl_content)
     out.loss.backward()
     assert all(p.grad is None for p in model.descriptor.parameters())
@@ -156,9 +156,9 @@ def test_each_stage_updates_exactly_its_module_groups():
 def test_loss_is_the_cross_entropy_of_response_tokens_only():
     model = make(alternating()).eval()
     batch = collate(examples(2), "full")
-    out = model(batch.hidden_states, batch.frame_mask, batch.targets)
+    out = model(batch.inputs.values, batch.inputs.mask, batch.targets)
     content, content_mask, descriptor, descriptor_mask, _, _ = model.embed(
-        batch.hidden_states, batch.frame_mask
+        batch.inputs.values, batch.inputs.mask
     )
     dec = model.decoder(content, content_mask, descriptor, descriptor_mask, batch.targets)
     labels = dec.batch.labels

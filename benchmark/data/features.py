@@ -1,4 +1,4 @@
-"""Frozen-encoder features computed once per utterance and cached on disk.
+"""The two feature sources: frozen-encoder features cached on disk, or the audio for the online encoder.
 
 The encoder never trains (paper section 3.1), so its hidden states are the same in every epoch,
 fold, stage and system: computing them once turns most encoder time into file reads. An entry is
@@ -8,7 +8,8 @@ and the sha256 of the audio file's bytes, so an edited file is never served stal
 Entries are float16 files `<root>/<encoder_key>/<hash[:2]>/<hash>-v<FEATURES_VERSION>.pt`, one
 (L+1, F, D) tensor of real frames only, written atomically. Encoders that are not padding
 invariant run one utterance at a time (`SpeechEncoder.padding_invariant`). At paper scale the
-cache is too large to be worth it, so `enabled=False` computes the same features on the fly.
+cache is too large to be worth it (6.8 TB for SpeechCraft): the `online` source hands each
+utterance's waveform to the step instead (`AudioInput`), where the encoder runs on the GPU.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import torch
 from tqdm import tqdm
 
 from benchmark.config import benchmark_home
-from benchmark.data.audio import load_audio
+from benchmark.data.audio import SAMPLE_RATE, load_audio
 from benchmark.data.batching import LengthBucketSampler, pad_waveforms
 from benchmark.data.builds import atomic_file
 from benchmark.data.manifest import Utterance
 from benchmark.signals import signals_held
 
 FEATURES_VERSION = 1  # bump when the way features are computed from an encoder changes
+FEATURE_SOURCES = ("cache", "online")
 
 
 class EncodedBatch(Protocol):
@@ -51,6 +53,17 @@ class FrameEncoder(Protocol):
 
     def __call__(self, waves: torch.Tensor, mask: torch.Tensor) -> EncodedBatch: ...
 
+    def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor: ...
+
+
+class FeatureLoader(Protocol):
+    """One utterance's input of a feature source, loaded when its batch needs it; `num_frames` plans
+    batches without loading."""
+
+    num_frames: int
+
+    def __call__(self) -> torch.Tensor: ...
+
 
 @dataclass(frozen=True)
 class CachedFeatures:
@@ -62,6 +75,25 @@ class CachedFeatures:
 
     def __call__(self) -> torch.Tensor:
         return _read(self.path)
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """The loader of one utterance's 16 kHz mono waveform (S,), for the `online` feature source;
+    `num_frames` is the encoder's frame count for the manifest's duration."""
+
+    path: Path
+    num_frames: int
+
+    def __call__(self) -> torch.Tensor:
+        return torch.from_numpy(load_audio(self.path))
+
+
+def audio_inputs(utterances: Sequence[Utterance], encoder: FrameEncoder) -> list[AudioInput]:
+    """Each utterance's waveform loader, in order; nothing is decoded until a batch needs it."""
+    samples = torch.tensor([round(u.duration * SAMPLE_RATE) for u in utterances], dtype=torch.long)
+    frames = encoder.frame_lengths(samples).tolist() if utterances else []
+    return [AudioInput(Path(u.audio), int(n)) for u, n in zip(utterances, frames, strict=True)]
 
 
 def _read(path: Path) -> torch.Tensor:

@@ -4,7 +4,8 @@ Each output a system was trained to give is asked for by its own forced response
 (`Transcript:`, `Descriptor:`, `Emotion:`), so a system with transcript and descriptor targets
 runs twice per utterance. Every number downstream is computed from the records returned here
 (docs/architecture.md). Records leave `language` null; `score_records`, which every caller runs
-before logging, fills it from the manifest rows (`fill_languages`).
+before logging, fills it from the manifest rows (`fill_languages`). Under several processes the
+batches are split across ranks and the records gathered on rank 0 (`benchmark.ranks`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import torch
 from tqdm import tqdm
 
 from benchmark.config import DatasetCard, SystemConfig, Task
-from benchmark.data.examples import Example, pad_features
+from benchmark.data.examples import Example, stack_inputs
+from benchmark.data.features import FrameEncoder
 from benchmark.data.manifest import Utterance
 from benchmark.data.records import PredictionRecord
 from benchmark.data.tasks import SCORED_FIELD, parse_response, response_prefix
 from benchmark.eval.metrics import descriptor_scores, emotion_scores, transcript_scores
 from benchmark.nn.system import SpeechEmotionCaptioner
+from benchmark.ranks import gather, shard
 
 RECORD_FIELDS = tuple(PredictionRecord.model_fields)
 
@@ -46,30 +49,36 @@ def predict(
     fold: str | None,
     batch_size: int = 8,
     progress: bool = True,
+    encoder: FrameEncoder | None = None,
+    synced: bool = False,
 ) -> list[dict[str, str | None]]:
     """Prediction records (as dicts with `RECORD_FIELDS`) for `examples`, in their order; `language`
-    is None until `score_records` fills it from the manifest rows."""
+    is None until `score_records` fills it from the manifest rows.
+
+    `encoder` encodes waveform inputs (the online source). With several ranks each predicts its
+    share of the batches and rank 0 alone gets the records (the others get []); `synced` (ZeRO-3,
+    whose every forward pass is collective) decodes every batch for `max_new_tokens` steps.
+    """
     model.eval()
     device = next(model.parameters()).device
     tasks = generation_tasks(model.config)
-    raw: dict[str, dict[str, str]] = {ex.id: {} for ex in examples}
     order = sorted(range(len(examples)), key=lambda i: examples[i].num_frames or 0)
-    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
-    bar = tqdm(total=len(batches) * len(tasks), desc="generating", disable=not progress)
-    for task in tasks:
-        for batch in batches:
-            chosen = [examples[i] for i in batch]
-            hidden, mask = pad_features([ex.load() for ex in chosen])
-            outputs = model.generate(
-                hidden.to(device),
-                mask.to(device),
-                response_prefix(task),
-                max_new_tokens=model.config.decoder.max_new_tokens,
-            )
-            for ex, text in zip(chosen, outputs, strict=True):
-                raw[ex.id][task] = text
-            bar.update()
-    bar.close()
+    plan = [(task, order[k : k + batch_size]) for task in tasks for k in range(0, len(order), batch_size)]
+    texts: dict[int, list[str]] = {}
+    mine = shard(plan)
+    for index, (task, batch) in tqdm(mine, desc="generating", disable=not progress):
+        hidden, mask = stack_inputs([examples[i] for i in batch]).to(device).encoded(encoder)
+        limit = model.config.decoder.max_new_tokens
+        outputs = model.generate(hidden, mask, response_prefix(task), max_new_tokens=limit, synced=synced)
+        if index is not None:  # a repeated batch keeps the ranks in step; its output is dropped
+            texts[index] = outputs
+    gathered = gather(texts, len(plan))
+    if gathered is None:
+        return []
+    raw: dict[str, dict[str, str]] = {ex.id: {} for ex in examples}
+    for (task, batch), outputs in zip(plan, gathered, strict=True):
+        for i, text in zip(batch, outputs, strict=True):
+            raw[examples[i].id][task] = text
 
     records = []
     for ex in examples:

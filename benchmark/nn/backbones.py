@@ -1,35 +1,84 @@
-"""What `--backbone` means for the encoder and the decoder of a system.
+"""What `--backbone` means: entries of the backbone registry, `models/backbones/NAME.yaml`.
 
-- `paper`: HuBERT-large (or WavLM / wav2vec2 for the SSL baselines) and Llama-3.1-8B-Instruct
-  from local weights, trained as the system's YAML says (LoRA).
-- `demo` (the default): the suite's own tiny HuBERT (`benchmark.train.demo_backbone`) and a tiny
-  random Llama whose weights all train (`regime: full`): every stage at one larger learning rate
-  for a multiple of the paper's epochs, re-checked on validation data by
-  `measurements/demo_recipe.py` (docs/demo.md, "How the demo recipe was chosen").
-- `tiny`: random small configs of the same classes for tests; also `regime: full`.
-- `paper-shape`: the exact `paper` architectures with random weights, nothing downloaded, to
-  measure speed and memory at paper size (docs/paper-scale.md); `random_weights` makes `run`
-  train and log throughput but never predict or score.
+A backbone names the checkpoints a system is built on, and how the system's recipe is scaled:
+- `encoder`: per encoder family (`hubert`, `wavlm`, `wav2vec2`), a HuggingFace repo id, read from
+  a local copy (`benchmark.nn.hub`), or a builder: `tiny` (a seeded random small config) or `demo`
+  (the suite's own HuBERT, `benchmark.train.demo_backbone`); a family it lacks cannot be built.
+- `llm`: a Llama-family causal LM's repo id, or `tiny` (a random small Llama); `dtype`: its weights'.
+- `random_weights`: repo ids are built with random weights from their shipped `config.json` (the
+  paper's architectures, `paper-shape`), so `run` measures speed and memory and never scores.
+- `decoder_regime` (null: the system's), `stage_lr`, `epoch_scale`: the recipe's profile;
+  `features`: the default feature source, `cache` or `online`.
+A new encoder or LLM is a new YAML file; docs/paper-scale.md ("Backbones") has the fields.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from pathlib import Path
 from typing import Any, Literal
 
-from benchmark.config import SystemConfig
+from pydantic import Field, field_validator
+
+from benchmark.config import StrictModel, SystemConfig
 from benchmark.errors import BenchmarkError
+from benchmark.nn.hub import require_checkpoint
+from benchmark.registry import entries, load_entry
+
+Family = Literal["hubert", "wavlm", "wav2vec2"]
+BUILDERS = ("tiny", "demo")  # checkpoints the suite makes itself instead of loading them
+REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")  # a HuggingFace repo id, owner/name
 
 
-@dataclass(frozen=True)
-class Backbone:
+def _checkpoint(value: str, builders: tuple[str, ...]) -> str:
+    if value in builders or REPO_ID.fullmatch(value):
+        return value
+    raise ValueError(f"{value!r} is neither a HuggingFace repo id (owner/name) nor {' or '.join(builders)}")
+
+
+class Backbone(StrictModel):
+    """One backbone of the registry (module docstring)."""
+
     name: str
-    encoder: Literal["tiny", "demo", "paper", "paper-shape"]
-    decoder: Literal["tiny", "paper", "paper-shape"]
-    decoder_regime: Literal["lora", "full"] | None  # None: the system's own setting
-    stage_lr: float | None = None  # replaces every stage's peak learning rate (None: the system's)
-    epoch_scale: int = 1  # multiplies every stage's epochs
+    encoder: dict[Family, str] = Field(min_length=1)
+    llm: str
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # the LLM's weights
+    decoder_regime: Literal["lora", "full"] | None = None  # None: the system's own setting
+    features: Literal["cache", "online"]
+    stage_lr: float | None = Field(None, gt=0)  # replaces every stage's peak learning rate
+    epoch_scale: int = Field(1, ge=1)  # multiplies every stage's epochs
     random_weights: bool = False  # random stand-ins for pretrained weights: speed and memory only
+
+    @field_validator("encoder")
+    @classmethod
+    def _encoders(cls, encoder: dict[str, str]) -> dict[str, str]:
+        for family, checkpoint in encoder.items():
+            if checkpoint == "demo" and family != "hubert":
+                raise ValueError(f"{family}: the demo encoder is a HuBERT")
+            _checkpoint(checkpoint, BUILDERS)
+        return encoder
+
+    @field_validator("llm")
+    @classmethod
+    def _llm(cls, llm: str) -> str:
+        return _checkpoint(llm, ("tiny",))
+
+    def encoder_checkpoint(self, family: str) -> str:
+        """The checkpoint of this backbone's `family` encoder; one error line if it has none."""
+        if family in self.encoder:
+            return self.encoder[family]
+        having = [name for name, backbone in backbones().items() if family in backbone.encoder]
+        raise BenchmarkError(
+            f"backbone '{self.name}' has no {family} encoder", hint=f"backbones with one: {', '.join(having)}"
+        )
+
+    def hub_folder(self, checkpoint: str) -> Path | None:
+        """The local copy `checkpoint` (one of this backbone's) is loaded from, or None when it is
+        built instead (a builder, or random weights). A missing copy is one error naming where it
+        was looked for (`benchmark.nn.hub.require_checkpoint`)."""
+        if checkpoint in BUILDERS or self.random_weights:
+            return None
+        return require_checkpoint(checkpoint)
 
     def overrides(self, system: SystemConfig) -> dict[str, Any]:
         """This backbone's profile as overrides of `system` (`benchmark.config.override_system`):
@@ -46,19 +95,12 @@ class Backbone:
         return profile
 
 
-BACKBONES = {
-    "paper": Backbone("paper", encoder="paper", decoder="paper", decoder_regime=None),
-    "demo": Backbone(
-        "demo", encoder="demo", decoder="tiny", decoder_regime="full", stage_lr=1e-3, epoch_scale=6
-    ),
-    "tiny": Backbone("tiny", encoder="tiny", decoder="tiny", decoder_regime="full"),
-    "paper-shape": Backbone(
-        "paper-shape", encoder="paper-shape", decoder="paper-shape", decoder_regime=None, random_weights=True
-    ),
-}
-
-
 def get_backbone(name: str) -> Backbone:
-    if name not in BACKBONES:
-        raise BenchmarkError(f"unknown backbone '{name}'", hint=f"known backbones: {', '.join(BACKBONES)}")
-    return BACKBONES[name]
+    """The backbone `models/backbones/NAME.yaml` of the registry, validated; its `name` must be the
+    file's."""
+    return load_entry("backbones", name, Backbone)
+
+
+def backbones() -> dict[str, Backbone]:
+    """Every backbone of the registry, by name in sorted order."""
+    return {name: get_backbone(name) for name in sorted(entries("backbones"))}

@@ -22,8 +22,8 @@ from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from benchmark.config import DecoderSettings, TinyLLMSettings
-from benchmark.errors import BenchmarkError
-from benchmark.nn.hub import PAPER_CHECKPOINTS, paper_shape_config, require_checkpoint
+from benchmark.nn.backbones import get_backbone
+from benchmark.nn.hub import shipped_config
 from benchmark.nn.tokenizer import END_OF_TEXT, EOT, load_tokenizer
 
 SYSTEM_PROMPT = "You are a helpful language and speech assistant."
@@ -34,9 +34,9 @@ USER_PROMPT = (
     "Please caption the input audio according to content and speech descriptor-related information."
 )
 IGNORE_INDEX = -100  # label of positions outside the response; torch's cross-entropy skips it
-# Llama-3.1-8B-Instruct is released in bfloat16; float32 would double its memory for nothing.
-PAPER_DTYPE = torch.bfloat16
-DECODER_BACKBONES = ("tiny", "paper", "paper-shape")
+# Llama 3.1's template writes this date into the system turn; 3.2's writes today's unless told,
+# which would change the prompt, and so the run, from one day to the next.
+PROMPT_DATE = "26 Jul 2024"
 
 
 @dataclass
@@ -90,7 +90,9 @@ def response_token_cross_entropy(
 def prompt_ids(tokenizer: PreTrainedTokenizerBase) -> PromptIds:
     """Render the authors' prompt in the chat template and tokenise the pieces around the slots."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": USER_PROMPT}]
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, date_string=PROMPT_DATE
+    )
     if text.count(CONTENT_PLACEHOLDER) != 1 or text.count(DESCRIPTOR_PLACEHOLDER) != 1:
         raise ValueError(f"the chat template must keep each placeholder once, got {text!r}")
     before, rest = text.split(CONTENT_PLACEHOLDER)
@@ -100,7 +102,9 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase) -> PromptIds:
     return PromptIds(*pieces)
 
 
-def _tiny_lm(sizes: TinyLLMSettings, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+def _tiny_lm(
+    sizes: TinyLLMSettings, tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype
+) -> LlamaForCausalLM:
     lm_config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=sizes.hidden_size,
@@ -114,18 +118,18 @@ def _tiny_lm(sizes: TinyLLMSettings, tokenizer: PreTrainedTokenizerBase) -> Llam
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    return LlamaForCausalLM(lm_config)
+    return LlamaForCausalLM(lm_config).to(dtype)
 
 
-def _paper_shape_lm() -> LlamaForCausalLM:
-    """Llama-3.1-8B-Instruct's architecture with random weights, in its release dtype.
+def _random_lm(checkpoint: str, dtype: torch.dtype) -> LlamaForCausalLM:
+    """The architecture of `checkpoint` (its shipped config) with random weights, in `dtype`.
 
     Built on the current default device: `with torch.device("cuda")` initialises it on the GPU
     (seconds, where the CPU takes minutes), `with torch.device("meta")` counts parameters
     without allocating them.
     """
-    config = LlamaConfig.from_dict(paper_shape_config("llama-3.1-8b-instruct"))
-    return AutoModelForCausalLM.from_config(config, dtype=PAPER_DTYPE)
+    config = LlamaConfig.from_dict(shipped_config(checkpoint))
+    return AutoModelForCausalLM.from_config(config, dtype=dtype)
 
 
 def causal_lm(lm: nn.Module) -> LlamaForCausalLM:
@@ -286,6 +290,7 @@ class SpeechLLMDecoder(nn.Module):
         descriptor_mask: torch.Tensor | None = None,
         max_new_tokens: int = 128,
         response_prefix: str = "",
+        synced: bool = False,
     ) -> list[str]:
         """Batched greedy decoding with the KV cache; each sequence stops at its first stop token.
 
@@ -297,6 +302,9 @@ class SpeechLLMDecoder(nn.Module):
         target and placed after the assistant header); the returned texts start with it. The
         prompt is the same for every task, so this is how a task is asked for: "Emotion:" makes
         the model answer the SER field (see `benchmark.nn.system`).
+
+        `synced=True` runs all `max_new_tokens` steps even when every row has stopped (the output is
+        the same): under ZeRO-3 every rank must run as many forward passes as the others.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
@@ -324,7 +332,7 @@ class SpeechLLMDecoder(nn.Module):
             next_ids = torch.where(finished, self.eos_token_id, out.logits[:, -1].argmax(dim=-1))
             generated.append(next_ids)
             finished |= torch.isin(next_ids, stop_ids)
-            if finished.all():
+            if finished.all() and not synced:
                 break
             step_embeds = self.lm.get_input_embeddings()(next_ids[:, None])
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(next_ids), 1)], dim=1)
@@ -339,27 +347,24 @@ class SpeechLLMDecoder(nn.Module):
 
 
 def build_decoder(settings: DecoderSettings, backbone: str) -> SpeechLLMDecoder:
-    """The LM of `backbone`, wrapped in LoRA (peft) when `settings.regime` is `lora`, with the
-    speed switches of `settings` applied.
+    """The LLM of the registry's `backbone`, wrapped in LoRA (peft) when `settings.regime` is
+    `lora`, with the speed switches of `settings` applied.
 
     `lora` (the paper) trains LoRA adapters on the attention projections only; `full` trains every
     LM weight, which is what a random `tiny` LM needs to learn anything. `tiny` is a random Llama
     of `settings.tiny`'s sizes, initialised from torch's global RNG (seed it for reproducible
-    tests); `paper` loads Llama-3.1-8B-Instruct from the local checkpoint (`benchmark.nn.hub`);
-    `paper-shape` is its architecture with random weights (`_paper_shape_lm`).
+    tests); a repo id is loaded from its local copy (`benchmark.nn.hub`) in the backbone's dtype,
+    or with random weights its architecture is built (`_random_lm`).
     """
-    if backbone not in DECODER_BACKBONES:
-        raise BenchmarkError(
-            f"unknown decoder backbone {backbone!r}", hint=f"use one of {', '.join(DECODER_BACKBONES)}"
-        )
-    tokenizer = load_tokenizer(backbone)
-    if backbone == "tiny":
-        lm = _tiny_lm(settings.tiny, tokenizer)
-    elif backbone == "paper-shape":
-        lm = _paper_shape_lm()
+    spec = get_backbone(backbone)
+    tokenizer = load_tokenizer(spec)
+    dtype = getattr(torch, spec.dtype)
+    if spec.llm == "tiny":
+        lm = _tiny_lm(settings.tiny, tokenizer, dtype)
+    elif (folder := spec.hub_folder(spec.llm)) is None:
+        lm = _random_lm(spec.llm, dtype)
     else:
-        path = require_checkpoint(PAPER_CHECKPOINTS["llama-3.1-8b-instruct"])
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=PAPER_DTYPE)
+        lm = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     if settings.regime == "lora":
         lora = LoraConfig(
             r=settings.lora_r,

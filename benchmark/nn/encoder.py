@@ -1,8 +1,9 @@
 """The frozen speech encoder (paper section 3.1): every hidden state of an SSL model and a frame mask.
 
 `build_encoder(backbone, family)` wraps a transformers model (`HubertModel`, `WavLMModel`,
-`Wav2Vec2Model`) in a `SpeechEncoder`: the paper's checkpoints (offline, `benchmark.nn.hub`), the
-demo backbone's folder, seeded tiny configs, or `paper-shape` random weights.
+`Wav2Vec2Model`) in a `SpeechEncoder`: the checkpoint the registry's backbone names for the family
+(`benchmark.nn.backbones`), read offline (`benchmark.nn.hub`), the demo backbone's folder, a seeded
+tiny config, or a shipped config with random weights.
 The encoder never trains: no grad, always eval mode, `layerdrop=0` and `mask_time_prob=0` (layerdrop
 also drops hidden states). Input normalisation follows the checkpoint's `preprocessor_config.json`
 (`do_normalize`). Layer-norm front ends get the attention mask and are padding invariant;
@@ -19,7 +20,6 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 import torch
 import transformers
@@ -37,15 +37,14 @@ from transformers import (
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 from benchmark.errors import BenchmarkError
-from benchmark.nn.hub import PAPER_CHECKPOINTS, paper_shape_config, require_checkpoint
+from benchmark.nn.backbones import Family, get_backbone
+from benchmark.nn.hub import shipped_config
 
-Family = Literal["hubert", "wavlm", "wav2vec2"]
-
-FAMILIES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel], str]] = {
-    # family -> (config class, model class, PAPER_CHECKPOINTS name)
-    "hubert": (HubertConfig, HubertModel, "hubert-large"),
-    "wavlm": (WavLMConfig, WavLMModel, "wavlm-large"),
-    "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model, "wav2vec2-large"),
+FAMILIES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
+    # family -> (config class, model class)
+    "hubert": (HubertConfig, HubertModel),
+    "wavlm": (WavLMConfig, WavLMModel),
+    "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model),
 }
 # Settings that keep a frozen encoder deterministic and its layer count fixed (module docstring).
 FROZEN_OVERRIDES = {"layerdrop": 0.0, "mask_time_prob": 0.0, "mask_feature_prob": 0.0}
@@ -172,45 +171,31 @@ class SpeechEncoder(nn.Module):
 
 
 def build_encoder(backbone: str, family: str = "hubert", weights: Path | None = None) -> SpeechEncoder:
-    """The frozen encoder of `backbone` (`tiny`, `demo`, `paper` or `paper-shape`) and `family`.
-
-    `weights` is the folder of a `demo` backbone (`benchmark.train.demo_backbone.encoder_weights`
-    builds it); `paper` weights are looked up offline when it is not given."""
+    """The frozen `family` encoder of the registry's `backbone`, from the checkpoint it names:
+    loaded from `weights` or the checkpoint's local copy (`Backbone.hub_folder`), or, for `tiny` and
+    random weights, built seeded from a small config or the shipped one. `weights` is the folder a
+    `demo` encoder needs (`benchmark.train.demo_backbone.encoder_weights` builds it)."""
     if family not in FAMILIES:
         raise BenchmarkError(f"unknown encoder family '{family}'", hint=f"choose one of {sorted(FAMILIES)}")
-    config_class, model_class, checkpoint_name = FAMILIES[family]
-    do_normalize = True
-    if backbone in ("tiny", "paper-shape"):
-        config = (
-            tiny_config(family)
-            if backbone == "tiny"
-            else config_class.from_dict({**paper_shape_config(checkpoint_name), **FROZEN_OVERRIDES})
-        )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_WEIGHTS_SEED)
-            model = model_class(config)
-    elif backbone == "demo":
-        if family != "hubert":
-            raise BenchmarkError(
-                f"the demo backbone is a HuBERT; there is no demo {family}",
-                hint="use --backbone tiny or paper for the wavlm and wav2vec2 baselines",
-            )
-        if weights is None:
-            raise BenchmarkError(
-                "the demo backbone needs its weights folder",
-                hint="pass benchmark.train.demo_backbone.encoder_weights('demo'), which builds it",
-            )
-        model = HubertModel.from_pretrained(weights, **FROZEN_OVERRIDES)
-        do_normalize = read_do_normalize(weights)
-    elif backbone == "paper":
-        path = weights or require_checkpoint(PAPER_CHECKPOINTS[checkpoint_name])
-        model = model_class.from_pretrained(path, **FROZEN_OVERRIDES)
-        do_normalize = read_do_normalize(path)
-    else:
+    spec = get_backbone(backbone)
+    checkpoint = spec.encoder_checkpoint(family)
+    config_class, model_class = FAMILIES[family]
+    folder = weights or spec.hub_folder(checkpoint)
+    if checkpoint == "demo" and folder is None:
         raise BenchmarkError(
-            f"unknown backbone '{backbone}'", hint="choose one of tiny, demo, paper, paper-shape"
+            "the demo backbone needs its weights folder",
+            hint="pass benchmark.train.demo_backbone.encoder_weights('demo'), which builds it",
         )
-    return SpeechEncoder(model, backbone, family, do_normalize)
+    if folder is not None:
+        model = model_class.from_pretrained(folder, **FROZEN_OVERRIDES)
+        return SpeechEncoder(model, backbone, family, read_do_normalize(folder))
+    if checkpoint == "tiny":
+        config = tiny_config(family)
+    else:
+        config = config_class.from_dict({**shipped_config(checkpoint), **FROZEN_OVERRIDES})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        return SpeechEncoder(model_class(config), backbone, family)
 
 
 def top_state_is_normed(model: PreTrainedModel) -> bool:

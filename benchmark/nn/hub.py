@@ -1,4 +1,4 @@
-"""Where the paper's pretrained weights are looked for, without ever touching the network.
+"""Where pretrained weights are looked for, without ever touching the network; what a run loaded.
 
 The suite never downloads weights itself: a user who has them points `BENCHMARK_WEIGHTS_DIR` at
 a folder of checkpoints (`<dir>/<repo name>/config.json`, e.g. `<dir>/hubert-large-ls960-ft/`)
@@ -6,28 +6,33 @@ or has them in the HuggingFace cache (`huggingface-cli download <repo id>` once,
 with access). Missing weights give one error saying where they were looked for and how to get
 them, never a hub stack trace.
 
-`--backbone paper-shape` needs no weights at all: the `config.json` of HuBERT-large and of
-Llama-3.1-8B-Instruct ship inside the package (`benchmark/nn/<repo name>.json`, copied from the
-checkpoints), so the paper's exact architectures can be built with random weights anywhere.
+Backbones with `random_weights` (`paper-shape`) need no weights at all: the `config.json` of
+their checkpoints ships inside the package (`benchmark/nn/<repo name, lower case>.json`, copied
+from the checkpoints; HuBERT-large and Llama-3.1-8B-Instruct now), so those architectures are
+built with random weights anywhere. `weights_digest` says which weights a run loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from benchmark.errors import BenchmarkError
 
-# Checkpoints of `--backbone paper` (paper section 3.1, 3.4 and Table 2 Sys. 1-3).
-PAPER_CHECKPOINTS: dict[str, str] = {
-    "hubert-large": "facebook/hubert-large-ls960-ft",
-    "wavlm-large": "microsoft/wavlm-large",
-    "wav2vec2-large": "facebook/wav2vec2-large-960h-lv60-self",
-    "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
-}
+# `weights_digest`: the files `from_pretrained` reads for a model, its tokenizer and its feature
+# extractor (not READMEs, licences, nor the demo build's own notes); files up to WHOLE_FILE_BYTES
+# are hashed whole, of larger ones SAMPLES evenly spaced pieces of SAMPLE_BYTES.
+LOADED_FILES = (
+    "*.safetensors", "*.bin", "*.index.json", "config.json", "generation_config.json",
+    "preprocessor_config.json", "tokenizer*", "special_tokens_map.json", "chat_template.jinja",
+)  # fmt: skip
+WHOLE_FILE_BYTES = 16 << 20
+SAMPLES, SAMPLE_BYTES = 16, 64 << 10
 
 
 def local_checkpoint(repo_id: str) -> Path | None:
@@ -61,17 +66,48 @@ def require_checkpoint(repo_id: str) -> Path:
     )
 
 
-def paper_shape_config(name: str) -> dict[str, Any]:
-    """The shipped `config.json` of a paper checkpoint (`PAPER_CHECKPOINTS` name), as a dict.
-
-    Only the checkpoints `--backbone paper-shape` builds are shipped: HuBERT-large and the LLM.
-    """
-    file = PAPER_CHECKPOINTS[name].split("/")[-1].lower() + ".json"
+def shipped_config(repo_id: str) -> dict[str, Any]:
+    """The `config.json` of checkpoint `repo_id` shipped in the package (module docstring), as a dict."""
+    file = repo_id.split("/")[-1].lower() + ".json"
     try:
         text = resources.files("benchmark.nn").joinpath(file).read_text(encoding="utf-8")
     except FileNotFoundError as err:
         raise BenchmarkError(
-            f"no shipped config for {name!r}: --backbone paper-shape has HuBERT-large and Llama-3.1-8B only",
-            hint="the SSL baselines' WavLM and wav2vec2 need --backbone paper or tiny",
+            f"no shipped config for {repo_id}: random weights are built from benchmark/nn/{file}",
+            hint="copy the checkpoint's config.json there, or use a backbone that loads its weights",
         ) from err
     return json.loads(text)
+
+
+def _safetensors_header(handle: BinaryIO, size: int) -> bytes:
+    """The JSON header of a safetensors file of `size` bytes (tensor names, dtypes, shapes,
+    offsets), after its 8-byte little-endian length; empty when that length does not fit."""
+    length = int.from_bytes(handle.read(8), "little")
+    return handle.read(length) if 8 + length <= size else b""
+
+
+def weights_digest(folders: Sequence[Path]) -> str:
+    """A sha256 (16 hex) of the checkpoint folders a run loaded, cheap at any size.
+
+    It covers, in each folder, the files `from_pretrained` reads (`LOADED_FILES`; sub-folders such
+    as Meta's `original/` are never read): each one's name and size; small files (configs,
+    tokenizer, the safetensors index, tiny weights) whole; of each file over 16 MiB, its
+    safetensors header and 16 evenly spaced 64 KiB samples of its bytes, about 1 MiB per shard, so
+    other weights of one architecture show too. Paths are not hashed: the same checkpoint elsewhere
+    gives the same digest; the order of the folders counts.
+    """
+    digest = hashlib.sha256()
+    for folder in folders:
+        files = [p for p in Path(folder).iterdir() if any(p.match(name) for name in LOADED_FILES)]
+        for path in sorted(p for p in files if p.is_file()):
+            size = path.stat().st_size
+            digest.update(f"{path.name}\0{size}\0".encode())
+            with path.open("rb") as handle:
+                if size <= WHOLE_FILE_BYTES:
+                    digest.update(handle.read())
+                    continue
+                digest.update(_safetensors_header(handle, size) if path.suffix == ".safetensors" else b"")
+                for index in range(SAMPLES):
+                    handle.seek(max(size - SAMPLE_BYTES, 0) * index // (SAMPLES - 1))
+                    digest.update(handle.read(SAMPLE_BYTES))
+    return digest.hexdigest()[:16]

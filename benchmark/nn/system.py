@@ -202,11 +202,13 @@ class SpeechEmotionCaptioner(nn.Module):
         frame_mask: torch.Tensor,
         response_prefix: str,
         max_new_tokens: int = 96,
+        synced: bool = False,
     ) -> list[str]:
         """Greedy responses, each forced to start with `response_prefix`: the prompt is the same for
         every task, so the prefix (a task's first field name, `benchmark.data.tasks`) picks the task.
 
-        Call `.eval()` first (z = mu, no LoRA dropout); both branches are active.
+        Call `.eval()` first (z = mu, no LoRA dropout); both branches are active. `synced`: see
+        `SpeechLLMDecoder.generate`.
         """
         content, content_mask, descriptor, descriptor_mask, _, _ = self.embed(hidden_states, frame_mask)
         return self.decoder.generate(
@@ -216,13 +218,14 @@ class SpeechEmotionCaptioner(nn.Module):
             descriptor_mask,
             max_new_tokens,
             response_prefix=response_prefix,
+            synced=synced,
         )
 
 
 def build_system(
     system: SystemConfig, num_layers: int, encoder_dim: int, backbone: str
 ) -> SpeechEmotionCaptioner:
-    """The captioner of `system` on the `backbone` decoder ("tiny" or "paper").
+    """The captioner of `system` on the LLM of the registry's `backbone` (`build_decoder`).
 
     `num_layers` counts the encoder's hidden states (L+1) and `encoder_dim` is their width.
     """

@@ -1,12 +1,13 @@
-"""Tokenizers of the decoder: the paper's Llama-3 tokenizer, and a tiny offline stand-in for tests.
+"""Tokenizers of the decoder: a checkpoint's own (Llama 3's for the paper), and offline stand-ins.
 
 The `tiny` backbone runs with no download, so its tokenizer is made in-process: a byte-level BPE
 (as in Llama 3) trained deterministically on a short built-in English text, so any string in any
 script round-trips. It carries Llama 3's special tokens and chat template, so the decoder builds
 its prompt the same way for every backbone; training it is quick, so nothing is cached.
-`--backbone paper-shape` needs Llama 3's vocabulary *size* (it sets the embedding, the output
-layer and the logits' memory): the same BPE padded to 128000 entries, then Llama 3.1's 256 special
-tokens at their real ids, so ids, size and chat template are the paper tokenizer's.
+Random weights of a Llama 3 architecture (`--backbone paper-shape`) need its vocabulary *size* (it
+sets the embedding, the output layer and the logits' memory): the same BPE padded to 128000
+entries, then Llama 3.1's 256 special tokens at their real ids, so ids, size and chat template are
+the paper tokenizer's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from benchmark.nn.hub import PAPER_CHECKPOINTS, require_checkpoint
+from benchmark.nn.backbones import Backbone
 
 BOS, EOT, END_OF_TEXT, PAD = "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>", "<|finetune_right_pad_id|>"
 START_HEADER, END_HEADER = "<|start_header_id|>", "<|end_header_id|>"
@@ -146,18 +147,18 @@ def build_llama3_sized_tokenizer() -> PreTrainedTokenizerFast:
     return _llama3_chat_tokenizer(bpe)
 
 
-def load_tokenizer(backbone: str) -> PreTrainedTokenizerBase:
-    """The decoder's tokenizer: built in-process for `tiny` and `paper-shape`, Llama-3.1-8B-Instruct's
-    for `paper`.
+def load_tokenizer(backbone: Backbone) -> PreTrainedTokenizerBase:
+    """The tokenizer of the backbone's LLM: built in-process for `tiny` and for random weights (Llama
+    3's ids), else the checkpoint's own, from its local copy.
 
-    Llama 3.1 ships no pad token; its reserved `<|finetune_right_pad_id|>` is used, as Meta's
+    Llama 3.x ships no pad token; its reserved `<|finetune_right_pad_id|>` is used, as Meta's
     fine-tuning recipes do, so padding never aliases the end-of-turn token the loss is trained on.
     """
-    if backbone == "tiny":
+    if backbone.llm == "tiny":
         return build_tiny_tokenizer()
-    if backbone == "paper-shape":
+    if (folder := backbone.hub_folder(backbone.llm)) is None:
         return build_llama3_sized_tokenizer()
-    tokenizer = AutoTokenizer.from_pretrained(require_checkpoint(PAPER_CHECKPOINTS["llama-3.1-8b-instruct"]))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = PAD
     return tokenizer

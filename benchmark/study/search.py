@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from benchmark.config import SYSTEM_PARAM, StudySpec, SystemConfig, dotted_override, merge_configs, validate
 from benchmark.errors import BenchmarkError
+from benchmark.nn.backbones import get_backbone
 from benchmark.registry import load_study
 from benchmark.study.storage import (
     StudyStorage,
@@ -78,7 +79,13 @@ def resolve_spec(request: StudyRequest) -> StudySpec:
         changes["overrides"] = merge_configs(spec.overrides, request.overrides)
     if spec.sampler.kind == "queue" and "trials" in changes:
         raise BenchmarkError(f"study '{spec.name}' runs its {len(spec.fixed)} fixed trials; drop --trials")
-    return validate(StudySpec, {**spec.model_dump(), **changes}, f"study '{spec.name}' with {changes}")
+    resolved = validate(StudySpec, {**spec.model_dump(), **changes}, f"study '{spec.name}' with {changes}")
+    if get_backbone(resolved.backbone).random_weights:  # its trials would score nothing to compare
+        raise BenchmarkError(
+            f"study '{spec.name}': backbone '{resolved.backbone}' has random weights and scores nothing",
+            hint="a study compares trials by their scores: choose a backbone with pretrained weights",
+        )
+    return resolved
 
 
 def study_name(spec: StudySpec) -> str:

@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 from benchmark.config import SystemConfig
 
-# What was trained, and how.
+# What was trained, and how: with which feature source, by how many processes on which devices.
 SYSTEM, BETA, SCHEDULE, ENGINE = "system", "beta", "schedule", "engine"
+FEATURES, WORLD_SIZE, DEVICES = "features", "world_size", "devices"
 # The run setup's fields and digests (`RunSetup`).
 DATASET, TRAIN_WITH, VALIDATION, BACKBONE, FOLDS = "dataset", "train_with", "validation", "backbone", "folds"
 SOURCE_SETUP, SETUP, PROTOCOL, RECIPE = "source_setup", "setup", "protocol", "recipe"

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from benchmark.config import StageConfig, Task
 from benchmark.data.batching import LengthBucketSampler
-from benchmark.data.examples import Example, pad_features, target_for
+from benchmark.data.examples import Example, Inputs, stack_inputs, target_for
 from benchmark.data.tasks import OPTIONAL_FIELDS, TASK_FIELDS
 from benchmark.errors import BenchmarkError
 
@@ -27,14 +28,42 @@ from benchmark.errors import BenchmarkError
 class Batch:
     ids: list[str]
     task: Task
-    hidden_states: torch.Tensor  # (L+1, B, F, D), zero-padded
-    frame_mask: torch.Tensor  # (B, F), True on real frames
+    inputs: Inputs  # hidden states, or waveforms for the online encoder (`benchmark.data.examples`)
     targets: list[str]
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(
-            self.ids, self.task, self.hidden_states.to(device), self.frame_mask.to(device), self.targets
-        )
+        return Batch(self.ids, self.task, self.inputs.to(device), self.targets)
+
+    def pin_memory(self) -> Batch:
+        return Batch(self.ids, self.task, self.inputs.pin_memory(), self.targets)
+
+
+class PlannedBatches(Dataset):
+    """An epoch's planned batches (`epoch_plan`) as a map-style dataset of collated batches, so a
+    `DataLoader` with worker processes reads the cache files or decodes the audio ahead of the step."""
+
+    def __init__(self, examples: Sequence[Example], plan: Sequence[tuple[Task, list[int]]]) -> None:
+        self.examples, self.plan = examples, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, index: int) -> Batch:
+        task, indices = self.plan[index]
+        return collate([self.examples[j] for j in indices], task)
+
+
+def batch_loader(
+    examples: Sequence[Example], plan: Sequence[tuple[Task, list[int]]], workers: int, device: torch.device
+) -> DataLoader:
+    """The batches of `plan` in order, collated by `workers` processes (0: in this one), pinned on CUDA."""
+    return DataLoader(
+        PlannedBatches(examples, plan),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
 
 
 def task_counts(examples: Sequence[Example], task: Task) -> dict[str, int]:
@@ -63,12 +92,11 @@ def check_stage_rows(stages: Sequence[StageConfig], examples: Sequence[Example])
 
 
 def collate(examples: Sequence[Example], task: Task) -> Batch:
-    """A batch of one task: padded hidden states, frame mask and the task's target responses."""
-    hidden, mask = pad_features([example.load() for example in examples])
+    """A batch of one task: the padded inputs (`stack_inputs`) and the task's target responses."""
     targets = [target_for(example, task) for example in examples]
     if any(t is None for t in targets):
         raise ValueError(f"a {task} batch holds utterances without the task's fields")
-    return Batch([e.id for e in examples], task, hidden, mask, targets)
+    return Batch([e.id for e in examples], task, stack_inputs(examples), targets)
 
 
 def epoch_plan(

@@ -31,6 +31,7 @@ from benchmark.data.builds import atomic_build, read_build_info
 from benchmark.data.demo import BUILD_VERSION as CORPUS_VERSION
 from benchmark.data.demo import build_demo_corpus
 from benchmark.data.manifest import Utterance, read_manifest
+from benchmark.nn.backbones import get_backbone
 from benchmark.nn.ctc import BLANK, VOCAB, encode_text, greedy_decode
 from benchmark.nn.encoder import prepare_waveforms
 
@@ -118,10 +119,11 @@ def ensure_demo_backbone(
 
 
 def encoder_weights(backbone: str, progress: bool = True) -> Path | None:
-    """The weights folder `benchmark.nn.encoder.build_encoder` loads for `backbone`: the demo
-    backbone's, built first if it is not there; None for the others (`tiny` is random, `paper`
-    is found by `benchmark.nn.hub`)."""
-    return ensure_demo_backbone(progress=progress) if backbone == "demo" else None
+    """The weights folder `benchmark.nn.encoder.build_encoder` loads for the registry's `backbone`:
+    the demo encoder's when the backbone's HuBERT is `demo`, built first if it is not there; None
+    for the others (`tiny` and random weights are built, checkpoints found by `benchmark.nn.hub`)."""
+    demo = get_backbone(backbone).encoder.get("hubert") == "demo"
+    return ensure_demo_backbone(progress=progress) if demo else None
 
 
 def _matches(found: dict[str, object] | None, wanted: dict[str, object]) -> bool:

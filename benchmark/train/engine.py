@@ -200,6 +200,18 @@ class DeepSpeedEngine:
         return (path for path in folder.glob("ds-*") if path.is_dir() and path.name != keep)
 
 
+def full_weights(model: nn.Module, engine: str) -> contextlib.AbstractContextManager:
+    """The full tensors of the model's module groups (`module_groups`) while the block runs, for
+    saving them after training: ZeRO-3 keeps only each rank's partition, so every rank must enter
+    (it is collective); the other engines hold full tensors already."""
+    if engine != "zero3":
+        return contextlib.nullcontext()
+    import deepspeed
+
+    groups = model.module_groups().values()  # type: ignore[operator]
+    return deepspeed.zero.GatheredParameters([p for params in groups for p in params])
+
+
 def build_engine(
     engine: str,
     model: nn.Module,

@@ -4,11 +4,12 @@ For each stage (paper 3.5 and 4.4): unfreeze only the module groups it names; a 
 warm-up + constant/cosine schedule, as in the paper's two separate fine-tuning runs; then epochs
 of task-interleaved batches with gradient accumulation, clipping, bf16 autocast on CUDA, one log
 call per optimizer step and one checkpoint per epoch. Every task of every stage must find
-training rows before anything trains (`check_stage_rows`). With `validation` examples each epoch
-ends with their teacher-forced loss (`val.ce`, `val.loss`), the signal a study prunes on.
-It runs the plain engine or DeepSpeed (`benchmark.train.engine`); `log(metrics, step)` is called
-on rank 0 only, and on a GPU each step logs `train.gpu_peak_gib`. `prepare_stage` and `train_step`
-are shared with `measurements/gpu_check.py`, so the speed it measures is this loop's.
+training rows before anything trains (`check_stage_rows`). Batches are collated by `DataLoader`
+workers ahead of the step; with the online feature source the frozen `encoder` turns their
+waveforms into hidden states inside the step. With `validation` examples each epoch ends with
+their teacher-forced loss (`val.ce`, `val.loss`), split across ranks, the signal a study prunes
+on. It runs the plain engine or DeepSpeed (`benchmark.train.engine`); `log(metrics, step)` is
+called on rank 0 only. `prepare_stage` and `train_step` are shared with `measurements/gpu_check.py`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.config import StageConfig, Task, TrainingSettings
+from benchmark.config import StageConfig, TrainingSettings
 from benchmark.data.examples import Example
+from benchmark.data.features import FrameEncoder
 from benchmark.nn.system import SpeechEmotionCaptioner, SystemOutput
+from benchmark.ranks import all_gathered, shard
 from benchmark.train.checkpoint import load_checkpoint, save_checkpoint
-from benchmark.train.data import Batch, check_stage_rows, collate, epoch_plan
+from benchmark.train.data import Batch, batch_loader, check_stage_rows, collate, epoch_plan
 from benchmark.train.engine import (
     DeepSpeedEngine,
     PlainEngine,
@@ -82,13 +85,18 @@ def prepare_stage(
 
 
 def train_step(
-    runner: PlainEngine | DeepSpeedEngine, batch: Batch, zero_descriptor: bool, boundary: bool
+    runner: PlainEngine | DeepSpeedEngine,
+    batch: Batch,
+    zero_descriptor: bool,
+    boundary: bool,
+    encoder: FrameEncoder | None = None,
 ) -> tuple[SystemOutput, float]:
-    """One micro-batch on the batch's device: forward (bf16 autocast on CUDA), backward, and at an
-    accumulation boundary the optimizer step. Returns the output and the learning rate applied."""
-    device = batch.hidden_states.device
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        out = runner(batch.hidden_states, batch.frame_mask, batch.targets, zero_descriptor)
+    """One micro-batch on the batch's device: the frozen encoder on waveform inputs (online source),
+    forward (bf16 autocast on CUDA), backward, and at an accumulation boundary the optimizer step.
+    Returns the output and the learning rate applied."""
+    hidden, mask = batch.inputs.encoded(encoder)
+    with torch.autocast(hidden.device.type, dtype=torch.bfloat16, enabled=hidden.device.type == "cuda"):
+        out = runner(hidden, mask, batch.targets, zero_descriptor)
     runner.backward(out.loss, boundary)
     lr = runner.lr()  # the rate this step applies, before the scheduler moves on
     runner.step(boundary)
@@ -105,6 +113,8 @@ def train(
     log: LogFn | None = None,
     progress: bool = True,
     validation: Sequence[Example] = (),
+    encoder: FrameEncoder | None = None,
+    workers: int = 0,
 ) -> list[dict[str, float]]:
     """Train `model` through all stages of `model.config`; return one metrics dict per optimizer step.
 
@@ -112,7 +122,8 @@ def train(
     continues after the last checkpoint in `checkpoint_dir` (if any) with the same optimizer,
     scheduler, RNG and batch order, so the remaining steps match an uninterrupted run. Seeds come
     from `model.config.training.seed`; seed torch yourself before building the model. The model
-    is left in eval mode.
+    is left in eval mode. `encoder` (on the training device) encodes waveform inputs; `workers`
+    is the number of loader processes.
     """
     system, settings = model.config, model.config.training
     check_stage_rows(system.stages, examples)
@@ -154,11 +165,10 @@ def train(
                 disable=not progress or rank != 0,
             )
             window = _Window()
-            for i, (task, indices) in enumerate(batches):
+            for i, batch in enumerate(batch_loader(examples, batches, workers, device)):
                 boundary = (i + 1) % settings.grad_accum == 0 or i + 1 == len(batches)
-                batch = collate([examples[j] for j in indices], task).to(device)
-                out, lr = train_step(runner, batch, stage.zero_descriptor, boundary)
-                window.add(out, len(indices))
+                out, lr = train_step(runner, batch.to(device), stage.zero_descriptor, boundary, encoder)
+                window.add(out, len(batch.ids))
                 if not boundary:
                     continue
                 global_step += 1
@@ -176,7 +186,7 @@ def train(
                 window = _Window()
             bar.close()
             if validation:
-                metrics = validation_loss(runner, validation, stage.tasks, settings.batch_size, stage, device)
+                metrics = validation_loss(runner, validation, stage, settings.batch_size, device, encoder)
                 history.append({"step": global_step, **metrics})
                 if log is not None and rank == 0:
                     log(metrics, global_step)
@@ -192,23 +202,26 @@ def train(
 def validation_loss(
     runner: Callable,
     examples: Sequence[Example],
-    tasks: Sequence[Task],
-    batch_size: int,
     stage: StageConfig,
+    batch_size: int,
     device: torch.device,
+    encoder: FrameEncoder | None = None,
 ) -> dict[str, float]:
     """Teacher-forced loss of `examples` on every task of the stage (z = mu: eval mode), weighted
-    by response tokens. Every rank runs every batch, so sharded (ZeRO-3) weights gather as usual."""
+    by response tokens. The batches are split across ranks (`benchmark.ranks.shard`) and the sums
+    added up, so every rank returns the same numbers."""
     runner.module.eval()
-    tokens, ce_sum, loss_sum = 0, 0.0, 0.0
-    for task in tasks:
-        for _, indices in epoch_plan(examples, [task], batch_size, seed=0, epoch=0):
-            batch = collate([examples[j] for j in indices], task).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                out = runner(batch.hidden_states, batch.frame_mask, batch.targets, stage.zero_descriptor)
-            tokens += out.num_tokens
-            ce_sum += float(out.ce) * out.num_tokens
-            loss_sum += float(out.loss) * out.num_tokens
+    plan = [b for task in stage.tasks for b in epoch_plan(examples, [task], batch_size, seed=0, epoch=0)]
+    sums = [0.0, 0.0, 0.0]  # response tokens, their cross-entropy, their loss
+    for index, (task, indices) in shard(plan):
+        batch = collate([examples[j] for j in indices], task).to(device)
+        hidden, mask = batch.inputs.encoded(encoder)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = runner(hidden, mask, batch.targets, stage.zero_descriptor)
+        if index is not None:  # a repeated batch keeps the ranks in step; its result is dropped
+            sums = [sums[0] + out.num_tokens, sums[1] + float(out.ce) * out.num_tokens,
+                    sums[2] + float(out.loss) * out.num_tokens]  # fmt: skip
+    tokens, ce_sum, loss_sum = (sum(values) for values in zip(*all_gathered(sums), strict=True))
     if tokens == 0:
         return {}
     return {"val.ce": ce_sum / tokens, "val.loss": loss_sum / tokens}

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from benchmark.config import SystemConfig
 from benchmark.data.batching import LengthBucketSampler
-from benchmark.data.examples import Example, pad_features
+from benchmark.data.examples import Example, stack_inputs
+from benchmark.data.features import FrameEncoder
 from benchmark.nn.encoder import SpeechEncoder, TopLayers, resolve_finetune_layers
 from benchmark.nn.ssl_baseline import SSLBaseline, SSLOutput
 from benchmark.train.engine import training_device
@@ -88,6 +89,7 @@ def train_ssl(
     log: LogFn | None = None,
     progress: bool = True,
     validation: Sequence[Example] = (),
+    encoder: FrameEncoder | None = None,
 ) -> list[dict[str, float]]:
     """Train `model` for `system.ssl.epochs`; return one metrics dict (with `step`) per step.
 
@@ -95,7 +97,8 @@ def train_ssl(
     before building the model. The model is left in eval mode on the training device. With top
     layers the metrics also hold `train.encoder_lr`, the encoder layers' rate of the step. With
     `validation` examples each epoch ends with their loss (`val.loss`, `val.ce`, `val.ctc`: the
-    mean over utterances), logged at the epoch's last step, as the LLM loop does.
+    mean over utterances), logged at the epoch's last step, as the LLM loop does. `encoder` encodes
+    waveform inputs (the online feature source).
     """
     settings, training = system.ssl, system.training
     seed_everything(training.seed)
@@ -121,7 +124,7 @@ def train_ssl(
         sampler.set_epoch(epoch)
         bar = tqdm(sampler, desc=f"ssl epoch {epoch + 1}/{settings.epochs}", disable=not progress)
         for indices in bar:
-            out = batch_loss(model, [examples[i] for i in indices], device)
+            out = batch_loss(model, [examples[i] for i in indices], device, encoder)
             optimizer.zero_grad()
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, training.max_grad_norm)
@@ -142,7 +145,7 @@ def train_ssl(
                 log(metrics, step)
             bar.set_postfix(ce=f"{metrics['train.ce']:.3f}", ctc=f"{metrics['train.ctc']:.3f}")
         if validation:
-            metrics = validation_loss(model, validation, training.batch_size, device)
+            metrics = validation_loss(model, validation, training.batch_size, device, encoder)
             history.append({"step": step, **metrics})
             if log is not None:
                 log(metrics, step)
@@ -151,13 +154,15 @@ def train_ssl(
     return history
 
 
-def batch_loss(model: SSLBaseline, chosen: Sequence[Example], device: torch.device) -> SSLOutput:
+def batch_loss(
+    model: SSLBaseline, chosen: Sequence[Example], device: torch.device, encoder: FrameEncoder | None = None
+) -> SSLOutput:
     """The heads' losses on one batch of examples (bf16 autocast on CUDA)."""
-    hidden, mask = pad_features([ex.load() for ex in chosen])
+    hidden, mask = stack_inputs(chosen).to(device).encoded(encoder)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         return model.loss(
-            hidden.to(device),
-            mask.to(device),
+            hidden,
+            mask,
             [ex.emotion for ex in chosen],
             [ex.transcript for ex in chosen],
         )
@@ -165,14 +170,18 @@ def batch_loss(model: SSLBaseline, chosen: Sequence[Example], device: torch.devi
 
 @torch.no_grad()
 def validation_loss(
-    model: SSLBaseline, examples: Sequence[Example], batch_size: int, device: torch.device
+    model: SSLBaseline,
+    examples: Sequence[Example],
+    batch_size: int,
+    device: torch.device,
+    encoder: FrameEncoder | None = None,
 ) -> dict[str, float]:
     """The heads' losses on `examples` in eval mode, each batch weighted by its utterances."""
     model.eval()
     sums = {"val.loss": 0.0, "val.ce": 0.0, "val.ctc": 0.0}
     for start in range(0, len(examples), batch_size):
         chosen = list(examples[start : start + batch_size])
-        out = batch_loss(model, chosen, device)
+        out = batch_loss(model, chosen, device, encoder)
         for key, value in zip(sums, (out.loss, out.ce, out.ctc), strict=True):
             sums[key] += float(value) * len(chosen)
     return {key: value / len(examples) for key, value in sums.items()}
@@ -185,6 +194,7 @@ def predict_ssl(
     fold: str | None,
     batch_size: int = 8,
     progress: bool = True,
+    encoder: FrameEncoder | None = None,
 ) -> list[dict[str, str | None]]:
     """Prediction records (`benchmark.eval.predict.RECORD_FIELDS`) for `examples`, in their order.
 
@@ -197,8 +207,8 @@ def predict_ssl(
     hyps: dict[str, tuple[str, str]] = {}
     for start in tqdm(range(0, len(order), batch_size), desc="predicting", disable=not progress):
         chosen = [examples[i] for i in order[start : start + batch_size]]
-        hidden, mask = pad_features([ex.load() for ex in chosen])
-        emotions, transcripts = model.predict(hidden.to(device), mask.to(device))
+        hidden, mask = stack_inputs(chosen).to(device).encoded(encoder)
+        emotions, transcripts = model.predict(hidden, mask)
         for ex, emotion, transcript in zip(chosen, emotions, transcripts, strict=True):
             hyps[ex.id] = (emotion, transcript)
     return [

@@ -19,6 +19,7 @@ from benchmark.config import SystemConfig
 from benchmark.errors import BenchmarkError
 from benchmark.nn.backbones import get_backbone
 from benchmark.nn.encoder import SpeechEncoder, build_encoder
+from benchmark.nn.hub import weights_digest
 from benchmark.nn.ssl_baseline import SSLBaseline
 from benchmark.nn.system import SpeechEmotionCaptioner, build_system
 from benchmark.train.checkpoint import group_weights, load_group_weights
@@ -64,19 +65,36 @@ def rebuild_trained_model(saved: dict[str, Any], encoder: SpeechEncoder, source:
         model.load_state_dict(saved["state"])
     else:
         torch.manual_seed(system.training.seed)  # the same random tiny LLM the weights were trained on
-        model = build_system(system, *shape, backbone=get_backbone(saved["backbone"]).decoder)
+        model = build_system(system, *shape, backbone=saved["backbone"])
         load_group_weights(model, saved["groups"], source)
     return model.eval()
 
 
 def frozen_encoder(backbone: str, family: str) -> SpeechEncoder:
-    """The frozen encoder of `backbone` (its encoder name) for a system of `family`: the one way a run,
+    """The frozen encoder of the registry's `backbone` for a system of `family`: the one way a run,
     an evaluation and an explanation get theirs, the demo backbone's weights built first if absent."""
     return build_encoder(backbone, family, encoder_weights(backbone))
+
+
+def weights_params(backbone: str, system: SystemConfig) -> dict[str, str]:
+    """Params naming the weights a run of `system` on the registry's `backbone` loads, so a result
+    can be traced to them: `backbone.encoder_checkpoint` and, for LLM systems,
+    `backbone.llm_checkpoint` (the folder read, or `random` for weights built at random), and
+    `backbone.weights_digest` of those folders (`benchmark.nn.hub.weights_digest`; `random` when
+    no folder is read)."""
+    spec = get_backbone(backbone)
+    encoder = spec.encoder_checkpoint(system.encoder_family)
+    folders = {"encoder": encoder_weights(backbone) or spec.hub_folder(encoder)}
+    if system.kind == "llm":  # an SSL baseline loads no LLM
+        folders["llm"] = spec.hub_folder(spec.llm)
+    params = {f"backbone.{part}_checkpoint": str(folder or "random") for part, folder in folders.items()}
+    read = [folder for folder in folders.values() if folder is not None]
+    params["backbone.weights_digest"] = weights_digest(read) if read else "random"
+    return params
 
 
 def load_trained_model(saved: dict[str, Any], source: str) -> tuple[TrainedModel, SpeechEncoder]:
     """The model of a file `export_trained_model` wrote (`saved`, as loaded), and its frozen encoder."""
     system = SystemConfig.model_validate(saved["system"])
-    encoder = frozen_encoder(get_backbone(saved["backbone"]).encoder, system.encoder_family)
+    encoder = frozen_encoder(saved["backbone"], system.encoder_family)
     return rebuild_trained_model(saved, encoder, source), encoder

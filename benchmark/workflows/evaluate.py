@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from benchmark.config import SystemConfig
 from benchmark.data.examples import examples_of
-from benchmark.data.features import FeatureCache
 from benchmark.data.prepare import is_prepared, load_split
 from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict
@@ -42,6 +41,7 @@ def evaluate_run(
     run_id: str, dataset: str, fold: str | None = None, progress: bool = True
 ) -> EvaluationSummary:
     """Score the model of `run_id` (fold `fold`) on the test split of `dataset`; see the module docstring."""
+    from benchmark.train.features import feature_loaders
     from benchmark.train.trained import ARTIFACT, load_trained_model
 
     card = load_dataset_card(dataset)
@@ -67,9 +67,9 @@ def evaluate_run(
     rows = load_split(card, card.protocol.test)
 
     model, encoder = load_trained_model(saved, f"{ARTIFACT} of run {run_id}, fold {source_fold}")
-    loaders = FeatureCache(None, encoder, progress=progress).loaders(rows)  # read batch by batch
-    features = dict(zip([r.id for r in rows], loaders, strict=True))
-    del encoder
+    feature_source = source.data.tags.get(tag.FEATURES, backbone.features)  # as the run trained
+    features, online = feature_loaders(feature_source, encoder, rows, progress)  # read batch by batch
+    model.to(encoder.model.device)
 
     source_tags = source.data.tags
     train_with = source_tags.get(tag.TRAIN_WITH, "none")
@@ -91,7 +91,8 @@ def evaluate_run(
     )  # fmt: skip
     with run_context(f"{system.name} on {card.name} (zero-shot)", tags=tags, params=system) as run:
         log_environment()
-        records = predict(model, examples_of(rows, features), list(card.labels), None, progress=progress)
+        examples = examples_of(rows, features)
+        records = predict(model, examples, list(card.labels), None, progress=progress, encoder=online)
         scores = split_scores(records, card, system, rows)
         log_metrics(scores)
         log_split(records, list(card.labels), "pooled", "confusion_matrix.png")

@@ -4,10 +4,12 @@ One parent run per call (the tags of `benchmark.tracking.tags.run_tags`; params 
 system), one nested run per fold with its curves, records, metrics, confusion matrix and trained
 model; the parent holds the mean and std over folds and the pooled records. Each fold trains on the
 target corpus's training part plus that of every `train_with` corpus (the paper's protocol, section
-4.1) and logs what it trained on. The frozen encoder's outputs are cached once per utterance, so
-later folds and systems pay only for the trainable parts. Checkpoints live in a folder per run;
+4.1) and logs what it trained on. Inputs stream batch by batch from a feature source: `cache` (the
+frozen encoder's outputs, computed once per utterance) or `online` (the encoder runs in the step).
+Under `torchrun` or the `deepspeed` launcher it is still one run: rank 0 alone writes to MLflow and
+picks the checkpoint folder, every rank trains its shard and predicts its share (`benchmark.ranks`).
 `--resume` continues the newest interrupted run of the same `config_digest`. A backbone with random
-weights logs training speed and memory only. Any exception marks the runs FAILED (Ctrl-C: KILLED).
+weights logs training speed and memory only. Any exception marks the runs FAILED (a stop: KILLED).
 Details: docs/training.md.
 """
 
@@ -19,6 +21,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +34,14 @@ from mlflow.entities import Run
 from benchmark.config import DatasetCard, SystemConfig, benchmark_home, override_system
 from benchmark.data.corpus import load_corpus
 from benchmark.data.examples import Example, examples_of
-from benchmark.data.features import CachedFeatures, FeatureCache
+from benchmark.data.features import FeatureLoader
 from benchmark.data.manifest import Utterance
 from benchmark.data.prepare import is_prepared, manifest_digest, prepared_dir
 from benchmark.data.splits import Fold, check_validation, fold_names, folds, relabel, training_part
 from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict
 from benchmark.nn.backbones import Backbone, get_backbone
+from benchmark.ranks import all_gathered, broadcast, is_lead, world
 from benchmark.registry import load_dataset_card, load_system
 from benchmark.tracking import tags as tag
 from benchmark.tracking.log import (
@@ -55,7 +59,7 @@ from benchmark.tracking.tags import RunSetup, digest, run_tags
 from benchmark.workflows.scoring import log_split, split_scores
 
 if TYPE_CHECKING:
-    from benchmark.nn.encoder import TopLayers
+    from benchmark.nn.encoder import SpeechEncoder, TopLayers
     from benchmark.train.trained import TrainedModel
 
 
@@ -88,7 +92,8 @@ class RunRequest:
     epochs: int | None = None
     engine: str = "plain"
     resume: bool = False
-    cache_features: bool = True
+    features: str | None = None  # the feature source, "cache" or "online"; None: the backbone's
+    loader_workers: int | None = None  # batch-loading processes; None: 4 on a GPU, 0 on a CPU
     overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
     test: bool = True
@@ -153,23 +158,37 @@ def training_corpora(request: RunRequest, card: DatasetCard) -> list[DatasetCard
     return cards
 
 
-def config_digest(system: SystemConfig, request: RunRequest, train_with: list[str]) -> str:
+def config_digest(system: SystemConfig, request: RunRequest, train_with: list[str], features: str) -> str:
     """A digest of everything that changes training, so --resume finds its checkpoints and run."""
     return digest(
         [
             system.model_dump(mode="json"), request.dataset, request.backbone, request.engine,
-            sorted(train_with), request.validation,
+            sorted(train_with), request.validation, features,
         ]
     )  # fmt: skip
 
 
 def checkpoint_root(digest: str, system: SystemConfig, resumed: Run | None) -> Path:
     """Where a run keeps its checkpoints: the interrupted run's folder when it resumes one (runs of
-    before per-run folders used the configuration's folder itself), else a folder of its own."""
+    before per-run folders used the configuration's folder itself), else a folder of its own. With
+    several processes rank 0 chooses and the others are told (a folder every node reaches)."""
     configuration = benchmark_home() / "checkpoints" / f"{system.name}-{digest}"
     if resumed is not None:
         return Path(resumed.data.tags.get(tag.CHECKPOINTS, configuration))
     return configuration / uuid.uuid4().hex[:12]
+
+
+def resumable_run(digest: str, world_size: int) -> Run | None:
+    """The newest interrupted run of the same `config_digest`, checked to have run with as many
+    processes: the batches each rank saw and DeepSpeed's sharded state depend on the world size."""
+    resumed = interrupted_run(tag.CONFIG_DIGEST, digest)
+    if resumed is not None and int(resumed.data.tags.get(tag.WORLD_SIZE, "1")) != world_size:
+        raise BenchmarkError(
+            f"run {resumed.info.run_id} trained with {resumed.data.tags.get(tag.WORLD_SIZE, '1')} processes, "
+            f"this one has {world_size}",
+            hint="resume it with the same number of processes, or start afresh without --resume",
+        )
+    return resumed
 
 
 @dataclass(frozen=True)
@@ -240,25 +259,32 @@ def log_fold_data(mixture: Mixture, fold: Fold, system: SystemConfig, test: bool
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What every fold of one `run` shares: the resolved system, the data and its encoder outputs."""
+    """What every fold of one `run` shares: the resolved system, the data and its inputs."""
 
     system: SystemConfig
     request: RunRequest
     backbone: Backbone
     mixture: Mixture
-    features: dict[str, torch.Tensor | CachedFeatures]
+    features: dict[str, FeatureLoader]  # by row id: cache-file or audio loaders of the feature source
     encoder_shape: tuple[int, int]
     digest: str  # config_digest: --resume
+    source: str  # the feature source, "cache" or "online"
+    encoder: SpeechEncoder | None = None  # on the training device, for the online source
     top_layers: TopLayers | None = None  # pretrained encoder layers a `kind: ssl` system fine-tunes
     checkpoints: Path | None = None  # the run's checkpoint folder (`checkpoint_root`)
 
     def examples(self, rows: list[Utterance]) -> list[Example]:
         return examples_of(rows, self.features)
 
+    @property
+    def loader_workers(self) -> int:
+        workers = self.request.loader_workers
+        return workers if workers is not None else (4 if torch.cuda.is_available() else 0)
+
 
 @dataclass(frozen=True)
 class FoldResult:
-    records: list[dict]
+    records: list[dict]  # on rank 0; empty on the others
     scores: dict[str, float]
     validation: dict[str, float]  # `val.<metric>`; empty without --validation
 
@@ -306,8 +332,9 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
     encoder's top layers (`benchmark.train.ssl`), without checkpoints;
     `kind: llm` systems train every stage of their schedule (`benchmark.train.loop`). With random
     weights the fold stops after training: nothing is predicted, scored or logged but the curves.
+    Every rank runs it; rank 0 alone logs, and gets the records and scores.
     """
-    system, request, card = plan.system, plan.request, plan.mixture.card
+    system, request, card, encoder = plan.system, plan.request, plan.mixture.card, plan.encoder
     training = plan.examples(plan.mixture.training_rows(fold))
     if system.kind == "ssl":
         from benchmark.train.ssl import build_ssl_baseline, predict_ssl, train_ssl
@@ -316,10 +343,11 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
         model = build_ssl_baseline(system, *plan.encoder_shape, card.labels, top_layers=plan.top_layers)
         validation = plan.examples(fold.validation)
         log = training_log(request)
-        train_ssl(model, training, system, log=log, progress=request.progress, validation=validation)
+        train_ssl(model, training, system, log, request.progress, validation, encoder)
 
         def predict_rows(rows: list[Utterance]) -> list[dict]:
-            return predict_ssl(model, plan.examples(rows), fold.name, progress=request.progress)
+            examples = plan.examples(rows)
+            return predict_ssl(model, examples, fold.name, progress=request.progress, encoder=encoder)
 
     else:
         from benchmark.nn.system import build_system
@@ -328,7 +356,7 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
         checkpoints = plan.checkpoints / f"fold-{fold.name}" if plan.checkpoints else None
         torch.manual_seed(system.training.seed)
         with build_device(plan.backbone):
-            model = build_system(system, *plan.encoder_shape, backbone=plan.backbone.decoder)
+            model = build_system(system, *plan.encoder_shape, backbone=plan.backbone.name)
         train(
             model,
             training,
@@ -338,38 +366,91 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
             log=training_log(request),
             progress=request.progress,
             validation=plan.examples(fold.validation),
+            encoder=encoder,
+            workers=plan.loader_workers,
         )
+        synced = request.engine == "zero3" and world()[1] > 1
 
         def predict_rows(rows: list[Utterance]) -> list[dict]:
-            return predict(model, plan.examples(rows), card.labels, fold.name, progress=request.progress)
+            examples, labels, progress = plan.examples(rows), card.labels, request.progress
+            return predict(model, examples, labels, fold.name, 8, progress, encoder, synced)
 
     if plan.backbone.random_weights:
         return FoldResult([], {}, {})
-    log_trained_model(model, system, plan.backbone.name, plan.encoder_shape)
+    log_trained_model(model, system, plan.backbone.name, plan.encoder_shape, request.engine)
     validation: dict[str, float] = {}
-    if fold.validation:
-        scores = split_scores(predict_rows(fold.validation), card, system, fold.validation)
+    if fold.validation and (records := predict_rows(fold.validation)):
+        scores = split_scores(records, card, system, fold.validation)
         validation = {f"val.{name}": value for name, value in scores.items()}
     if not request.test:
         return FoldResult([], {}, validation)
     records = predict_rows(fold.test)
-    return FoldResult(records, split_scores(records, card, system, fold.test), validation)
+    scores = split_scores(records, card, system, fold.test) if is_lead() else {}
+    return FoldResult(records, scores, validation)
 
 
 def log_trained_model(
-    model: TrainedModel, system: SystemConfig, backbone: str, encoder_shape: tuple[int, int]
+    model: TrainedModel, system: SystemConfig, backbone: str, encoder_shape: tuple[int, int], engine: str
 ) -> None:
     """Log the trained weights as `model/system.pt` of the active (fold) run, for `benchmark
-    evaluate` and `benchmark explain` (`benchmark.train.trained`)."""
+    evaluate` and `benchmark explain` (`benchmark.train.trained`). Every rank calls it: under ZeRO-3
+    the weights are gathered from all of them, and rank 0 writes them."""
+    from benchmark.train.engine import full_weights
     from benchmark.train.trained import ARTIFACT, export_trained_model
 
-    with tempfile.TemporaryDirectory(prefix="system-") as tmp:
-        path = export_trained_model(model, system, Path(tmp) / ARTIFACT.name, backbone, encoder_shape)
-        log_artifact(path, str(ARTIFACT.parent))
+    with full_weights(model, engine), tempfile.TemporaryDirectory(prefix="system-") as tmp:
+        if is_lead():
+            path = export_trained_model(model, system, Path(tmp) / ARTIFACT.name, backbone, encoder_shape)
+            log_artifact(path, str(ARTIFACT.parent))
+
+
+def join_processes(request: RunRequest, system: SystemConfig) -> int:
+    """Join the launcher's process group (`torchrun`, `deepspeed`) and return the world size.
+
+    Several processes train one LLM system under DeepSpeed ZeRO-2/3: the plain engine and the SSL
+    baselines refuse, in one line, rather than train the same thing once per process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 1
+    if system.kind == "ssl" or request.engine == "plain":
+        what = "an SSL baseline" if system.kind == "ssl" else "the plain engine"
+        raise BenchmarkError(
+            f"{what} trains in one process, and this one was launched as one of {world_size}",
+            hint="launch one process, or train an LLM system with --deepspeed zero2 or zero3",
+        )
+    from benchmark.train.engine import init_distributed
+
+    init_distributed(request.engine)
+    return world_size
+
+
+def check_same_data(mixture: Mixture) -> None:
+    """Stop in one line when the ranks read different data (a node with another prepare of a
+    corpus): each rank's manifest digests and row ids, digested, must be rank 0's."""
+    manifests = {name: manifest_digest(card) for name, card in mixture.cards.items()}
+    digests = all_gathered(digest([manifests, sorted(mixture.all_rows())]))
+    if other := next((rank for rank, value in enumerate(digests) if value != digests[0]), None):
+        raise BenchmarkError(
+            f"rank {other} reads other data than rank 0 (manifest digest {digests[other]} vs {digests[0]})",
+            hint="every node needs the same prepared corpora: prepare them once on shared storage",
+        )
+
+
+def device_summary() -> str:
+    """The devices of every rank, e.g. "2 x cpu on 1 node" or "16 x NVIDIA H100 80GB HBM3 on 2 nodes"."""
+    import socket
+
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    seen = all_gathered((socket.gethostname(), name))
+    counts = Counter(device for _, device in seen)
+    nodes = len({host for host, _ in seen})
+    devices = ", ".join(f"{count} x {device}" for device, count in counts.items())
+    return f"{devices} on {nodes} node{'s' if nodes > 1 else ''}"
 
 
 def plan_run(request: RunRequest) -> tuple[RunPlan, RunSetup]:
-    """Everything checked, the data read and encoded, before any run is opened."""
+    """Everything checked, the data read and its inputs ready, before any run is opened."""
+    from benchmark.train.features import feature_loaders
     from benchmark.train.ssl import pretrained_top_layers
     from benchmark.train.trained import frozen_encoder
 
@@ -381,22 +462,26 @@ def plan_run(request: RunRequest) -> tuple[RunPlan, RunSetup]:
     if request.validation:
         check_validation(card)
     others = training_corpora(request, card)
-    tracking_setup(load_mlflow_config())  # marks stale runs; a bad store fails before any work
+    join_processes(request, system)
+    request = dataclasses.replace(request, progress=request.progress and is_lead())  # one set of bars
+    if is_lead():
+        tracking_setup(load_mlflow_config())  # marks stale runs; a bad store fails before any work
     mixture = build_mixture(request, card, others)
+    check_same_data(mixture)
 
-    encoder = frozen_encoder(backbone.encoder, system.encoder_family)
-    rows = mixture.all_rows()
-    cache = FeatureCache(None, encoder, enabled=request.cache_features, progress=request.progress)
-    # Cached features are read from disk batch by batch; without the cache they stay in memory.
-    read = cache.loaders if request.cache_features else cache.get
-    features = dict(zip(rows, read(list(rows.values())), strict=True))
+    encoder = frozen_encoder(backbone.name, system.encoder_family)
     encoder_shape = (encoder.num_layers, encoder.hidden_size)
     top_layers = pretrained_top_layers(system, encoder)  # None unless an SSL baseline fine-tunes
-    del encoder  # frozen and cached: training needs only its outputs (and top_layers' copies)
+    source = request.features or backbone.features
+    rows = list(mixture.all_rows().values())
+    features, online = feature_loaders(source, encoder, rows, request.progress)
+    del encoder  # with the cache, training needs only its outputs (and top_layers' copies)
 
     train_with = [other.name for other in others]
-    config = config_digest(system, request, train_with)
-    plan = RunPlan(system, request, backbone, mixture, features, encoder_shape, config, top_layers)
+    config = config_digest(system, request, train_with, source)
+    plan = RunPlan(
+        system, request, backbone, mixture, features, encoder_shape, config, source, online, top_layers
+    )
     setup = RunSetup(
         dataset=card.name,
         train_with=tuple(train_with),
@@ -409,6 +494,11 @@ def plan_run(request: RunRequest) -> tuple[RunPlan, RunSetup]:
     return plan, setup
 
 
+def lead_run(name: str, **kwargs: Any) -> contextlib.AbstractContextManager:
+    """`run_context` on rank 0; nothing on the other ranks, which never write to MLflow."""
+    return run_context(name, **kwargs) if is_lead() else contextlib.nullcontext()
+
+
 def run_experiment(request: RunRequest) -> RunSummary:
     """Train and evaluate `request.system` on the requested folds; see the module docstring."""
     plan, setup = plan_run(request)
@@ -418,40 +508,63 @@ def run_experiment(request: RunRequest) -> RunSummary:
         plan.mixture.card,
         list(plan.mixture.card.labels),
     )
+    lead, world_size = is_lead(), world()[1]
     tags = run_tags(system, setup, **{tag.ENGINE: request.engine, tag.CONFIG_DIGEST: plan.digest})
+    tags |= {tag.FEATURES: plan.source, tag.WORLD_SIZE: str(world_size), tag.DEVICES: device_summary()}
     if plan.backbone.random_weights:
         tags[tag.RANDOM_WEIGHTS] = "true"
     test = request.test and not plan.backbone.random_weights  # random weights: nothing is scored
-    resumed = interrupted_run(tag.CONFIG_DIGEST, plan.digest) if request.resume else None
-    checkpoints = checkpoint_root(plan.digest, system, resumed)
+    resumed = resumable_run(plan.digest, world_size) if request.resume and lead else None
+    checkpoints = broadcast(checkpoint_root(plan.digest, system, resumed) if lead else None)
     plan = dataclasses.replace(plan, checkpoints=checkpoints)
     fold_metrics: dict[str, dict[str, float]] = {}
     parent_tags = {**tags, tag.CHECKPOINTS: str(checkpoints)}
     parent_tags |= {tag.RESUMED_FROM: resumed.info.run_id} if resumed else {}
     name = request.name or f"{system.name} on {card.name}"
-    with run_context(name, tags={**parent_tags, **request.tags}, params=system) as parent:
+    with lead_run(name, tags={**parent_tags, **request.tags}, params=system) as parent:
+        run_id = broadcast(parent.info.run_id if lead else None)
         if request.observer is not None:
-            request.observer.started(parent.info.run_id, system)
-        log_environment()
+            request.observer.started(run_id, system)
+        if lead:
+            from benchmark.train.trained import weights_params
+
+            log_environment()
+            log_params(weights_params(plan.backbone.name, system))  # the checkpoints read, digested
         pooled: list[dict] = []
         for fold in mixture.folds:
-            with run_context(f"fold {fold.name}", tags={**tags, tag.FOLD: fold.name}):
-                log_fold_data(mixture, fold, system, test)
+            with lead_run(f"fold {fold.name}", tags={**tags, tag.FOLD: fold.name}):
+                if lead:
+                    log_fold_data(mixture, fold, system, test)
                 result = run_fold(plan, fold)
-                log_metrics({**result.scores, **result.validation})
-                if test:
-                    log_split(result.records, labels, f"fold-{fold.name}", "confusion_matrix.png")
+                if lead:
+                    log_metrics({**result.scores, **result.validation})
+                    if test:
+                        log_split(result.records, labels, f"fold-{fold.name}", "confusion_matrix.png")
             fold_metrics[fold.name] = {**result.scores, **result.validation}
             pooled += result.records
         names = sorted({name for scores in fold_metrics.values() for name in scores})
         mean = {n: float(np.mean([s[n] for s in fold_metrics.values() if n in s])) for n in names}
         std = {n: float(np.std([s[n] for s in fold_metrics.values() if n in s])) for n in names}
-        log_metrics(mean)
-        log_metrics({f"{n}.std": v for n, v in std.items()})
-        if test and len(mixture.folds) > 1:  # with one fold the pooled scores are the fold's
-            tested = [row for fold in mixture.folds for row in fold.test]
-            log_metrics({f"pooled.{n}": v for n, v in split_scores(pooled, card, system, tested).items()})
-        if test:  # not in a study's trial: nothing of the test part
-            log_split(pooled, labels, "pooled", "confusion_matrix_pooled.png")
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return RunSummary(parent.info.run_id, system, fold_metrics, mean, std)
+        if lead:
+            log_pooled(plan, mean, std, pooled, test)
+    if lead:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return RunSummary(run_id, system, fold_metrics, mean, std)
+
+
+def log_pooled(
+    plan: RunPlan,
+    mean: dict[str, float],
+    std: dict[str, float],
+    pooled: list[dict],
+    test: bool,
+) -> None:
+    """The parent run's metrics: the mean and std over folds and, when tested, the pooled records."""
+    card, labels, folds = plan.mixture.card, list(plan.mixture.card.labels), plan.mixture.folds
+    log_metrics(mean)
+    log_metrics({f"{n}.std": v for n, v in std.items()})
+    if test and len(folds) > 1:  # with one fold the pooled scores are the fold's
+        tested = [row for fold in folds for row in fold.test]
+        log_metrics({f"pooled.{n}": v for n, v in split_scores(pooled, card, plan.system, tested).items()})
+    if test:  # not in a study's trial: nothing of the test part
+        log_split(pooled, labels, "pooled", "confusion_matrix_pooled.png")
