@@ -619,9 +619,11 @@ def registry_folders(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from benchmark.allocator import hold_mmap_threshold
     from benchmark.console import print_error, print_stopped
     from benchmark.registry import add_registry
 
+    hold_mmap_threshold()  # host memory that does not creep batch by batch (benchmark.allocator)
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         with stop_on_signals():

@@ -127,15 +127,15 @@ def test_sigkill_leaves_a_stale_run_that_the_next_command_marks_and_resume_conti
 
 
 @pytest.mark.slow
-def test_sigint_at_ten_moments_ends_every_run_killed_with_exit_130(workdir: Path):
-    """Ctrl-C (SIGINT to the process group) at ten moments of a run, as timed on an uninterrupted one:
+def test_sigint_at_six_moments_ends_every_run_killed_with_exit_130(workdir: Path):
+    """Ctrl-C (SIGINT to the process group) at six moments of a run, as timed on an uninterrupted one:
     one before its runs open (imports, corpus, encoder), the others spread until it ends."""
     launched = time.time()
     reference = start_run_process(workdir / "reference.log")
     assert reference.wait(timeout=600) == 0, (workdir / "reference.log").read_text()
     duration = time.time() - launched
     opened = min(r.info.start_time for r in store_runs(reference.pid)) / 1000 - launched
-    moments = [opened * 0.6 + (duration * 0.85 - opened * 0.6) * i / 9 for i in range(10)]
+    moments = [opened * 0.6 + (duration * 0.85 - opened * 0.6) * i / 5 for i in range(6)]
 
     def interrupt(moment: float) -> tuple[subprocess.Popen, Path]:
         log = workdir / f"sigint-{moment:.1f}s.log"
@@ -163,7 +163,7 @@ def test_sigint_at_ten_moments_ends_every_run_killed_with_exit_130(workdir: Path
         statuses = [r.info.status for r in runs]
         assert set(statuses) <= {"KILLED", "FINISHED"}, (statuses, text)  # an ended fold run stays FINISHED
         killed_runs += statuses.count("KILLED")
-    assert killed_runs >= 8  # most moments fell while runs were open
+    assert killed_runs >= 5  # most moments fell while runs were open
     assert not [r for r in store_runs() if r.info.status == "RUNNING"]
 
 
