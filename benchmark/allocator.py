@@ -7,7 +7,8 @@ Their shapes change with every batch, the heap fragments, and a run's resident m
 with the number of batches rather than their size (1.32x the peak for 4x the corpus, measured by
 `measurements/scale.py`). `hold_mmap_threshold` fixes it at 256 KiB (`mallopt(M_MMAP_THRESHOLD)`,
 as the variable `MALLOC_MMAP_THRESHOLD_` would), which keeps the peak flat (docs/distributed.md);
-the CLI calls it first. Elsewhere (macOS, musl) it does nothing.
+the CLI calls it first; without glibc it does nothing. The price is page faults on each new
+block: about a quarter more CPU time in a tiny CPU training step (`measurements/allocator_cost.py`).
 """
 
 from __future__ import annotations
