@@ -404,14 +404,14 @@ def log_trained_model(
             log_artifact(path, str(ARTIFACT.parent))
 
 
-def join_processes(request: RunRequest, system: SystemConfig) -> int:
-    """Join the launcher's process group (`torchrun`, `deepspeed`) and return the world size.
+def join_processes(request: RunRequest, system: SystemConfig) -> None:
+    """Join the launcher's process group (`torchrun`, `deepspeed`), if there is one.
 
     Several processes train one LLM system under DeepSpeed ZeRO-2/3: the plain engine and the SSL
     baselines refuse, in one line, rather than train the same thing once per process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
-        return 1
+        return
     if system.kind == "ssl" or request.engine == "plain":
         what = "an SSL baseline" if system.kind == "ssl" else "the plain engine"
         raise BenchmarkError(
@@ -421,7 +421,6 @@ def join_processes(request: RunRequest, system: SystemConfig) -> int:
     from benchmark.train.engine import init_distributed
 
     init_distributed(request.engine)
-    return world_size
 
 
 def check_same_data(mixture: Mixture) -> None:
