@@ -56,13 +56,16 @@ class PlannedBatches(Dataset):
 def batch_loader(
     examples: Sequence[Example], plan: Sequence[tuple[Task, list[int]]], workers: int, device: torch.device
 ) -> DataLoader:
-    """The batches of `plan` in order, collated by `workers` processes (0: in this one), pinned on CUDA."""
+    """The batches of `plan` in order, collated by `workers` processes (0: in this one), pinned on CUDA.
+    Its own generator draws the workers' seeds: from torch's global one, each epoch's draw would
+    shift the noise the model samples, and a run's results with it."""
     return DataLoader(
         PlannedBatches(examples, plan),
         batch_size=None,
         shuffle=False,
         num_workers=workers,
         pin_memory=device.type == "cuda",
+        generator=torch.Generator(),
     )
 
 
