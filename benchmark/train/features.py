@@ -35,6 +35,6 @@ def feature_loaders(
         return dict(zip(ids, audio_inputs(rows, encoder), strict=True)), encoder
     cache = FeatureCache(None, encoder, progress=progress)
     if world()[1] > 1:
-        cache.loaders([row for _, row in shard(rows)])  # each rank encodes its share of the misses
+        cache.loaders([row for index, row in shard(rows) if index is not None])  # this rank's share
         all_gathered(None)  # every share is written before any rank reads the whole
     return dict(zip(ids, cache.loaders(rows), strict=True)), None

@@ -372,8 +372,10 @@ def run_fold(plan: RunPlan, fold: Fold) -> FoldResult:
         synced = request.engine == "zero3" and world()[1] > 1
 
         def predict_rows(rows: list[Utterance]) -> list[dict]:
-            examples, labels, progress = plan.examples(rows), card.labels, request.progress
-            return predict(model, examples, labels, fold.name, 8, progress, encoder, synced)
+            examples, progress = plan.examples(rows), request.progress
+            return predict(
+                model, examples, card.labels, fold.name, progress=progress, encoder=encoder, synced=synced
+            )
 
     if plan.backbone.random_weights:
         return FoldResult([], {}, {})
