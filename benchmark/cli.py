@@ -320,44 +320,119 @@ def add_study(verbs: Verbs) -> None:
     study.set_defaults(func=cmd_study)
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from benchmark.console import print_failures, print_predictions
+    from benchmark.data.jsonl import write_jsonl
+    from benchmark.workflows.predict import predict_files
+
+    # With --json, standard output holds the JSON lines alone (as for `explain --json`).
+    with redirect_stdout(sys.stderr) if args.json else nullcontext():
+        predictions, failures = predict_files(args.run_id, args.paths, args.fold, progress=not args.json)
+    if args.json:
+        for prediction in predictions:
+            print(prediction.model_dump_json())
+    else:
+        print_predictions(predictions)
+    if args.out is not None:
+        write_jsonl(args.out, predictions)
+    print_failures(failures, len(predictions))
+    return 1 if failures else 0
+
+
+def add_predict(verbs: Verbs) -> None:
+    predict = verbs.add_parser(
+        "predict", help="a trained system on your own recordings: transcript, descriptor, emotion"
+    )
+    predict.add_argument("run_id", help="a run of `benchmark run` (or one of its fold runs)")
+    predict.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="audio files, or folders searched for audio"
+    )
+    predict.add_argument("--fold", help="which fold's model of a cross-validated run (needed if several)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
+    predict.add_argument("--out", type=Path, metavar="FILE.jsonl", help="also write the predictions there")
+    predict.set_defaults(func=cmd_predict)
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from benchmark.console import print_explanation, print_run_explanations
     from benchmark.explain.explanation import ExplainSettings
-    from benchmark.workflows.explain import explain_run, explain_utterance
+    from benchmark.workflows.explain import explain_file, explain_run, explain_utterance
 
     if args.all == (args.utterance is not None):
-        raise BenchmarkError("name one utterance, or --all of the run's test utterances", hint="not both")
-    settings = ExplainSettings(method=args.method, k=args.k, window_s=args.window, baseline=args.baseline)
+        raise BenchmarkError(
+            "name one utterance or audio file, or --all of the run's test utterances", hint="not both"
+        )
+    is_file = args.utterance is not None and Path(args.utterance).is_file()
+    if args.baseline is not None and not is_file:
+        raise BenchmarkError(
+            "--baseline FOLDER is for an audio file", hint="a test utterance's is its speaker's"
+        )
+    settings = ExplainSettings(method=args.method, k=args.k, window_s=args.window, baseline=args.occlude_with)
     if args.all:
-        result = explain_run(args.run_id, settings, limit=args.limit, progress=not args.json)
+        result = explain_run(
+            args.run_id, settings, limit=args.limit, progress=not args.json, html_dir=args.html
+        )
         if args.json:
             print(json.dumps(result.summary, ensure_ascii=False))
         else:
-            print_run_explanations(result)
+            print_run_explanations(result, args.html)
         return 0
     # With --json, standard output holds the JSON object alone: what libraries print while the
     # model is rebuilt goes to standard error.
     with redirect_stdout(sys.stderr) if args.json else nullcontext():
-        explanation, figure = explain_utterance(args.run_id, args.utterance, settings, not args.no_figure)
+        if is_file:
+            explained = explain_file(
+                args.run_id,
+                Path(args.utterance),
+                settings,
+                args.fold,
+                args.baseline,
+                args.html,
+                not args.no_figure,
+            )
+        else:
+            explained = explain_utterance(
+                args.run_id, args.utterance, settings, not args.no_figure, args.html
+            )
     if args.json:
+        probabilities = explained.prediction.probabilities if explained.prediction else None
+        extra = {"run_id": args.run_id, "figure": explained.figure, "page": explained.page}
         print(
-            json.dumps({**explanation.to_json(), "run_id": args.run_id, "figure": figure}, ensure_ascii=False)
+            json.dumps(
+                {**explained.explanation.to_json(), "probabilities": probabilities, **extra},
+                ensure_ascii=False,
+            )
         )
     else:
-        print_explanation(explanation, args.run_id, figure)
+        print_explanation(explained, args.run_id)
     return 0
 
 
 def add_explain(verbs: Verbs) -> None:
     explain = verbs.add_parser(
-        "explain", help="why a run predicted what it did for one test utterance: salient windows, their cues"
+        "explain",
+        help="why a run predicted what it did for a test utterance or a recording: salient windows, cues",
     )
     explain.add_argument("run_id", help="a run of `benchmark run` (or one of its fold runs)")
-    explain.add_argument("utterance", nargs="?", help="the id of one of its test utterances")
+    explain.add_argument(
+        "utterance", nargs="?", metavar="UTTERANCE|PATH",
+        help="the id of one of its test utterances, or an audio file of your own",
+    )  # fmt: skip
     explain.add_argument(
         "--all", action="store_true", help="every test utterance: log the quality metrics to the run"
     )
     explain.add_argument("--limit", type=_positive_int, help="with --all: only the first N utterances")
+    explain.add_argument("--fold", help="an audio file: which fold's model of a cross-validated run")
+    explain.add_argument(
+        "--baseline", type=Path, metavar="FOLDER",
+        help="an audio file: other recordings of the same speaker as the cue baseline "
+        "(default: the recording itself)",
+    )  # fmt: skip
+    explain.add_argument(
+        "--html", type=Path, metavar="PAGE|DIR",
+        help="write a page to look at and listen to (with --all: a folder of pages and an index); "
+        "also logged to the run",
+    )  # fmt: skip
     explain.add_argument(
         "--method",
         choices=["occlusion", "input_x_gradient", "integrated_gradients"],
@@ -367,11 +442,14 @@ def add_explain(verbs: Verbs) -> None:
     explain.add_argument("--k", type=_positive_int, default=5, help="salient windows kept (default 5)")
     explain.add_argument("--window", type=float, default=0.15, help="window length in seconds (default 0.15)")
     explain.add_argument(
-        "--baseline", choices=["silence", "mean"], default="silence", help="what occlusion puts in a window"
+        "--occlude-with",
+        choices=["silence", "mean"],
+        default="silence",
+        help="what occlusion puts in a window",
     )
     explain.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     explain.add_argument(
-        "--no-figure", action="store_true", help="one utterance: do not log its PNG to the run"
+        "--no-figure", action="store_true", help="one decision: do not log its PNG to the run"
     )
     explain.set_defaults(func=cmd_explain)
 
@@ -578,8 +656,8 @@ def add_doctor(verbs: Verbs) -> None:
 
 
 VERBS = (
-    add_data, add_run, add_study, add_explain, add_evaluate, add_compare, add_leaderboard, add_ui,
-    add_systems, add_doctor,
+    add_data, add_run, add_study, add_predict, add_explain, add_evaluate, add_compare, add_leaderboard,
+    add_ui, add_systems, add_doctor,
 )  # fmt: skip
 
 

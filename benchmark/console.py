@@ -17,12 +17,12 @@ from benchmark.environment import Check
 from benchmark.errors import BenchmarkError
 
 if TYPE_CHECKING:
-    from benchmark.explain.explanation import Explanation
     from benchmark.study.coordinator import StudySummary
     from benchmark.tracking.store import MlflowConfig
     from benchmark.workflows.compare import CompareReport
     from benchmark.workflows.evaluate import EvaluationSummary
-    from benchmark.workflows.explain import RunExplanations
+    from benchmark.workflows.explain import Explained, RunExplanations
+    from benchmark.workflows.predict import FilePrediction
     from benchmark.workflows.ui import ReadyUI
 
 # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns, so tables
@@ -267,14 +267,45 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def print_explanation(explanation: Explanation, run_id: str, figure: str | None) -> None:
-    """`explain RUN_ID UTT_ID`: the utterance and its prediction, each descriptor claim against the
-    cue inside the salient windows, the windows with their cues, and the cue verdicts."""
+def print_predictions(predictions: Sequence[FilePrediction]) -> None:
+    """`predict RUN_ID PATH...`: one row per file, the most likely labels where there are scores."""
+    if not predictions:
+        return
+    first = predictions[0]
+    table = Table(title=f"predictions of run {first.run} (fold {first.fold})")
+    for column in ("file", "s", "emotion", "p", "transcript", "descriptor"):
+        table.add_column(column, justify="right" if column in ("s", "p") else "left", overflow="fold")
+    for prediction in predictions:
+        p = (prediction.probabilities or {}).get(prediction.emotion or "")
+        table.add_row(
+            prediction.file, f"{prediction.duration:.1f}", prediction.emotion or "– (no label named)",
+            _number(p, 3), prediction.transcript or "–", prediction.descriptor or "–",
+        )  # fmt: skip
+    console.print(table)
+
+
+def print_failures(failures: Sequence[str], predicted: int) -> None:
+    """One line per input that could not be predicted, on standard error, and the count."""
+    for line in failures:
+        error_console.print(f"[bold red]failed:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if failures:
+        error_console.print(f"{len(failures)} failed, {predicted} predicted", highlight=False, soft_wrap=True)
+
+
+def print_explanation(explained: Explained, run_id: str) -> None:
+    """`explain RUN_ID UTT_ID|PATH`: the utterance or file and its prediction, each descriptor claim
+    against the cue inside the salient windows, the windows with their cues, and the cue verdicts."""
+    explanation = explained.explanation
     row, record = explanation.row, explanation.record
-    console.print(f"utterance {row.id} (speaker {row.speaker}, fold {explanation.fold})", markup=False)
-    console.print(f"  transcript: {row.transcript}  ->  {record.hyp_transcript or '–'}", markup=False)
+    if explained.prediction is None:
+        console.print(f"utterance {row.id} (speaker {row.speaker}, fold {explanation.fold})", markup=False)
+        console.print(f"  transcript: {row.transcript}  ->  {record.hyp_transcript or '–'}", markup=False)
+    else:
+        console.print(f"file {row.audio} ({row.duration:.1f} s, fold {explanation.fold})", markup=False)
+        console.print(f"  transcript: {record.hyp_transcript or '–'}", markup=False)
     console.print(f"  descriptor: {record.hyp_descriptor or '–'}", markup=False)
     console.print(f"  emotion:    {record.hyp_emotion} (reference {row.emotion or '–'})", markup=False)
+    console.print(f"  baseline:   {explanation.baseline.source}", markup=False)
 
     claims = Table(title="descriptor claims against the cues inside the salient windows")
     for column in ("claim", "level said", "level measured", "cue", "value", "z", "verdict"):
@@ -315,11 +346,13 @@ def print_explanation(explanation: Explanation, run_id: str, figure: str | None)
         f"with as many random windows occluded {deletion.random:.3f}",
         markup=False,
     )
-    if figure:
-        console.print(f"figure logged to run {run_id}: {figure}", markup=False)
+    if explained.figure:
+        console.print(f"figure logged to run {run_id}: {explained.figure}", markup=False)
+    if explained.page:
+        console.print(f"page logged to run {run_id}: {explained.page}", markup=False)
 
 
-def print_run_explanations(result: RunExplanations) -> None:
+def print_run_explanations(result: RunExplanations, html_dir: Path | None = None) -> None:
     """`explain RUN_ID --all`: the quality metrics logged to the run, and cue plausibility by emotion."""
     table = Table(title=f"explanation quality of run {result.run_id} ({len(result.records)} utterances)")
     table.add_column("metric")
@@ -339,3 +372,5 @@ def print_run_explanations(result: RunExplanations) -> None:
     console.print(by_emotion)
     console.print(f"logged to run {result.run_id} under explanations/ (utterances.jsonl, summary.json, "
                   "cues_by_emotion.png)", markup=False)  # fmt: skip
+    if html_dir is not None:
+        console.print(f"pages: {html_dir / 'index.html'} (logged under explanations/html)", markup=False)

@@ -97,7 +97,7 @@ def test_explain_all_logs_the_quality_metrics_that_the_leaderboard_shows(
         RunRequest(system="ssl-wavlm", backbone="tiny", fold="1", epochs=1, progress=False)
     )
     capsys.readouterr()
-    assert main(["explain", run.run_id, "--all", "--limit", "4", "--k", "2"]) == 0
+    assert main(["explain", run.run_id, "--all", "--limit", "4", "--k", "2", "--html", "pages"]) == 0
     assert "explain.deletion" in capsys.readouterr().out
     logged = MlflowClient().get_run(run.run_id).data.metrics
     assert logged["explain.utterances"] + logged["explain.skipped"] == 4
@@ -108,6 +108,11 @@ def test_explain_all_logs_the_quality_metrics_that_the_leaderboard_shows(
     } <= artifacts
     records = load_run_explanations(run.run_id)
     assert len(records) == logged["explain.utterances"] and all(len(r.windows) <= 2 for r in records)
+    index = Path("pages/index.html").read_text()  # a page per explained utterance, linked
+    pages = sorted(p.name for p in Path("pages").glob("*.html") if p.name != "index.html")
+    assert len(pages) == len(records) and all(f'href="{name}"' in index for name in pages)
+    html = {a.path for a in MlflowClient().list_artifacts(run.run_id, "explanations/html")}
+    assert html == {f"explanations/html/{name}" for name in [*pages, "index.html"]}
 
     ids = ["--runs", run.run_id, other.run_id]
     assert main(["leaderboard", "--table", "ser", "--dataset", "demo", "--explain", *ids]) == 0
@@ -121,4 +126,4 @@ def test_explain_all_logs_the_quality_metrics_that_the_leaderboard_shows(
     assert "has no explanation records" in board  # ssl-wavlm was not explained: said, not hidden
 
     assert main(["explain", run.run_id]) == 2
-    assert "one utterance, or --all" in capsys.readouterr().err
+    assert "or --all of the run's test utterances" in capsys.readouterr().err

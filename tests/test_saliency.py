@@ -16,6 +16,7 @@ from benchmark.data.audio import SAMPLE_RATE
 from benchmark.data.cues import HOP_SECONDS, frame_cues
 from benchmark.data.tasks import format_response
 from benchmark.errors import BenchmarkError
+from benchmark.eval.label_scores import label_response
 from benchmark.explain.saliency import (
     CaptionerEmotion,
     EncoderDecision,
@@ -23,7 +24,6 @@ from benchmark.explain.saliency import (
     SSLEmotion,
     Window,
     gradient_saliency,
-    label_response,
     occlusion_saliency,
     top_windows,
 )

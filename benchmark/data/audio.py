@@ -1,7 +1,7 @@
 """Audio I/O: every waveform the suite sees is mono float32 at 16 kHz.
 
-Files are read with `soundfile`; audio tracks of video clips (MELD's mp4) are decoded in-process
-with PyAV, which bundles FFmpeg, so no system ffmpeg is needed. Resampling uses `soxr`.
+Files are read with `soundfile`; what libsndfile does not know (MELD's mp4 clips, m4a, aac, ...)
+is decoded in-process with PyAV, which bundles FFmpeg, so no system ffmpeg is needed. Resampling uses `soxr`.
 torchaudio is deliberately not used: no torchaudio build imports beside the CPU torch wheel the
 suite pins, and its I/O has moved to torchcodec since 2.9.
 """
@@ -66,20 +66,28 @@ def _to_mono(wave: np.ndarray) -> np.ndarray:
 def load_audio(path: Path | str, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read an audio file as mono float32 in [-1, 1] at `target_rate`.
 
-    Raises `AudioError` naming the file for a missing, unreadable, corrupt or empty file, NaN or
-    infinite samples, and audio shorter than the encoders' receptive field (`MIN_SAMPLES` at 16 kHz).
+    libsndfile (`soundfile`) reads what it knows (wav, flac, ogg, mp3, aiff, ...); everything else,
+    and a file libsndfile cannot open, goes to FFmpeg through PyAV (m4a, aac, opus, wma, the audio
+    of mp4/mkv/webm clips). Channels are averaged. Raises `AudioError` naming the file for a
+    missing file, one neither decodes (not audio, or corrupt), an empty one, NaN or infinite
+    samples, and audio shorter than the encoders' receptive field (`MIN_SAMPLES` at 16 kHz).
     """
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
-    if path.suffix.lower() in VIDEO_SUFFIXES:
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    if path.suffix.lower() in MEDIA_SUFFIXES:
         wave, rate = decode_media(path)
     else:
         try:
             wave, rate = sf.read(str(path), dtype="float32", always_2d=False)
+            wave = _to_mono(np.asarray(wave, dtype=np.float32))
         except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-            raise AudioError(f"{path}: unreadable or corrupt audio ({err})") from err
-        wave = _to_mono(np.asarray(wave, dtype=np.float32))
+            try:  # a format libsndfile lacks, under any name: FFmpeg may know it
+                wave, rate = decode_media(path)
+            except AudioError:
+                raise AudioError(f"{path}: unreadable or corrupt audio, or not audio at all ({err})") from err
     if wave.size == 0:
         raise AudioError(f"{path}: audio file holds no samples")
     if not np.isfinite(wave).all():
@@ -93,7 +101,18 @@ def load_audio(path: Path | str, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     return wave
 
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
+def require_sound(wave: np.ndarray, path: Path | str) -> None:
+    """Refuse silence: a peak below `SILENCE_PEAK` (digital silence or dither) carries nothing."""
+    peak = float(np.abs(wave).max())
+    if peak < SILENCE_PEAK:
+        raise AudioError(f"{path}: silent audio (peak amplitude {peak:.2g}, below {SILENCE_PEAK:g})")
+
+
+# Containers and codecs decoded with PyAV (FFmpeg) rather than libsndfile.
+MEDIA_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4a", ".aac", ".wma", ".amr", ".3gp"}
+# What a folder is searched for (`benchmark predict FOLDER`): libsndfile's formats and the above.
+SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64"}
+AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | MEDIA_SUFFIXES
 
 
 def decode_media(path: Path) -> tuple[np.ndarray, int]:
@@ -139,7 +158,5 @@ def probe_audio(path: Path | str) -> float:
     `SILENCE_PEAK`) is refused as well. This reads the whole corpus once.
     """
     wave = load_audio(path)
-    peak = float(np.abs(wave).max())
-    if peak < SILENCE_PEAK:
-        raise AudioError(f"{path}: silent audio (peak amplitude {peak:.2g}, below {SILENCE_PEAK:g})")
+    require_sound(wave, path)
     return len(wave) / SAMPLE_RATE

@@ -123,7 +123,8 @@ class Baseline:
 
     `utterances[cue]` is how many values the statistics were taken over; `pooled[cue]` is True
     where the speaker had fewer than `MIN_SPEAKER_UTTERANCES` of them and the corpus's statistics
-    stand in.
+    stand in. `source` says in words what the baseline was measured on (shown with every
+    explanation, since a verdict means little without knowing its reference).
     """
 
     speaker: str
@@ -131,6 +132,7 @@ class Baseline:
     std: dict[str, float]
     utterances: dict[str, int]
     pooled: dict[str, bool]
+    source: str = ""
 
     def z(self, cue: str, value: float | None) -> float | None:
         """The z-score of a value of `cue`; 0 when the baseline has no spread, None when either
@@ -170,6 +172,22 @@ def speaker_baselines(
             counts[cue] = len(present(profiles, cue)) if pooled[cue] else len(values)
         out[speaker] = Baseline(speaker, mean, std, counts, pooled)
     return out
+
+
+def stretch_baseline(audio: Path | str | pd.DataFrame, stretch_s: float = 0.5) -> Baseline:
+    """A recording as its own reference (an unknown speaker): its consecutive stretches of
+    `stretch_s` seconds stand for the speaker's utterances, so a window's cue is z-scored against
+    how the cue varies across the recording. About as long as the top windows pooled (5 x 0.15 s),
+    a stretch varies on the same scale. Whole-utterance cues (F0 variability, speaking rate) have
+    no reference inside one recording: they are left out, and so come out `unmeasured`."""
+    frames = _frames(audio)
+    times = frames.index.to_numpy(dtype=np.float64)
+    count = max(1, math.ceil((times[-1] + 1e-9) / stretch_s)) if len(times) else 1
+    profiles = []
+    for i in range(count):
+        stats = region_stats(frames, (times >= i * stretch_s) & (times < (i + 1) * stretch_s))
+        profiles.append({cue: stats[cue].value for cue in FRAME_CUES if cue not in UTTERANCE_CUES})
+    return speaker_baselines(profiles, ["recording"] * count)["recording"]
 
 
 def judge(z: float | None, direction: Direction, threshold: float = LEVEL_THRESHOLD) -> Verdict:

@@ -34,6 +34,17 @@ SPEAKING_RATE = "speaking_rate"  # words per voiced second, utterance level only
 
 # Every cue the evidence measures, in report order: the table may only name these.
 CUE_KEYS = (F0, F0_VARIABILITY, LOUDNESS, SPECTRAL_SLOPE, SPEAKING_RATE, JITTER, SHIMMER, HNR)
+# What each cue is called for a reader (the eGeMAPS names above are for code and tooltips).
+CUE_NAMES = {
+    F0: "F0 (semitones)",
+    F0_VARIABILITY: "F0 variability (semitones)",
+    LOUDNESS: "loudness",
+    SPECTRAL_SLOPE: "spectral slope 500–1500 Hz",
+    SPEAKING_RATE: "speaking rate (words per voiced second)",
+    JITTER: "jitter",
+    SHIMMER: "shimmer (dB)",
+    HNR: "HNR (dB)",
+}
 
 TABLE_FILE = "expert_cues.yaml"
 

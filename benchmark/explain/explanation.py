@@ -67,6 +67,7 @@ class Explanation:
     evidence: UtteranceEvidence
     claims: DescriptorEvidence
     deletion: Deletion
+    baseline: Baseline  # the speaker baseline the z-scores are against (`Baseline.source` says which)
 
     def to_json(self) -> dict[str, Any]:
         """The `--json` object (the keys the README documents)."""
@@ -91,6 +92,7 @@ class Explanation:
                 for w, cues in zip(self.windows, self.window_cues, strict=True)
             ],
             "outside": outside,
+            "baseline": {"source": self.baseline.source, "utterances": self.baseline.utterances},
             "evidence": self.evidence.to_json(),
             "claims": self.claims.to_json(),
             "deletion": {
@@ -123,11 +125,14 @@ def explain_decision(
     settings: ExplainSettings,
     baseline: Baseline,
     fold: str = "",
+    transcript: str | None = None,
 ) -> Explanation:
     """Explain the decision `record` holds for `row`, made by `model` on `encoder`'s features.
 
     `baseline` is the speaker's cue baseline (`evidence.speaker_baselines`); `fold` only labels
-    the result. A record whose answer names no emotion is refused (`require_decision`).
+    the result. The speaking rate counts the words of `transcript`, by default the row's (a
+    recording with no reference transcript passes the system's own). A record whose answer
+    names no emotion is refused (`require_decision`).
     """
     emotion = require_decision(record)
     if isinstance(model, SSLBaseline):
@@ -142,13 +147,14 @@ def explain_decision(
     windows = top_windows(saliency, k=settings.k, window_s=settings.window_s)
     spans = [(w.start, w.end) for w in windows]
     frames = frame_cues(row.audio)
-    evidence = cue_evidence(
-        frames, spans, emotion, baseline, speaking_rate=speaking_rate(row), utterance_id=row.id
-    )
+    rate = utterance_cues(row.audio, transcript or row.transcript).speaking_rate
+    evidence = cue_evidence(frames, spans, emotion, baseline, speaking_rate=rate, utterance_id=row.id)
     window_cues = [
         {cue: stats.value for cue, stats in region_stats(frames, window_mask(frames.index, [span])).items()}
         for span in spans
     ]
     claims = descriptor_evidence(record.hyp_descriptor, evidence)
     deletion = deletion_test(decision, wave, spans, row.id, settings.baseline)
-    return Explanation(fold, row, record, saliency, windows, window_cues, evidence, claims, deletion)
+    return Explanation(
+        fold, row, record, saliency, windows, window_cues, evidence, claims, deletion, baseline
+    )

@@ -25,9 +25,9 @@ from captum.attr import InputXGradient, IntegratedGradients, Occlusion
 
 from benchmark.config import Task
 from benchmark.data.audio import SAMPLE_RATE
-from benchmark.data.tasks import format_response, parse_response, response_prefix
+from benchmark.data.tasks import parse_response, response_prefix
 from benchmark.errors import BenchmarkError
-from benchmark.eval.predict import generation_tasks
+from benchmark.eval.label_scores import emotion_task, label_response, label_tokens
 from benchmark.explain.timeline import encoder_frame_start, encoder_hop_samples
 from benchmark.nn.encoder import SpeechEncoder
 from benchmark.nn.ssl_baseline import SSLBaseline
@@ -116,31 +116,6 @@ def _one_utterance(wave: Waveform) -> tuple[torch.Tensor, torch.Tensor]:
     return waves, torch.ones_like(waves, dtype=torch.bool)
 
 
-def emotion_task(model: SpeechEmotionCaptioner) -> Task:
-    """The task whose generation gives a system's emotion answer, as `predict` asks for it."""
-    tasks = [task for task in generation_tasks(model.config) if task in ("ser", "ser_sed")]
-    if not tasks:
-        raise BenchmarkError(
-            f"system '{model.config.name}' has no emotion target, so no emotion decision to explain"
-        )
-    return tasks[0]
-
-
-def label_response(task: Task, descriptor: str | None, label: str) -> tuple[str, str]:
-    """(context, label_text): the teacher-forced response is `context + label_text`.
-
-    The context is the response up to and including `Emotion:` (with the generated descriptor
-    for `ser_sed`), the label text is ` <label>`, as `format_response` writes them. The context
-    ends at the colon so that it tokenises the same alone as in front of the label.
-    """
-    prefix = response_prefix(task)
-    text = format_response(None, descriptor if task == "ser_sed" else None, label)
-    if not text.startswith(prefix):  # an empty generated descriptor: the forced prefix was there
-        text = f"{prefix}\n{text}"
-    context = text[: len(text) - len(label)].rstrip(" ")
-    return context, text[len(context) :]
-
-
 class CaptionerEmotion(EncoderDecision):
     """log p(label tokens | audio, prompt, response up to `Emotion:`) of an LLM captioner."""
 
@@ -158,15 +133,7 @@ class CaptionerEmotion(EncoderDecision):
         self.task = task or emotion_task(model)
         context, label_text = label_response(self.task, descriptor, label)
         self.response = context + label_text
-        tokenizer = model.decoder.tokenizer
-        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-        response_ids = tokenizer(self.response, add_special_tokens=False)["input_ids"]
-        if response_ids[: len(context_ids)] != context_ids or len(response_ids) == len(context_ids):
-            raise BenchmarkError(
-                f"the label '{label}' does not tokenise apart from its context {context!r}",
-                hint="the label's tokens cannot be told from the prefix's; report this tokenizer",
-            )
-        self.label_tokens = slice(len(context_ids), len(response_ids))
+        self.label_tokens = label_tokens(model, context, label_text)
         self.description = f"log p({label})"
 
     @classmethod

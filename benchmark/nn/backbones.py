@@ -8,7 +8,8 @@ A backbone names the checkpoints a system is built on, and how the system's reci
 - `random_weights`: repo ids are built with random weights from their shipped `config.json` (the
   paper's architectures, `paper-shape`), so `run` measures speed and memory and never scores.
 - `decoder_regime` (null: the system's), `stage_lr`, `epoch_scale`: the recipe's profile;
-  `features`: the default feature source, `cache` or `online`.
+  `features`: the default feature source, `cache` or `online`; `max_seconds`: the longest audio
+  the encoder takes in one pass (default 30).
 A new encoder or LLM is a new YAML file; docs/paper-scale.md ("Backbones") has the fields.
 """
 
@@ -48,6 +49,10 @@ class Backbone(StrictModel):
     stage_lr: float | None = Field(None, gt=0)  # replaces every stage's peak learning rate
     epoch_scale: int = Field(1, ge=1)  # multiplies every stage's epochs
     random_weights: bool = False  # random stand-ins for pretrained weights: speed and memory only
+    # The longest audio the encoder takes in one pass (`benchmark predict` refuses longer files):
+    # HuBERT, WavLM and wav2vec 2.0 were trained on utterances of at most ~35 s, and their
+    # self-attention's memory grows with the square of the length.
+    max_seconds: float = Field(30.0, gt=0)
 
     @field_validator("encoder")
     @classmethod

@@ -157,6 +157,12 @@ class SpeechLLMDecoder(nn.Module):
         """The embedding width the adapters must map into."""
         return self.lm.get_input_embeddings().embedding_dim
 
+    def speech_token_budget(self, max_new_tokens: int) -> int:
+        """The LM positions left for speech tokens: its context (`max_position_embeddings`) less
+        the prompt's tokens and the longest answer it may write."""
+        prompt = self.prompt.before_content + self.prompt.between + self.prompt.after_descriptor
+        return causal_lm(self.lm).config.max_position_embeddings - len(prompt) - max_new_tokens
+
     def _embed(self, ids: list[int]) -> torch.Tensor:
         embedding = self.lm.get_input_embeddings()
         return embedding(torch.tensor(ids, dtype=torch.long, device=embedding.weight.device))

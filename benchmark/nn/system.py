@@ -96,6 +96,14 @@ class SpeechEmotionCaptioner(nn.Module):
         )
         self.trainable: set[str] = set(MODULE_GROUPS)
 
+    def max_speech_frames(self) -> int:
+        """The most encoder frames one utterance may have: each branch turns `adapter.stack` frames
+        into one speech token, and all of them must fit the LLM's context beside the prompt and the
+        longest answer (`SpeechLLMDecoder.speech_token_budget`)."""
+        branches = 1 if self.descriptor is None else 2
+        budget = self.decoder.speech_token_budget(self.config.decoder.max_new_tokens)
+        return max(0, budget // branches) * self.content.adapter.stack
+
     def module_groups(self) -> dict[str, list[nn.Parameter]]:
         """The parameters a stage can train, by the names `StageConfig.train` uses.
 

@@ -11,6 +11,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from benchmark.errors import BenchmarkError
+from benchmark.tracking import tags as tag
 from benchmark.tracking.lookup import finished_run, fold_runs
 from benchmark.train.trained import ARTIFACT
 
@@ -23,6 +24,12 @@ def fold_model(run_id: str, fold: str | None) -> tuple[Run, str, dict[str, Any]]
     """
     run = finished_run(run_id, top_level=False)
     by_fold = fold_runs(run)
+    if not by_fold:
+        kind = run.data.tags.get(tag.KIND, "untagged")
+        raise BenchmarkError(
+            f"run {run_id} is not a training run (kind: {kind}): it has no fold run holding a trained model",
+            hint="pass a run of `benchmark run` (its parent run or one fold run)",
+        )
     if fold is None and len(by_fold) == 1:
         fold = next(iter(by_fold))
     if fold not in by_fold:
