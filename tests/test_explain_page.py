@@ -70,7 +70,7 @@ def explanation(tmp_path: Path) -> Explanation:
     windows = top_windows(saliency, k=3)
     spans = [(w.start, w.end) for w in windows]
     frames = frame_cues(audio)
-    baseline = replace(stretch_baseline(frames), source="the recording itself: its 0.5 s stretches")
+    baseline = replace(stretch_baseline(frames), source="the recording itself: its 4 stretches of 0.5 s")
     evidence = cue_evidence(frames, spans, "angry", baseline, utterance_id=row.id)
     window_cues = [
         {cue: s.value for cue, s in region_stats(frames, window_mask(frames.index, [span])).items()}
@@ -138,7 +138,7 @@ def test_the_page_holds_the_explanation_and_fetches_nothing(explanation: Explana
     assert 'say &lt;b&gt;&amp;&quot; loud' in html and TRANSCRIPT not in html
     assert "run&lt;1&gt;" in html
     assert "0.900" in html and "0.400" in html and "0.800" in html  # the deletion test
-    assert "the recording itself: its 0.5 s stretches" in html
+    assert "the recording itself: its 4 stretches of 0.5 s" in html
     assert html.index(">angry<") < html.index(">sad<") < html.index(">neutral<")  # sorted probabilities
     assert "pitch" in html and "of the measured claims agree" in html
 

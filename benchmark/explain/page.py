@@ -231,8 +231,7 @@ def _sentences(explanation: Explanation, run_id: str) -> str:
         f"{d.top:.3f} with the top {len(explanation.windows)} windows occluded and {d.random:.3f} with "
         f"{len(d.random_windows)} random windows occluded (excess drop {d.excess_drop:+.3f})."
     )
-    count = max(b.utterances.values(), default=0)
-    baseline = f"The z-scores are against {b.source or 'speaker ' + b.speaker} ({count} utterances)."
+    baseline = f"The z-scores are against {b.source or 'speaker ' + b.speaker}."
     pooled = [CUE_NAMES.get(cue, cue) for cue, used in b.pooled.items() if used and b.utterances.get(cue)]
     if pooled:
         baseline += f" The speaker has too few values of {', '.join(pooled)}: the corpus's stand in."

@@ -220,7 +220,9 @@ def explain_file(
     )  # fmt: skip
     require_decision(record)
     if baseline_folder is None:
-        baseline = replace(stretch_baseline(row.audio), source="the recording itself: its 0.5 s stretches")
+        baseline = stretch_baseline(row.audio)
+        stretches = max(baseline.utterances.values())
+        baseline = replace(baseline, source=f"the recording itself: its {stretches} stretches of 0.5 s")
     else:
         baseline = folder_baseline(baseline_folder)
     explanation = explain_decision(
