@@ -166,12 +166,44 @@ def add_data_demo(actions: Verbs) -> None:
     demo.set_defaults(func=cmd_data_demo)
 
 
+def cmd_data_audit(args: argparse.Namespace) -> int:
+    from benchmark.console import print_audit
+    from benchmark.data.audit import audit_corpora, write_audit
+    from benchmark.data.prepare import is_prepared
+    from benchmark.registry import dataset_cards, load_dataset_card
+
+    if args.names:
+        cards = [load_dataset_card(name) for name in dict.fromkeys(args.names)]
+    else:
+        cards = [card for card in dataset_cards().values() if is_prepared(card)]
+    out = Path(args.out) if args.out else Path("audit.tsv")
+    report = audit_corpora(cards, progress=not args.no_progress)
+    write_audit(out, report.findings)
+    print_audit(report, out)
+    return 0
+
+
+def add_data_audit(actions: Verbs) -> None:
+    audit = actions.add_parser(
+        "audit",
+        help="training-test overlap: the same audio, transcript or speaker on both sides of a protocol",
+    )
+    audit.add_argument(
+        "names", nargs="*", metavar="NAME", type=_registry_name("datasets"),
+        help="the corpora to audit together (default: every prepared corpus)",
+    )  # fmt: skip
+    audit.add_argument("--out", metavar="PATH", help="where to write the findings (default: ./audit.tsv)")
+    audit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    audit.set_defaults(func=cmd_data_audit)
+
+
 def add_data(verbs: Verbs) -> None:
-    data = verbs.add_parser("data", help="list, prepare or synthesise corpora")
+    data = verbs.add_parser("data", help="list, prepare, synthesise or audit corpora")
     actions = data.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
     add_data_list(actions)
     add_data_prepare(actions)
     add_data_demo(actions)
+    add_data_audit(actions)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -189,11 +221,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         train_with=args.train_with,
         validation=args.validation,
         epochs=args.epochs,
+        seeds=args.seeds,
         engine=args.deepspeed or "plain",
         resume=args.resume,
         features=args.features,
         loader_workers=args.loader_workers,
         overrides=parse_overrides(args.set),
+        allow_overlap=args.allow_overlap,
     )
     summary = run_experiment(request)
     from benchmark.ranks import is_lead
@@ -207,6 +241,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     else:
         console.print(results_table(summary))
+    for note in summary.notes:
+        console.print(f"note: {note}", soft_wrap=True)
     print_run_link(summary.run_id)
     return 0
 
@@ -243,6 +279,10 @@ def add_run(verbs: Verbs) -> None:
         help="hold the card's validation set out of training; log its loss per epoch and val.* metrics",
     )
     run.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the system's)")
+    run.add_argument(
+        "--seeds", type=_positive_int, metavar="K",
+        help="train each fold K times, with seeds seed..seed+K-1 (default: the system's training.seeds)",
+    )  # fmt: skip
     run.add_argument("--deepspeed", choices=["zero2", "zero3"], help="train under DeepSpeed ZeRO-2 or ZeRO-3")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this config")
     run.add_argument(
@@ -255,6 +295,11 @@ def add_run(verbs: Verbs) -> None:
         type=int,
         help="processes loading batches ahead of the step (default: 4 on a GPU, else 0)",
     )
+    run.add_argument(
+        "--allow-overlap", action="store_true",
+        help="train a fold even when its test audio is in its training mixture (`data audit`); "
+        "the run is tagged overlap=N and its leaderboard cells are marked",
+    )  # fmt: skip
     _add_set(run)
     run.set_defaults(func=cmd_run)
 

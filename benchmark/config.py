@@ -295,6 +295,12 @@ class TrainingSettings(StrictModel):
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     seed: int = 0
+    # Trainings per fold (`run --seeds K`): the k-th uses seed + k, so seeds=1 is the run of `seed`.
+    seeds: int = Field(1, ge=1)
+
+    def seed_values(self) -> list[int]:
+        """The seed of each training of a fold, the system's own first."""
+        return [self.seed + k for k in range(self.seeds)]
 
 
 class SSLSettings(StrictModel):

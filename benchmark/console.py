@@ -15,8 +15,10 @@ from benchmark.config import DatasetCard, SystemConfig
 from benchmark.data.prepare import PrepareReport, SplitSummary, is_prepared
 from benchmark.environment import Check
 from benchmark.errors import BenchmarkError
+from benchmark.explain.expert_cues import CUE_NAMES
 
 if TYPE_CHECKING:
+    from benchmark.data.audit import AuditReport
     from benchmark.study.coordinator import StudySummary
     from benchmark.tracking.store import MlflowConfig
     from benchmark.workflows.compare import CompareReport
@@ -84,6 +86,38 @@ def print_prepare_report(report: PrepareReport) -> None:
         )
         for issue in report.issues[:5]:
             console.print(f"  {issue}")
+
+
+AUDIT_EXAMPLES = 3  # findings shown per kind under the counts
+
+
+def print_audit(report: AuditReport, out: Path) -> None:
+    """`data audit`: findings per kind and corpus pair, the first few of each kind, the TSV written."""
+    from benchmark.data.audit import KINDS
+
+    where = f"{', '.join(report.corpora)} ({report.utterances} utterances)"
+    if not report.findings:
+        console.print(f"no training-test overlap among {where}; wrote {out} (header only)", soft_wrap=True)
+        return
+    counts = Table(title=f"training-test overlap among {where}")
+    for header in ("kind", "training corpus", "evaluated corpus", "findings"):
+        counts.add_column(header, justify="right" if header == "findings" else "left")
+    for (kind, train, test), count in sorted(report.counts().items(), key=lambda i: KINDS.index(i[0][0])):
+        counts.add_row(kind, train, test, str(count))
+    console.print(counts)
+    examples = Table(title=f"first findings of each kind (all {len(report.findings)} in {out})")
+    for header in ("kind", "training utterance", "evaluated utterance", "detail"):
+        examples.add_column(header)
+    for kind in KINDS:
+        for f in [f for f in report.findings if f.kind == kind][:AUDIT_EXAMPLES]:
+            examples.add_row(
+                kind,
+                escape(f"{f.train_corpus} {f.train_part} {f.train_id}"),
+                escape(f"{f.test_corpus} {f.test_part} {f.test_id}"),
+                escape(f.detail),
+            )
+    console.print(examples)
+    console.print(f"wrote {out}: {len(report.findings)} finding(s)", soft_wrap=True)
 
 
 def checks_table(checks: Sequence[Check]) -> Table:
@@ -155,11 +189,21 @@ def metrics_table(title: str, columns: Mapping[str, Mapping[str, float | str]]) 
 
 
 def results_table(summary) -> Table:
-    """Metrics per fold, plus their mean ± standard deviation when there are several folds."""
+    """Metrics per fold, plus their mean ± standard deviation when there are several folds. With
+    seeds a fold's cell is its mean ± std over the seeds, and the interval of the mean follows."""
     columns: dict[str, Mapping[str, float | str]] = dict(summary.fold_metrics)
-    if len(columns) > 1:
+    if summary.fold_std:
+        columns = {
+            fold: {n: f"{_metric(n, v)} ± {_metric(n, summary.fold_std[fold][n])}" for n, v in values.items()}
+            for fold, values in summary.fold_metrics.items()
+        }
+    if len(columns) > 1 or summary.fold_std:
         columns["mean ± std"] = {
             n: f"{_metric(n, summary.mean[n])} ± {_metric(n, summary.std[n])}" for n in summary.mean
+        }
+    if summary.interval:
+        columns["95% interval"] = {
+            n: f"[{_metric(n, low)}, {_metric(n, high)}]" for n, (low, high) in summary.interval.items()
         }
     return metrics_table(f"{summary.system.name} (beta {summary.system.beta:g})", columns)
 
@@ -305,6 +349,9 @@ def print_explanation(explained: Explained, run_id: str) -> None:
         console.print(f"  transcript: {record.hyp_transcript or '–'}", markup=False)
     console.print(f"  descriptor: {record.hyp_descriptor or '–'}", markup=False)
     console.print(f"  emotion:    {record.hyp_emotion} (reference {row.emotion or '–'})", markup=False)
+    if explained.prediction is not None and explained.prediction.probabilities:
+        ranked = sorted(explained.prediction.probabilities.items(), key=lambda item: -item[1])
+        console.print("  p(label):   " + ", ".join(f"{k} {v:.3f}" for k, v in ranked), markup=False)
     console.print(f"  baseline:   {explanation.baseline.source}", markup=False)
 
     claims = Table(title="descriptor claims against the cues inside the salient windows")
@@ -337,8 +384,9 @@ def print_explanation(explained: Explained, run_id: str) -> None:
     for cue in explanation.evidence.cues.values():
         expected = "–" if cue.expected is None else cue.expected + (" (weak)" if cue.weak else "")
         verdicts.add_row(
-            cue.cue, _number(cue.inside), _number(cue.outside), _number(cue.z), expected, cue.verdict or "–"
-        )
+            CUE_NAMES.get(cue.cue, cue.cue), _number(cue.inside), _number(cue.outside), _number(cue.z),
+            expected, cue.verdict or "–",
+        )  # fmt: skip
     console.print(verdicts)
     deletion = explanation.deletion
     console.print(

@@ -19,15 +19,16 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from mlflow_server import search_runs, serving
-from scipy.stats import ttest_rel
+from scipy.stats import norm, ttest_rel
 
 from benchmark.cli import main
+from benchmark.data.corpus import load_corpus
 from benchmark.data.records import PredictionRecord
 from benchmark.eval.metrics import asr_scores, ser_scores
 from benchmark.leaderboard.board import build_board
 from benchmark.leaderboard.published import load_published
 from benchmark.leaderboard.render import render
-from benchmark.registry import load_system, system_configs
+from benchmark.registry import load_dataset_card, load_system, system_configs
 from benchmark.tracking.artifacts import load_run_records
 from benchmark.tracking.store import load_mlflow_config
 from benchmark.tracking.tags import RunSetup
@@ -100,11 +101,16 @@ def ua_p_value(run_id: str, baseline_id: str) -> float:
 
 @pytest.mark.slow
 def test_compare_logs_a_comparison_run_with_recomputed_numbers(
-    runs: dict[str, str], capsys: pytest.CaptureFixture[str]
+    runs: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    trained: tuple[Path, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
 ):
+    monkeypatch.setenv("BENCHMARK_HOME", str(trained[0] / "home"))  # the demo manifest: the speakers
     assert main(["compare", "ssl-hubert", "--baseline", "no-fd", "--bootstrap", "200"]) == 0
     out = capsys.readouterr().out
     assert "ssl-hubert" in out and "kind=comparison" in out
+    assert "no speaker" not in out  # every utterance's speaker is in the manifest
 
     client = MlflowClient()
     experiment = mlflow.get_experiment_by_name("explainable-ser").experiment_id
@@ -127,6 +133,24 @@ def test_compare_logs_a_comparison_run_with_recomputed_numbers(
         "comparison.csv",
         "comparison.md",
     }
+    # the speaker-cluster bootstrap: fold 1 of the demo corpus holds one group, a female/male pair
+    (manifest,) = load_corpus(load_dataset_card("demo")).values()
+    speaker = {row.id: row.speaker for row in manifest}
+    speakers = {speaker[r.id] for r in load_run_records(runs["no-fd"], "pooled")}
+    assert len(speakers) == 2
+    ua = "compare.ssl-hubert.ser.ua"
+    assert (metrics[f"{ua}.clusters"], metrics[f"{ua}.replicates"]) == (len(speakers), 1)
+    assert metrics[f"{ua}.cluster_ci_low"] <= metrics[f"{ua}.diff"] <= metrics[f"{ua}.cluster_ci_high"]
+    z = norm.ppf(0.95) + norm.ppf(0.8)
+    assert metrics[f"{ua}.mde"] == pytest.approx(z * metrics[f"{ua}.cluster_se"])
+    assert metrics[f"{ua}.effect_size"] * metrics[f"{ua}.diff"] >= 0  # d_z has the sign of diff
+    artifacts = Path(mlflow.artifacts.download_artifacts(run_id=comparison.info.run_id))
+    with (artifacts / "comparison.csv").open(encoding="utf-8") as file:
+        table = {row["metric"]: row for row in csv.DictReader(file)}
+    for name in ("cluster_ci_low", "cluster_ci_high", "cluster_se", "effect_size", "mde"):
+        assert float(table["ser.ua"][name]) == pytest.approx(metrics[f"{ua}.{name}"]), name
+    assert int(table["asr.wer"]["clusters"]) == len(speakers) and table["asr.wer"]["unclustered"] == "0"
+    assert "| 95% CI | speaker CI | MDE | p |" in (artifacts / "comparison.md").read_text(encoding="utf-8")
     # no RUN_OR_SYSTEM: every other system's latest run on the baseline's dataset
     assert main(["compare", "--baseline", runs["no-fd"], "--metric", "ser.ua", "--bootstrap", "200"]) == 0
     latest = client.search_runs(

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from scipy.stats import ttest_rel
+from scipy.stats import norm, ttest_rel
 from statsmodels.stats.multitest import multipletests
 
 from benchmark.data.records import PredictionRecord
@@ -19,8 +19,11 @@ from benchmark.eval.stats import (
     MetricUnavailable,
     bootstrap_ci,
     caption_utterance_scores,
+    cluster_bootstrap,
+    effect_size,
     holm,
     metric_spec,
+    minimum_detectable_difference,
     paired_t_test,
     paired_test,
     per_utterance_scores,
@@ -115,6 +118,131 @@ def test_bootstrap_interval_narrows_with_more_utterances():
     small, large = rng.normal(0.1, 1, 20), rng.normal(0.1, 1, 2000)
     width = [np.subtract(*bootstrap_ci(d, 1000)[::-1]) for d in (small, large)]
     assert width[1] < width[0] / 3
+
+
+def loop_cluster_bootstrap(differences, clusters, replicates, n_resamples, seed):
+    """`cluster_bootstrap` written out as documented, one resample at a time: draw the clusters and
+    the replicate labels (floor(k u), from the two children of the seed), list the observations of
+    each drawn cluster with each drawn label, and take their mean."""
+    cluster_rng, label_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    names, labels = list(dict.fromkeys(clusters)), list(dict.fromkeys(replicates))
+    means = []
+    for _ in range(n_resamples):
+        chosen = [names[int(len(names) * u)] for u in cluster_rng.random(len(names))]
+        picked = [labels[int(len(labels) * u)] for u in label_rng.random(len(labels))]
+        resample = [
+            d
+            for name in chosen
+            for label in picked
+            for d, c, r in zip(differences, clusters, replicates, strict=True)
+            if (c, r) == (name, label)
+        ]
+        if resample:
+            means.append(sum(resample) / len(resample))
+    return means
+
+
+def test_cluster_bootstrap_is_the_documented_resampling_written_as_a_loop():
+    differences = [0.5, -1.0, 0.25, 2.0, 0.0, 1.5, -0.5, 1.0, 3.0]
+    speakers = ["a", "b", "a", "c", "b", "c", "d", "a", "d"]
+    folds = ["1", "1", "1", "2", "1", "2", "2", "1", "2"]  # speakers nested in folds, as in CV
+    result = cluster_bootstrap(np.array(differences), speakers, folds, n_resamples=300, seed=7)
+    means = loop_cluster_bootstrap(differences, speakers, folds, 300, 7)
+    # a resample with no observation (no drawn speaker in a drawn fold) is left out: 8 here
+    assert len(means) == 292
+    assert result.ci == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])), rel=1e-12)
+    assert result.se == pytest.approx(np.std(means, ddof=1), rel=1e-12)
+    assert (result.clusters, result.replicates) == (4, 2)
+    # one replicate label is no replicate resampling: the speakers alone
+    alone = loop_cluster_bootstrap(differences, speakers, ["1"] * 9, 300, 7)
+    assert cluster_bootstrap(np.array(differences), speakers, ["1"] * 9, n_resamples=300, seed=7).ci == (
+        pytest.approx(tuple(np.quantile(alone, [0.025, 0.975])), rel=1e-12)
+    )
+
+
+def test_utterance_bootstrap_is_the_cluster_bootstrap_with_one_utterance_per_cluster():
+    d = np.random.default_rng(4).normal(0.1, 1, 1000)
+    plain = cluster_bootstrap(d, n_resamples=4000)
+    assert plain.ci == cluster_bootstrap(d, [f"u{i}" for i in range(1000)], n_resamples=4000).ci
+    assert bootstrap_ci(d, 4000) == plain.ci
+    # the bootstrap standard error of a mean of independent values is std / sqrt(n)
+    assert plain.se == pytest.approx(d.std(ddof=1) / np.sqrt(1000), rel=0.05)
+    assert (plain.clusters, plain.replicates) == (1000, 1)
+    nothing = cluster_bootstrap(d, ["one speaker"] * 1000)
+    assert np.isnan(nothing.se) and np.isnan(nothing.ci[0]) and nothing.clusters == 1
+
+
+def simulated(
+    seed: int, speaker_sd: float, fold_sd: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(differences, speaker, fold) of 40 speakers x 25 utterances, each utterance in one of 5 folds:
+    a speaker offset (sd `speaker_sd`), a fold offset (sd `fold_sd`) and utterance noise (sd 0.3)."""
+    rng = np.random.default_rng(seed)
+    speaker, fold = np.repeat(np.arange(40), 25), rng.integers(0, 5, 1000)
+    offsets = rng.normal(0, speaker_sd, 40)[speaker] + rng.normal(0, fold_sd, 5)[fold]
+    return 0.05 + offsets + rng.normal(0, 0.3, 1000), speaker, fold
+
+
+def width(result) -> float:
+    return result.ci[1] - result.ci[0]
+
+
+def test_a_planted_speaker_effect_widens_the_cluster_interval():
+    d, speaker, _ = simulated(0, speaker_sd=0.3)
+    utterances, speakers = cluster_bootstrap(d), cluster_bootstrap(d, speaker)
+    assert width(speakers) > 2.5 * width(utterances)  # 3.6x here; the design effect is about 3.7
+    # ... and its standard error is that of the mean of 40 speaker means
+    speaker_means = [d[speaker == k].mean() for k in range(40)]
+    assert speakers.se == pytest.approx(np.std(speaker_means, ddof=1) / np.sqrt(40), rel=0.15)
+
+
+def test_without_clustering_the_intervals_are_equal_in_expectation():
+    ratios = []
+    for seed in range(50):
+        d, speaker, _ = simulated(seed, speaker_sd=0.0)
+        ratios.append(
+            width(cluster_bootstrap(d, speaker, n_resamples=1000, seed=seed))
+            / width(cluster_bootstrap(d, n_resamples=1000, seed=seed))
+        )
+    # 0.98 here (sd of one ratio 0.12, so of the mean 0.017; other seeds give 0.98 to 1.00)
+    assert 0.9 < np.mean(ratios) < 1.1
+
+
+def test_a_planted_fold_effect_widens_the_interval_when_folds_are_resampled():
+    d, speaker, fold = simulated(1, speaker_sd=0.1, fold_sd=0.3)
+    speakers, crossed = cluster_bootstrap(d, speaker), cluster_bootstrap(d, speaker, fold)
+    assert crossed.replicates == 5 and speakers.replicates == 1
+    assert width(crossed) > 2 * width(speakers)  # 6x here
+
+
+def test_effect_size_and_minimum_detectable_difference():
+    d = np.random.default_rng(5).normal(-0.2, 0.5, 200)
+    assert effect_size(d) == pytest.approx(d.mean() / np.std(d, ddof=1))
+    assert effect_size(np.full(10, 0.3)) == 0.0
+    assert minimum_detectable_difference(0.01, 0.05) == pytest.approx((norm.ppf(0.95) + norm.ppf(0.8)) * 0.01)
+    assert minimum_detectable_difference(0.01, 0.05) == pytest.approx(0.0248, abs=1e-4)
+    assert minimum_detectable_difference(0.01, 0.01, power=0.9) == pytest.approx(
+        (norm.ppf(0.99) + norm.ppf(0.9)) * 0.01
+    )
+
+
+def test_paired_test_clusters_by_speaker_and_resamples_folds():
+    d, speaker, fold = simulated(2, speaker_sd=0.3)
+    ids = tuple(f"u{i}" for i in range(1000))
+    a, b = UtteranceScores("ser.ua", ids, 0.5 + d), UtteranceScores("ser.ua", ids, np.full(1000, 0.5))
+    speakers = {utt: f"s{k}" for utt, k in zip(ids[:990], speaker[:990], strict=True)}  # 10 have none
+    folds = {utt: str(f) for utt, f in zip(ids, fold, strict=True)}
+    plain = paired_test(a, b, n_resamples=500)
+    assert plain.cluster_ci == plain.ci and plain.clusters == 1000 and plain.replicates == 1
+    test = paired_test(a, b, n_resamples=500, speakers=speakers, alpha=0.01)
+    assert (test.clusters, test.replicates, test.unclustered) == (40 + 10, 1, 10)
+    assert (test.ci, test.p, test.diff) == (plain.ci, plain.p, plain.diff)  # the t-test is unchanged
+    assert width(SimpleNamespace(ci=test.cluster_ci)) > 2 * width(SimpleNamespace(ci=test.ci))
+    assert test.effect_size == pytest.approx(d.mean() / np.std(d, ddof=1))
+    assert test.mde == pytest.approx((norm.ppf(0.99) + norm.ppf(0.8)) * test.cluster_se)
+    crossed = paired_test(a, b, n_resamples=500, speakers=speakers, replicates=folds)
+    assert crossed.replicates == 5 and crossed.ci == test.ci
+    assert paired_test(a, b, n_resamples=500, speakers=speakers, replicates=folds) == crossed  # seeded
 
 
 def test_different_utterance_sets_are_refused_with_both_names():

@@ -65,8 +65,9 @@ def read_jsonl(path: Path, model: type[Row], hint: str | None = None) -> list[tu
             row, error = _parse_line(line, model)
             if row is None:
                 raise BenchmarkError(f"{path}:{number}: {error}", hint=hint)
-            if row.id in seen:
-                raise BenchmarkError(f"{path}:{number}: duplicate utterance id '{row.id}'", hint=hint)
-            seen.add(row.id)
+            key = getattr(row, "key", row.id)  # a record of a seeded run: the id and its seed
+            if key in seen:
+                raise BenchmarkError(f"{path}:{number}: duplicate utterance id '{key}'", hint=hint)
+            seen.add(key)
             rows.append((number, row))
     return rows

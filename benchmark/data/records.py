@@ -22,7 +22,8 @@ class PredictionRecord(BaseModel):
 
     Fields a system or corpus does not have are null rather than absent (MELD has no descriptor,
     an SSL baseline writes no free text, so its `raw_output` is null); `fold` names the held-out
-    group of cross-validation (IEMOCAP session) and is null for corpora with official splits.
+    group of cross-validation (IEMOCAP session) and is null for corpora with official splits;
+    `seed` is null unless the run trained each fold several times.
 
     `language` is the language of the references (the manifest row's, `Utterance.language`), which
     decides how the descriptor is tokenised and which hypothesis language counts as a mismatch.
@@ -42,6 +43,13 @@ class PredictionRecord(BaseModel):
     raw_output: str | None
     fold: str | None
     language: Language | None = None
+    seed: int | None = None  # the training's seed where a run trains each fold several times
+
+    @property
+    def key(self) -> str:
+        """What identifies the record in a run's pooled records: the utterance, and the seed when
+        the run trained several (`run --seeds K`); what paired tests pair."""
+        return self.id if self.seed is None else f"{self.id}@seed{self.seed}"
 
     @field_validator("id")
     @classmethod

@@ -49,6 +49,8 @@ class UtteranceScores:
     ids: tuple[str, ...]
     values: np.ndarray
     corpus: float | None = None
+    # (fold, seed, value) of each training the scores pool (`fold_scores`); empty: one, unnamed.
+    parts: tuple[tuple[str | None, int | None, float], ...] = ()
 
     @property
     def mean(self) -> float:
@@ -293,7 +295,7 @@ def emotion_scores(records: Sequence[Record], labels: Sequence[str] | None = Non
         return Scores({}, {})
     refs = [r.ref_emotion for r in rows]
     chosen = sorted(set(refs)) if labels is None else labels
-    return ser_scores(refs, [r.hyp_emotion for r in rows], chosen, [r.id for r in rows])
+    return ser_scores(refs, [r.hyp_emotion for r in rows], chosen, [r.key for r in rows])
 
 
 def transcript_scores(records: Sequence[Record]) -> Scores:
@@ -303,7 +305,7 @@ def transcript_scores(records: Sequence[Record]) -> Scores:
     if not rows:
         return Scores({}, {})
     refs, hyps = [r.ref_transcript for r in rows], [r.hyp_transcript for r in rows]
-    return asr_scores(refs, hyps, [r.id for r in rows])
+    return asr_scores(refs, hyps, [r.key for r in rows])
 
 
 def reference_languages(records: Sequence[Record], language: Language) -> list[Language]:
@@ -326,7 +328,7 @@ def descriptor_scores(records: Sequence[Record], language: Language) -> Scores:
         return Scores({}, {})
     languages = reference_languages(rows, language)
     result = caption_scores([r.ref_descriptor for r in rows], [r.hyp_descriptor for r in rows], languages)
-    ids = tuple(r.id for r in rows)
+    ids = tuple(r.key for r in rows)
     scores = {
         name: UtteranceScores(name, ids, np.asarray(values, dtype=float), corpus=result.corpus[name])
         for name, values in result.per_utterance.items()
@@ -355,14 +357,17 @@ def fold_scores(
     fold values in the same order, so it is the parent's number to the last bit, and each fold's
     scores are scaled by N / (F * N_f) (N utterances in the F folds with the metric, N_f in this
     one), so that their mean over all utterances is that fold mean too. With one fold (or records
-    without a fold) these are `score`'s own, scaled by 1.
+    without a fold) these are `score`'s own, scaled by 1. A run with seeds (`run --seeds K`)
+    trained each fold K times: each (fold, seed) is such a part, the mean is over all of them as
+    the parent logs it, and the scores are keyed by `record.key` (the id and its seed).
     """
-    folds: dict[str | None, list[Record]] = defaultdict(list)
-    for record in records:
-        folds[record.fold].append(record)
+    folds: dict[tuple[str | None, int | None], list[Record]] = defaultdict(list)
+    for record in records:  # a run with seeds: each (fold, seed) is one training, scored alone
+        folds[record.fold, record.seed].append(record)
     scored = [score(members).utterances for members in folds.values()]
     result: dict[str, UtteranceScores] = {}
     for name in dict.fromkeys(name for fold in scored for name in fold):
+        keys = [key for key, fold in zip(folds, scored, strict=True) if name in fold]
         parts = [fold[name] for fold in scored if name in fold]
         total = sum(len(part.ids) for part in parts)
         result[name] = UtteranceScores(
@@ -370,5 +375,6 @@ def fold_scores(
             tuple(utt for part in parts for utt in part.ids),
             np.concatenate([part.values * total / (len(parts) * len(part.ids)) for part in parts]),
             corpus=float(np.mean([part.value for part in parts])),
+            parts=tuple((fold, seed, part.value) for (fold, seed), part in zip(keys, parts, strict=True)),
         )
     return result

@@ -11,7 +11,6 @@ batches are split across ranks and the records gathered on rank 0 (`benchmark.ra
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
-from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
@@ -140,7 +139,7 @@ def score_records(
     `compare` and `leaderboard` take their per-utterance scores and table cells from.
     """
     fill_languages(records, card, utterances)
-    rows = [SimpleNamespace(**r) for r in records]  # read as the scoring functions read records
+    rows = [PredictionRecord(**r) for r in records]  # read as the scoring functions read records
     scores: dict[str, float] = {}
     wanted = scored_fields(card, system)
     if "emotion" in wanted:

@@ -7,20 +7,24 @@ metric (N utterances, C classes, n_c references of class c, e_i edits, w_i refer
 - `ser.wa`:  s_i = correct_i                      (mean = WA)
 - `asr.wer`: s_i = e_i * N / sum(w)               (mean = corpus WER; lower is better)
 With F folds the weights are taken per fold and scaled by N / (F * N_f), so the mean is the fold
-mean that `run` logs. `sed.*` compares sentence scores (docs/design.md). Beyond the paper: a paired
-bootstrap confidence interval and Holm's correction across one table's comparisons (`holm`).
+mean that `run` logs. `sed.*` compares sentence scores (docs/design.md). Beyond the paper: Holm's
+correction across one table's comparisons (`holm`) and paired bootstrap intervals of the mean
+difference, one resampling utterances and one resampling speakers (and folds) with all their
+utterances (`cluster_bootstrap`), an effect size (`effect_size`) and the smallest difference the
+test would detect (`minimum_detectable_difference`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from scipy.stats import ttest_rel
+from scipy.stats import norm, ttest_rel
+from scipy.stats import t as t_distribution
 from statsmodels.stats.multitest import multipletests
 
 from benchmark.config import LANGUAGES, Language
@@ -163,19 +167,129 @@ def paired_t_test(values: np.ndarray, baseline: np.ndarray, higher_is_better: bo
     return float(ttest_rel(values, baseline, alternative=alternative).pvalue)
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """A bootstrap of the mean paired difference: its percentile interval `ci`, its standard error
+    `se` (the standard deviation of the resampled means) and what was resampled: `clusters`
+    clusters and `replicates` replicate labels (1: replicates were not resampled)."""
+
+    ci: tuple[float, float]
+    se: float
+    clusters: int
+    replicates: int
+
+
+# Uniform draws held in memory at once by `cluster_bootstrap` (16 MiB); the draws do not depend on it.
+_DRAWS_AT_ONCE = 1 << 21
+
+
+def _codes(labels: Sequence[Hashable] | np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
+    """Labels as 0..k-1 in order of first appearance, and k; None: each observation its own label."""
+    if labels is None:
+        return np.arange(n), n
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} observations")
+    index: dict[Hashable, int] = {}
+    codes = np.fromiter((index.setdefault(label, len(index)) for label in labels), dtype=np.intp, count=n)
+    return codes, len(index)
+
+
+def _pick_counts(rng: np.random.Generator, rows: int, k: int) -> np.ndarray:
+    """(rows, k): how often each of k units is drawn in each of `rows` draws of k with replacement.
+    Unit j of a row is floor(k * u_j) of k uniforms u from `rng.random`, taken row by row, so the
+    draws do not depend on how many rows are drawn at once."""
+    picks = np.minimum((rng.random((rows, k)) * k).astype(np.intp), k - 1)
+    picks += k * np.arange(rows)[:, None]
+    return np.bincount(picks.ravel(), minlength=rows * k).reshape(rows, k)
+
+
+def cluster_bootstrap(
+    differences: np.ndarray,
+    clusters: Sequence[Hashable] | np.ndarray | None = None,
+    replicates: Sequence[Hashable] | np.ndarray | None = None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Bootstrap:
+    """Paired cluster bootstrap of the mean of `differences` (one per observation, e.g. utterance).
+
+    `clusters[i]` is observation i's cluster (its speaker; None: every observation is a cluster of
+    its own, the plain utterance bootstrap). A resample draws as many clusters as there are, with
+    replacement, and keeps all of a drawn cluster's observations together. `replicates[i]` is
+    observation i's replicate label, e.g. its fold (later `f"{fold}/{seed}"`): with two or more
+    labels, the labels are drawn with replacement too, independently (a crossed two-way
+    bootstrap), and a resample holds, for each drawn cluster and each drawn label, the cluster's
+    observations with that label. The statistic is the mean difference over a resample's
+    observations; a resample with none (possible where speakers are nested in folds) is left out.
+
+    Each resample draws its clusters as floor(K u) of K uniforms u of a generator seeded by the
+    first child of `SeedSequence(seed)`, and its replicate labels likewise from the second child;
+    clusters and labels are numbered in order of first appearance. The seed is fixed so that a
+    table is reproduced digit for digit by a rerun. With fewer than 2 clusters there is nothing to
+    resample: the interval and the standard error are NaN.
+    """
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    cluster, k = _codes(clusters, n)
+    replicate, r = _codes(replicates, n) if replicates is not None else (None, 1)
+    if r < 2:
+        replicate, r = np.zeros(n, dtype=np.intp), 1
+    if k < 2:
+        return Bootstrap((float("nan"), float("nan")), float("nan"), k, r)
+    cells = cluster * r + replicate  # (cluster, replicate) sums and counts: all a resample needs
+    sums = np.bincount(cells, weights=d, minlength=k * r).reshape(k, r)
+    counts = np.bincount(cells, minlength=k * r).reshape(k, r).astype(float)
+    cluster_rng, replicate_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    means, empty = np.empty(n_resamples), np.zeros(n_resamples, dtype=bool)
+    step = max(1, _DRAWS_AT_ONCE // k)
+    for start in range(0, n_resamples, step):
+        rows = min(step, n_resamples - start)
+        weights = _pick_counts(cluster_rng, rows, k)
+        total, count = weights @ sums, weights @ counts  # (rows, r): per replicate label
+        if r > 1:
+            label_weights = _pick_counts(replicate_rng, rows, r)
+            total, count = (total * label_weights).sum(axis=1), (count * label_weights).sum(axis=1)
+        else:
+            total, count = total[:, 0], count[:, 0]
+        empty[start : start + rows] = count == 0
+        means[start : start + rows] = total / np.where(count == 0, 1, count)
+    means = means[~empty]  # a resample with no observation has no mean
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Bootstrap((float(low), float(high)), float(np.std(means, ddof=1)), k, r)
+
+
 def bootstrap_ci(
     differences: np.ndarray, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile interval of the mean difference, resampling utterances (pairs stay together).
+    """Percentile interval of the mean difference, resampling utterances (pairs stay together):
+    `cluster_bootstrap` with every utterance a cluster of its own.
 
     The seed is fixed so that a table is reproduced digit for digit by a rerun.
     """
-    rng = np.random.default_rng(seed)
-    n = len(differences)
-    means = [differences[rng.integers(0, n, n)].mean() for _ in range(n_resamples)]
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+    return cluster_bootstrap(differences, n_resamples=n_resamples, confidence=confidence, seed=seed).ci
+
+
+def effect_size(differences: np.ndarray) -> float:
+    """Paired Cohen's d_z of utterance-level differences: mean(diff) / std(diff, ddof=1), 0 when
+    the differences do not vary. Its sign is that of `diff` (for WER a negative d_z is the
+    improvement). Utterance-level: it ignores speaker clusters, so it says how large the mean
+    difference is against the utterance-to-utterance spread, not how sure it is."""
+    d = np.asarray(differences, dtype=float)
+    if len(d) < 2 or np.all(d == d[0]):  # no spread (np.std of equal values can be 1e-17, not 0)
+        return 0.0
+    return float(d.mean() / np.std(d, ddof=1))
+
+
+def minimum_detectable_difference(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference that a one-sided test at `alpha` detects with `power`,
+    when the mean difference is estimated with standard error `se`:
+
+        MDE = (z_{1-alpha} + z_{power}) * se        (z_q = scipy.stats.norm.ppf(q))
+
+    e.g. (1.645 + 0.842) * se for alpha 0.05 and 80 % power. A magnitude in the metric's units
+    (for WER, the size of a decrease); NaN when `se` is."""
+    return float((norm.ppf(1 - alpha) + norm.ppf(power)) * se)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -188,8 +302,13 @@ def holm(p_values: Sequence[float]) -> list[float]:
 @dataclass(frozen=True)
 class PairedTest:
     """One system against one baseline on one metric. `diff` = value - baseline_value (for WER a
-    negative diff is the improvement); `ci` is the bootstrap interval of `diff`; `p` is one-sided in
-    the metric's direction; `p_holm` is filled in by `with_holm` across a family of tests."""
+    negative diff is the improvement); `ci` is the bootstrap interval of `diff` over utterances,
+    `cluster_ci` the one over `clusters` speaker clusters (and `replicates` fold labels, when
+    there are several), with standard error `cluster_se`; `unclustered` utterances had no speaker
+    and were clusters of their own. `effect_size` is the utterance-level paired Cohen's d_z (sign
+    of `diff`); `mde` the smallest true difference the one-sided test at the `alpha` given to
+    `paired_test` detects with 80 % power, from `cluster_se`. `p` is one-sided in the metric's
+    direction; `p_holm` is filled in by `with_holm` across a family of tests."""
 
     metric: str
     n: int
@@ -198,6 +317,13 @@ class PairedTest:
     diff: float
     ci: tuple[float, float]
     p: float
+    cluster_ci: tuple[float, float]
+    cluster_se: float
+    clusters: int
+    replicates: int
+    effect_size: float
+    mde: float
+    unclustered: int = 0
     p_holm: float | None = None
 
 
@@ -208,20 +334,51 @@ def paired_test(
     baseline_name: str = "baseline",
     n_resamples: int = 2000,
     seed: int = 0,
+    *,
+    speakers: Mapping[str, str] | None = None,
+    replicates: Mapping[str, str] | None = None,
+    alpha: float = 0.05,
 ) -> PairedTest:
-    """Is `scores` better than `baseline`? `name`s label the runs in errors."""
+    """Is `scores` better than `baseline`? `name`s label the runs in errors.
+
+    `speakers` maps an utterance id of the scores to its speaker: the clusters of the cluster
+    bootstrap (an id it lacks is a cluster of its own, counted in `unclustered`; None: every
+    utterance is). `replicates` maps an id to its replicate label, e.g. the fold it was tested in
+    (a later seed dimension would key observations by utterance and seed and label them
+    f"{fold}/{seed}"); several labels are resampled too (`cluster_bootstrap`). `alpha` is the
+    test's level for the minimum detectable difference.
+    """
     if scores.metric != baseline.metric:
         raise ValueError(f"cannot pair {scores.metric} scores with {baseline.metric} scores")
     values, base = paired_values(scores, baseline, name, baseline_name)
     higher = metric_spec(scores.metric).higher_is_better
+    differences = values - base
+    utterances = cluster_bootstrap(differences, n_resamples=n_resamples, seed=seed)
+    unclustered = 0
+    if speakers is None and replicates is None:
+        clustered = utterances  # the same resampling: the same draws
+    else:
+        labels: list[Hashable] | None = None
+        if speakers is not None:
+            labels = [speakers.get(utt, ("utterance", utt)) for utt in scores.ids]  # never a str
+            unclustered = sum(utt not in speakers for utt in scores.ids)
+        folds = None if replicates is None else [replicates.get(utt) for utt in scores.ids]
+        clustered = cluster_bootstrap(differences, labels, folds, n_resamples=n_resamples, seed=seed)
     return PairedTest(
         metric=scores.metric,
         n=len(values),
         value=float(values.mean()),
         baseline_value=float(base.mean()),
-        diff=float((values - base).mean()),
-        ci=bootstrap_ci(values - base, n_resamples, seed=seed),
+        diff=float(differences.mean()),
+        ci=utterances.ci,
         p=paired_t_test(values, base, higher),
+        cluster_ci=clustered.ci,
+        cluster_se=clustered.se,
+        clusters=clustered.clusters,
+        replicates=clustered.replicates,
+        effect_size=effect_size(differences),
+        mde=minimum_detectable_difference(clustered.se, alpha),
+        unclustered=unclustered,
     )
 
 
@@ -230,3 +387,26 @@ def with_holm(tests: Sequence[PairedTest]) -> list[PairedTest]:
     return [
         dataclasses.replace(test, p_holm=p) for test, p in zip(tests, holm([t.p for t in tests]), strict=True)
     ]
+
+
+def seed_interval(
+    parts: Sequence[tuple[str | None, int, float]], confidence: float = 0.95
+) -> tuple[float, float]:
+    """The interval of a run's mean metric over its trainings, each a (fold, seed, value).
+
+    Trainings of one fold share its test set and speakers, so they are not independent: the
+    clusters are the folds, each the mean over its seeds, and the interval is Student's t over the
+    F fold means (mean ± t(F-1) · sd / √F). With one fold the seeds are the units (t over K
+    values). It is about training: how much the mean moves with the seed and the held-out fold,
+    for this corpus, not how it would move on another test set (that is `compare`'s bootstrap).
+    """
+    folds: dict[str | None, list[float]] = {}
+    for fold, _, value in parts:
+        folds.setdefault(fold, []).append(value)
+    units = [float(np.mean(v)) for v in folds.values()] if len(folds) > 1 else [v for _, _, v in parts]
+    mean = float(np.mean(units))
+    if len(units) < 2:
+        return mean, mean
+    quantile = t_distribution.ppf((1 + confidence) / 2, len(units) - 1)
+    half = float(quantile * np.std(units, ddof=1) / np.sqrt(len(units)))
+    return mean - half, mean + half

@@ -29,6 +29,7 @@ from benchmark.eval.stats import (
     PairedTest,
     metric_spec,
     paired_test,
+    seed_interval,
     with_holm,
 )
 from benchmark.leaderboard.published import (
@@ -360,10 +361,46 @@ def _measured_cells(
         cells += [Cell("✓" if target in config.targets else "✗") for target in targets]
     for column in columns:
         scores = _scores(runs.get((row.id, column[0])), column[1], notes)
-        cells.append(
-            Cell(f"{100 * scores.value:.1f}", marks.get((row.id, column), "")) if scores else Cell(MISSING)
-        )
+        cells.append(Cell(_value(scores), marks.get((row.id, column), "")) if scores else Cell(MISSING))
     return cells
+
+
+OVERLAP_MARK = "†"  # a cell whose run trained on some of its test clips (`run --allow-overlap`)
+
+
+def _overlap_marks(
+    rows: Sequence[MeasuredRow],
+    columns: Sequence[Column],
+    runs: dict[RunKey, EvaluatedRun],
+    marks: dict[tuple[str, Column], str],
+) -> list[str]:
+    """Mark every cell of a run tagged `overlap` (it trained with test clips in its training
+    mixture, `run --allow-overlap`) with `OVERLAP_MARK`; one note per such run."""
+    notes = []
+    for row in rows:
+        for dataset in dict.fromkeys(dataset for dataset, _ in columns):
+            run = runs.get((row.id, dataset))
+            count = run.run.data.tags.get(tag.OVERLAP) if run is not None else None
+            if not count:
+                continue
+            for column in columns:
+                if column[0] == dataset:
+                    marks[row.id, column] = marks.get((row.id, column), "") + OVERLAP_MARK
+            notes.append(
+                f"{OVERLAP_MARK} row {row.id} on {dataset} (run {run.run_id}): trained with {count} test "
+                "clip(s) in its training mixture (--allow-overlap; the run's audit.tsv lists them)"
+            )
+    return notes
+
+
+def _value(scores: UtteranceScores) -> str:
+    """A measured cell: the percentage and, where the run trained several seeds, ± the half-width
+    of its 95 % interval over folds × seeds (`seed_interval`, clustered by fold)."""
+    text = f"{100 * scores.value:.1f}"
+    if any(seed is not None for _, seed, _ in scores.parts):
+        low, high = seed_interval(scores.parts)
+        text += f" ± {100 * (high - low) / 2:.1f}"
+    return text
 
 
 def _printed(text: str) -> Cell:
@@ -400,9 +437,16 @@ def _runs_note(runs: dict[RunKey, EvaluatedRun]) -> str:
         f"{'' if is_registry(run.run) else ', custom recipe'})"
         for (row, dataset), run in runs.items()
     )
+    seeded = any(int(run.run.data.params.get("training.seeds", "1")) > 1 for run in runs.values())
+    seeds = (
+        "; ± = the 95 % interval of the mean over folds × seeds, a t interval over the fold means "
+        "(over the seeds with one fold), where a run trained several seeds"
+        if seeded
+        else ""
+    )
     return (
-        "measured: percentages recomputed from the pooled prediction records (the mean over folds where "
-        f"a run has several) of {listed}"
+        "measured: percentages recomputed from the pooled prediction records (the mean over folds, and "
+        f"seeds, where a run has several) of {listed}{seeds}"
     )
 
 
@@ -440,6 +484,7 @@ def build_board(
     for t in tests:
         if t.test.p < ALPHA:
             marks[t.row, t.column] = marks.get((t.row, t.column), "") + t.marker
+    notes += _overlap_marks(rows, columns, runs, marks)
     setup = name == "ablation"
     measured = [_measured_cells(row, columns, runs, marks, notes, setup) for row in rows]
     published = _published_sections(table, columns, setup)

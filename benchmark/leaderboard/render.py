@@ -75,7 +75,7 @@ LATEX = {
     "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}", "–": "--",
     "✓": r"\checkmark", "✗": r"$\times$", "β": r"$\beta$", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
-    "‡": r"$\ddagger$", "∘": r"$\circ$",
+    "‡": r"$\ddagger$", "∘": r"$\circ$", "†": r"$\dagger$",
 }  # fmt: skip
 
 
@@ -84,7 +84,7 @@ def _latex(text: str) -> str:
 
 
 def _latex_cell(cell: Cell) -> str:
-    marks = "".join({"*": "*", "‡": r"\ddagger", "∘": r"\circ"}[mark] for mark in cell.marks)
+    marks = "".join({"*": "*", "‡": r"\ddagger", "∘": r"\circ", "†": r"\dagger"}[mark] for mark in cell.marks)
     return _latex(cell.text) + (f"$^{{{marks}}}$" if marks else "")
 
 

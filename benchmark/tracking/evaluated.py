@@ -2,16 +2,20 @@
 
 `compare` and `leaderboard` both test runs utterance by utterance; the scores of one run are
 computed once per metric and reused (a leaderboard tests each cell against several baselines).
+`compare` also resamples the utterances' speakers (and folds), read once per run from the corpus.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from mlflow.entities import Run
 
 from benchmark.config import LANGUAGES, Language
+from benchmark.data.corpus import load_corpus
+from benchmark.data.prepare import is_prepared
 from benchmark.data.records import PredictionRecord
 from benchmark.errors import BenchmarkError
 from benchmark.eval.captioning import LANGUAGE_MISMATCH, available_caption_metrics
@@ -128,6 +132,38 @@ class EvaluatedRun:
     def labels(self) -> list[str]:
         """The emotion labels of the run's corpus, in its card's order: the order `run` scored UA in."""
         return list(load_dataset_card(self.run.data.tags.get(tag.DATASET, "demo")).labels)
+
+    @cached_property
+    def speakers(self) -> dict[str, str]:
+        """Record key (`PredictionRecord.key`: the utterance, and its seed in a run with seeds) ->
+        speaker, for the records whose utterance its corpus's manifests list (read once): the
+        clusters of `compare`'s speaker bootstrap. Empty when the manifests are not prepared here
+        (the demo corpus is not synthesised for this); a record that is missing is left to the
+        caller, which makes it a cluster of its own and says so."""
+        card = load_dataset_card(self.run.data.tags.get(tag.DATASET, "demo"))
+        if not is_prepared(card):
+            return {}
+        ids = {record.id for record in self.records}
+        rows = [row for split in load_corpus(card).values() for row in split if row.id in ids]
+        speaker = {row.id: row.speaker for row in rows}
+        return {record.key: speaker[record.id] for record in self.records if record.id in speaker}
+
+    @property
+    def replicates(self) -> dict[str, str]:
+        """Record key -> its replicate label for `compare`'s bootstrap, crossed with the speakers:
+        the seed in a run with seeds, and the fold too where a speaker is tested in several folds.
+        In the suite's protocols every speaker is tested in one fold (speaker-independent folds):
+        resampling the speakers then resamples each fold's utterances already, and resampling the
+        folds on top would count the same variation twice (docs/evaluation.md)."""
+        speakers = self.speakers
+        folds_of: dict[str, set[str]] = {}
+        for record in self.records:
+            folds_of.setdefault(speakers.get(record.key, record.key), set()).add(str(record.fold))
+        crossed = any(len(folds) > 1 for folds in folds_of.values())
+        return {
+            record.key: f"{record.fold if crossed else ''}/{'' if record.seed is None else record.seed}"
+            for record in self.records
+        }
 
     @property
     def languages(self) -> list[Language]:

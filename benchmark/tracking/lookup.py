@@ -112,14 +112,31 @@ def finished_run(run_id: str, top_level: bool = True) -> Run:
     return run
 
 
-def fold_runs(run: Run) -> dict[str, Run]:
-    """The runs holding trained weights, by fold: the run itself if it is a fold run, else its children."""
-    if "fold" in run.data.tags:
-        return {run.data.tags[tag.FOLD]: run}
-    children = MlflowClient().search_runs(
+def _children(run: Run) -> list[Run]:
+    return MlflowClient().search_runs(
         [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
     )
-    return {child.data.tags[tag.FOLD]: child for child in children if "fold" in child.data.tags}
+
+
+def first_seed(fold_run: Run) -> Run:
+    """The run holding a fold's trained weights and test records: the fold run itself, or with
+    `--seeds K` (K > 1) its seed run of the system's own seed (index 0), which every tool that
+    needs one model per fold (evaluate, predict, explain) uses."""
+    if int(fold_run.data.tags.get(tag.SEEDS, "1")) == 1 or tag.SEED_INDEX in fold_run.data.tags:
+        return fold_run
+    seeds = {child.data.tags.get(tag.SEED_INDEX): child for child in _children(fold_run)}
+    if "0" not in seeds:
+        raise BenchmarkError(f"fold run {fold_run.info.run_id} has no seed run of index 0 (unfinished?)")
+    return seeds["0"]
+
+
+def fold_runs(run: Run) -> dict[str, Run]:
+    """The runs holding trained weights, by fold: the run itself if it is a fold (or seed) run,
+    else its children; with seeds, each fold's first (`first_seed`)."""
+    if "fold" in run.data.tags:
+        return {run.data.tags[tag.FOLD]: first_seed(run)}
+    folds = [child for child in _children(run) if "fold" in child.data.tags]
+    return {child.data.tags[tag.FOLD]: first_seed(child) for child in folds}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,10 +28,14 @@ DATASET, TRAIN_WITH, VALIDATION, BACKBONE, FOLDS = "dataset", "train_with", "val
 SOURCE_SETUP, SETUP, PROTOCOL, RECIPE = "source_setup", "setup", "protocol", "recipe"
 # One fold's run under its parent; what kind of run a run without a system is.
 FOLD, KIND = "fold", "kind"
+# Every training's seed; with `--seeds K`, K on a fold's run and each seed run's index (0: the system's).
+SEED, SEEDS, SEED_INDEX = "seed", "seeds", "seed_index"
 # `--resume`: the digest of everything that changes training, the run's checkpoint folder, its origin.
 CONFIG_DIGEST, CHECKPOINTS, RESUMED_FROM = "config_digest", "checkpoints", "resumed_from"
 # `--backbone paper-shape`: random weights measured speed and memory, never results.
 RANDOM_WEIGHTS = "random_weights"
+# `--allow-overlap`: how many test clips had their audio in the training mixture (`data audit`).
+OVERLAP = "overlap"
 # A study's runs: the study run, its trials, the refits of the chosen trials (`benchmark.study`).
 STUDY, TRIAL, STUDY_RUN, REFIT_OF = "study", "trial", "study_run", "refit_of"
 # A zero-shot evaluation's source.

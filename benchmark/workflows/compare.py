@@ -6,7 +6,9 @@ config may differ, the setup may not. The baseline and the runs are resolved by
 `benchmark.tracking.lookup`: the baseline's latest registry-recipe run fixes the setup, and two run
 ids of different setups are refused. Every number is recomputed from the runs' pooled prediction
 records with the per-utterance scores of `benchmark.eval.stats`; all (run, metric) comparisons of
-one call are one family for Holm's correction. The result is logged as a top-level run tagged
+one call are one family for Holm's correction; each comparison also has a bootstrap interval over
+utterances and one over speakers (and seeds, when there are several), with the effect size and the
+minimum detectable difference. The result is logged as a top-level run tagged
 `kind=comparison`, without a `system` tag so that `lookup.find_runs` never takes it for a trained
 system. Which runs are chosen, and what is logged: docs/evaluation.md.
 """
@@ -14,6 +16,7 @@ system. Which runs are chosen, and what is logged: docs/evaluation.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,10 +82,16 @@ def compare_runs(
     metrics: Sequence[str],
     n_resamples: int = 2000,
     seed: int = 0,
+    alpha: float = 0.05,
 ) -> tuple[list[Comparison], list[str]]:
     """Every (run, metric) comparison against `baseline`, Holm-corrected together, and the
-    skipped pairs (a metric one side does not predict) as sentences."""
+    skipped pairs (a metric one side does not predict) as sentences.
+
+    The cluster bootstrap resamples the baseline's speakers (the runs share its utterances) and,
+    crossed with them, its seeds (and folds, where a speaker is tested in several:
+    `EvaluatedRun.replicates`); `alpha` sets the minimum detectable difference."""
     *labels, baseline_label = run_labels([*runs, baseline])
+    speakers, replicates = baseline.speakers, baseline.replicates
     comparisons: list[Comparison] = []
     skipped: list[str] = []
     for metric in metrics:
@@ -101,6 +110,9 @@ def compare_runs(
                 f"baseline run {baseline.run_id} ({baseline_label})",
                 n_resamples,
                 seed,
+                speakers=speakers,
+                replicates=replicates,
+                alpha=alpha,
             )
             comparisons.append(Comparison(label, run.run_id, baseline_label, baseline.run_id, test))
     corrected = with_holm([c.test for c in comparisons])
@@ -151,9 +163,11 @@ def run_compare(
         )
     base = load_evaluated(base_run)
     runs = [load_evaluated(run) for run in chosen.values()]
-    comparisons, skipped = compare_runs(runs, base, metrics, n_resamples, seed)
+    comparisons, skipped = compare_runs(runs, base, metrics, n_resamples, seed, alpha)
     if not comparisons:
         raise BenchmarkError("no metric applies to both sides: " + "; ".join(skipped))
+    if note := speaker_note(base):
+        notes.append(note)
     settings = {
         "dataset": dataset,
         "setup": setup,
@@ -167,16 +181,63 @@ def run_compare(
     return CompareReport(comparisons, skipped, alpha, logged, notes)
 
 
+def speaker_note(baseline: EvaluatedRun) -> str | None:
+    """What the speaker bootstrap could not cluster: the baseline's utterances with no speaker in
+    its corpus's manifests here (each is then a cluster of its own); None when every one has one."""
+    speakers = baseline.speakers
+    missing = [record.id for record in baseline.records if record.key not in speakers]
+    if not missing:
+        return None
+    dataset = baseline.run.data.tags.get(tag.DATASET, "demo")
+    where = f"in the '{dataset}' manifests"
+    if not speakers:
+        where = f"here: the '{dataset}' manifests are not prepared"
+    return (
+        f"{len(missing)} of {len(baseline.records)} utterances have no speaker {where} (e.g. "
+        f"{', '.join(missing[:3])}); each is a cluster of its own in the speaker bootstrap, whose "
+        "interval is then too narrow if they share speakers"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables and logging
 # ---------------------------------------------------------------------------------------------
 
-COLUMNS = ("metric", "system", "run", "value", "baseline", "diff", "95% CI", "p", "Holm p", "significant")
+# The effect size (d_z) is left to the CSV and the logged metrics, to keep the table readable.
+COLUMNS = (
+    "metric", "system", "run", "value", "baseline", "diff", "95% CI", "speaker CI", "MDE", "p", "Holm p",
+    "significant",
+)  # fmt: skip
 
 
 def _points(value: float) -> str:
-    """Fractions as percentages (points for differences), as in the paper's tables."""
-    return f"{100 * value:.2f}"
+    """Fractions as percentages (points for differences), as in the paper's tables; NaN as "–"."""
+    return "–" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def _interval(ci: tuple[float, float]) -> str:
+    return "–" if math.isnan(ci[0]) else f"[{_points(ci[0])}, {_points(ci[1])}]"
+
+
+def _finite(value: float) -> float | None:
+    """A number to log, None (not logged) for NaN: an interval over fewer than 2 speakers."""
+    return None if math.isnan(value) else value
+
+
+def _span(values: set[int]) -> str:
+    return f"{min(values)}" if len(values) == 1 else f"{min(values)}-{max(values)}"
+
+
+def resampled(comparisons: Sequence[Comparison]) -> str:
+    """What the cluster bootstrap resampled, for the table's title."""
+    tests = [c.test for c in comparisons]
+    what = "speakers"
+    if any(t.unclustered for t in tests):
+        what = "clusters (speakers; utterances with no speaker alone)"
+    text = f"speaker-cluster bootstrap over {_span({t.clusters for t in tests})} {what}"
+    if any(t.replicates > 1 for t in tests):
+        text += f", crossed with {_span({t.replicates for t in tests})} seeds (or folds × seeds)"
+    return text
 
 
 def table_rows(comparisons: Sequence[Comparison], alpha: float) -> list[list[str]]:
@@ -187,7 +248,7 @@ def table_rows(comparisons: Sequence[Comparison], alpha: float) -> list[list[str
         rows.append(
             [
                 t.metric, c.system, c.run_id[:8], _points(t.value), _points(t.baseline_value),
-                f"{100 * t.diff:+.2f}", f"[{_points(t.ci[0])}, {_points(t.ci[1])}]",
+                f"{100 * t.diff:+.2f}", _interval(t.ci), _interval(t.cluster_ci), _points(t.mde),
                 f"{t.p:.3g}", f"{t.p_holm:.3g}", "yes" if t.p_holm < alpha else "no",
             ]
         )  # fmt: skip
@@ -202,21 +263,29 @@ def comparisons_frame(comparisons: Sequence[Comparison], alpha: float) -> pd.Dat
                 "metric": c.test.metric, "system": c.system, "run_id": c.run_id, "baseline": c.baseline,
                 "baseline_run_id": c.baseline_run_id, "n": c.test.n, "value": c.test.value,
                 "baseline_value": c.test.baseline_value, "diff": c.test.diff, "ci_low": c.test.ci[0],
-                "ci_high": c.test.ci[1], "p": c.test.p, "p_holm": c.test.p_holm,
-                "significant": c.test.p_holm < alpha,
+                "ci_high": c.test.ci[1], "cluster_ci_low": c.test.cluster_ci[0],
+                "cluster_ci_high": c.test.cluster_ci[1], "cluster_se": c.test.cluster_se,
+                "clusters": c.test.clusters, "replicates": c.test.replicates,
+                "unclustered": c.test.unclustered, "effect_size": c.test.effect_size, "mde": c.test.mde,
+                "p": c.test.p, "p_holm": c.test.p_holm, "significant": c.test.p_holm < alpha,
             }
             for c in comparisons
         ]
     )  # fmt: skip
 
 
-def comparison_table(report: CompareReport) -> Table:
-    baseline = report.comparisons[0]
-    title = (
+def comparison_title(comparisons: Sequence[Comparison], alpha: float) -> str:
+    """The table's title: the baseline, the test, and what each interval resampled."""
+    baseline = comparisons[0]
+    return (
         f"against {baseline.baseline} (run {baseline.baseline_run_id[:8]}): paired one-sided t-test, "
-        f"Holm across {len(report.comparisons)} comparisons, alpha {report.alpha:g}"
+        f"Holm across {len(comparisons)} comparisons, alpha {alpha:g}; 95% CI: utterance bootstrap; "
+        f"speaker CI: {resampled(comparisons)}; MDE: the smallest difference detected with 80% power"
     )
-    table = Table(title=title)
+
+
+def comparison_table(report: CompareReport) -> Table:
+    table = Table(title=comparison_title(report.comparisons, report.alpha))
     for header in COLUMNS:
         table.add_column(header, justify="left" if header in ("metric", "system", "run") else "right")
     for row in table_rows(report.comparisons, report.alpha):
@@ -247,10 +316,14 @@ def log_comparison(
     for c in comparisons:
         t = c.test
         stats = {"value": t.value, "baseline": t.baseline_value, "diff": t.diff, "ci_low": t.ci[0],
-                 "ci_high": t.ci[1], "p": t.p, "p_holm": t.p_holm}  # fmt: skip
+                 "ci_high": t.ci[1], "cluster_ci_low": _finite(t.cluster_ci[0]),
+                 "cluster_ci_high": _finite(t.cluster_ci[1]), "cluster_se": _finite(t.cluster_se),
+                 "effect_size": t.effect_size, "mde": _finite(t.mde), "clusters": t.clusters,
+                 "replicates": t.replicates, "p": t.p, "p_holm": t.p_holm}  # fmt: skip
         metrics |= {f"compare.{c.system}.{t.metric}.{name}": value for name, value in stats.items()}
     with run_context(f"compare vs {baseline_label}", tags=tags, params=params) as run:
         log_metrics(metrics)
         log_text(comparisons_frame(comparisons, alpha).to_csv(index=False), "comparison.csv")
-        log_text(markdown_table(COLUMNS, table_rows(comparisons, alpha)) + "\n", "comparison.md")
+        title = comparison_title(comparisons, alpha)
+        log_text(f"{title}\n\n{markdown_table(COLUMNS, table_rows(comparisons, alpha))}\n", "comparison.md")
     return run.info.run_id

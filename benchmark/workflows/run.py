@@ -32,6 +32,7 @@ import torch
 from mlflow.entities import Run
 
 from benchmark.config import DatasetCard, SystemConfig, benchmark_home, override_system
+from benchmark.data.audit import KINDS, Finding, audit_pairings, fold_pairing, merged, write_audit
 from benchmark.data.corpus import load_corpus
 from benchmark.data.examples import Example, examples_of
 from benchmark.data.features import FeatureLoader
@@ -40,6 +41,7 @@ from benchmark.data.prepare import is_prepared, manifest_digest, prepared_dir
 from benchmark.data.splits import Fold, check_validation, fold_names, folds, relabel, training_part
 from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict
+from benchmark.eval.stats import seed_interval
 from benchmark.nn.backbones import Backbone, get_backbone
 from benchmark.ranks import all_gathered, broadcast, is_lead, world
 from benchmark.registry import load_dataset_card, load_system
@@ -90,6 +92,7 @@ class RunRequest:
     train_with: tuple[str, ...] | None = None  # None: the card's protocol.train_with; () for none
     validation: bool = False  # hold out the card's validation set and score it
     epochs: int | None = None
+    seeds: int | None = None  # trainings per fold (`--seeds K`); None: the system's training.seeds
     engine: str = "plain"
     resume: bool = False
     features: str | None = None  # the feature source, "cache" or "online"; None: the backbone's
@@ -100,21 +103,28 @@ class RunRequest:
     tags: dict[str, str] = field(default_factory=dict)
     name: str | None = None
     observer: RunObserver | None = None
+    allow_overlap: bool = False  # train a fold whose test audio is in its training mixture (tagged)
 
 
 @dataclass
 class RunSummary:
+    """Per fold its metrics (with seeds: their mean over the seeds, and `fold_std` their std); the
+    mean and std over every training; with seeds, each mean's interval (`seed_interval`)."""
+
     run_id: str
     system: SystemConfig
     fold_metrics: dict[str, dict[str, float]]
     mean: dict[str, float]
     std: dict[str, float]
+    fold_std: dict[str, dict[str, float]] = field(default_factory=dict)
+    interval: dict[str, tuple[float, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the CLI says under the results (the audit's)
 
 
 def resolve_system(request: RunRequest, backbone: Backbone) -> SystemConfig:
     """The system a run trains: its YAML with overrides deep-merged on top, the later winning:
 
-        system YAML (its `inherits:` chain) < backbone profile < --beta < --set < --epochs
+        system YAML (its `inherits:` chain) < backbone profile < --beta < --set < --epochs, --seeds
 
     The backbone's profile: `demo` and `tiny` train every LLM weight and `demo` trains every stage
     for a multiple of the YAML's epochs. `--set` merges mappings key by key and replaces lists
@@ -129,6 +139,8 @@ def resolve_system(request: RunRequest, backbone: Backbone) -> SystemConfig:
     if request.epochs is not None:  # e.g. a quick smoke run with --epochs 1
         stages = [{**stage.model_dump(), "epochs": request.epochs} for stage in system.stages]
         system = override_system(system, {"stages": stages, "ssl": {"epochs": request.epochs}})
+    if request.seeds is not None:
+        system = override_system(system, {"training": {"seeds": request.seeds}})
     return system
 
 
@@ -272,6 +284,7 @@ class RunPlan:
     encoder: SpeechEncoder | None = None  # on the training device, for the online source
     top_layers: TopLayers | None = None  # pretrained encoder layers a `kind: ssl` system fine-tunes
     checkpoints: Path | None = None  # the run's checkpoint folder (`checkpoint_root`)
+    overlap: list[Finding] = field(default_factory=list)  # `audit_mixture`: every fold's findings
 
     def examples(self, rows: list[Utterance]) -> list[Example]:
         return examples_of(rows, self.features)
@@ -437,6 +450,90 @@ def check_same_data(mixture: Mixture) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# Training-test overlap: each fold's training mixture against its test and validation rows
+# (`benchmark.data.audit`, docs/protocol.md "Training-test overlap")
+# ---------------------------------------------------------------------------------------------
+
+
+def audit_mixture(mixture: Mixture, progress: bool = False) -> list[Finding]:
+    """Every fold's findings (`Finding.pairing` names the fold). Rank 0 fingerprints the audio
+    (cached per file) and every rank gets its findings, so that all of them stop alike."""
+    found = None
+    if is_lead():
+        pairings = [fold_pairing(mixture.card, f, mixture.extra, mixture.cards) for f in mixture.folds]
+        per_fold = audit_pairings(pairings, progress)
+        found = [finding for fold in mixture.folds for finding in per_fold[fold.name]]
+    return broadcast(found)
+
+
+def overlaps_in_test(mixture: Mixture, findings: list[Finding]) -> dict[str, list[Finding]]:
+    """Per fold with any, its audio findings whose evaluated side is in its test part."""
+    tested = {fold.name: {row.id for row in fold.test} for fold in mixture.folds}
+    per_fold: dict[str, list[Finding]] = {}
+    for finding in findings:
+        if finding.is_audio and finding.test_id in tested.get(finding.pairing, ()):
+            per_fold.setdefault(finding.pairing, []).append(finding)
+    return per_fold
+
+
+def overlap_count(mixture: Mixture, findings: list[Finding]) -> int:
+    """The test clips whose audio is in their fold's training mixture."""
+    per_fold = overlaps_in_test(mixture, findings)
+    return len({(f.test_corpus, f.test_id) for found in per_fold.values() for f in found})
+
+
+def refuse_overlap(mixture: Mixture, findings: list[Finding], allow: bool) -> None:
+    """Stop, before anything trains, at the first fold whose test audio is in its training mixture."""
+    per_fold = overlaps_in_test(mixture, findings)
+    if allow or not per_fold:
+        return
+    fold, pairs = next(iter(per_fold.items()))
+    first, more = pairs[0], len(per_fold) - 1
+    raise BenchmarkError(
+        f"fold {fold}: test utterance {first.test_id} ({first.test_corpus}) has the audio of training "
+        f"utterance {first.train_id} ({first.train_corpus}) ({first.kind}); {len(pairs)} such pair(s)"
+        + (f", and {more} more fold(s) with some" if more else "")
+        + "; see `python -m benchmark data audit`",
+        hint="drop the copies from one side and prepare again, or pass --allow-overlap to train anyway "
+        f"(the run is then tagged {tag.OVERLAP}=N and its leaderboard cells are marked)",
+    )
+
+
+def overlap_tags(mixture: Mixture, findings: list[Finding]) -> dict[str, str]:
+    """`overlap=N` when test clips were trained on (`--allow-overlap`); nothing otherwise."""
+    count = overlap_count(mixture, findings)
+    return {tag.OVERLAP: str(count)} if count else {}
+
+
+def log_overlap(findings: list[Finding]) -> None:
+    """The run's findings, each once, as `audit.tsv`, and their count per kind as `audit.<kind>`."""
+    unique = merged({"": findings})
+    counts = Counter(finding.kind for finding in unique)
+    log_metrics({f"audit.{kind}": counts[kind] for kind in KINDS})
+    with tempfile.TemporaryDirectory(prefix="audit-") as tmp:
+        write_audit(Path(tmp) / "audit.tsv", unique)
+        log_artifact(Path(tmp) / "audit.tsv")
+
+
+def overlap_notes(mixture: Mixture, findings: list[Finding]) -> list[str]:
+    """One line on what the audit found, when it found anything."""
+    unique = merged({"": findings})
+    tested = {f.test_id for per in overlaps_in_test(mixture, findings).values() for f in per}
+    counts = {
+        "test clip(s) had their audio in the training mixture (--allow-overlap)": len(tested),
+        "validation clip(s) had their audio in training": len(
+            {f.test_id for f in unique if f.is_audio} - tested
+        ),
+        "evaluated utterance(s) share a transcript with training ones": len(
+            {(f.test_corpus, f.test_id) for f in unique if f.kind == "transcript"}
+        ),
+        "speaker(s) are on both sides": len({f.shared for f in unique if f.kind == "speaker"}),
+    }
+    parts = [f"{count} {what}" for what, count in counts.items() if count]
+    return ["audit: " + "; ".join(parts) + " (listed in the run's audit.tsv)"] if parts else []
+
+
 def device_summary() -> str:
     """The devices of every rank, e.g. "2 x cpu on 1 node" or "16 x NVIDIA H100 80GB HBM3 on 2 nodes"."""
     import socket
@@ -469,6 +566,8 @@ def plan_run(request: RunRequest) -> tuple[RunPlan, RunSetup]:
         tracking_setup(load_mlflow_config())  # marks stale runs; a bad store fails before any work
     mixture = build_mixture(request, card, others)
     check_same_data(mixture)
+    overlap = audit_mixture(mixture, request.progress)  # fingerprints cached: cheap after the first run
+    refuse_overlap(mixture, overlap, request.allow_overlap)
 
     encoder = frozen_encoder(backbone.name, system.encoder_family)
     encoder_shape = (encoder.num_layers, encoder.hidden_size)
@@ -481,8 +580,9 @@ def plan_run(request: RunRequest) -> tuple[RunPlan, RunSetup]:
     train_with = [other.name for other in others]
     config = config_digest(system, request, train_with, source)
     plan = RunPlan(
-        system, request, backbone, mixture, features, encoder_shape, config, source, online, top_layers
-    )
+        system, request, backbone, mixture, features, encoder_shape, config, source, online, top_layers,
+        overlap=overlap,
+    )  # fmt: skip
     setup = RunSetup(
         dataset=card.name,
         train_with=tuple(train_with),
@@ -519,8 +619,10 @@ def run_experiment(request: RunRequest) -> RunSummary:
     checkpoints = broadcast(checkpoint_root(plan.digest, system, resumed) if lead else None)
     plan = dataclasses.replace(plan, checkpoints=checkpoints)
     fold_metrics: dict[str, dict[str, float]] = {}
+    fold_std: dict[str, dict[str, float]] = {}
     parent_tags = {**tags, tag.CHECKPOINTS: str(checkpoints)}
     parent_tags |= {tag.RESUMED_FROM: resumed.info.run_id} if resumed else {}
+    parent_tags |= overlap_tags(plan.mixture, plan.overlap)
     name = request.name or f"{system.name} on {card.name}"
     with lead_run(name, tags={**parent_tags, **request.tags}, params=system) as parent:
         run_id = broadcast(parent.info.run_id if lead else None)
@@ -531,41 +633,128 @@ def run_experiment(request: RunRequest) -> RunSummary:
 
             log_environment()
             log_params(weights_params(plan.backbone.name, system))  # the checkpoints read, digested
+            log_overlap(plan.overlap)
         pooled: list[dict] = []
+        trainings: list[Training] = []
+        seeds = system.training.seed_values()
         for fold in mixture.folds:
-            with lead_run(f"fold {fold.name}", tags={**tags, tag.FOLD: fold.name}):
-                if lead:
-                    log_fold_data(mixture, fold, system, test)
-                result = run_fold(plan, fold)
-                if lead:
-                    log_metrics({**result.scores, **result.validation})
-                    if test:
-                        log_split(result.records, labels, f"fold-{fold.name}", "confusion_matrix.png")
-            fold_metrics[fold.name] = {**result.scores, **result.validation}
-            pooled += result.records
-        names = sorted({name for scores in fold_metrics.values() for name in scores})
-        mean = {n: float(np.mean([s[n] for s in fold_metrics.values() if n in s])) for n in names}
-        std = {n: float(np.std([s[n] for s in fold_metrics.values() if n in s])) for n in names}
+            mine = train_fold(plan, fold, seeds, tags, test, labels)
+            fold_metrics[fold.name], fold_std[fold.name] = mean_and_std([t.metrics for t in mine])
+            trainings += mine
+            pooled += [record for t in mine for record in t.records]
+        mean, std = mean_and_std([t.metrics for t in trainings])
+        interval = seed_intervals(trainings) if len(seeds) > 1 else {}
         if lead:
-            log_pooled(plan, mean, std, pooled, test)
+            log_pooled(plan, mean, std, interval, pooled, test, trainings)
     if lead:
         shutil.rmtree(checkpoints, ignore_errors=True)
-    return RunSummary(run_id, system, fold_metrics, mean, std)
+    summary = RunSummary(
+        run_id, system, fold_metrics, mean, std, fold_std if len(seeds) > 1 else {}, interval
+    )
+    summary.notes += overlap_notes(plan.mixture, plan.overlap)
+    return summary
 
 
 def log_pooled(
     plan: RunPlan,
     mean: dict[str, float],
     std: dict[str, float],
+    interval: dict[str, tuple[float, float]],
     pooled: list[dict],
     test: bool,
+    trainings: list[Training],
 ) -> None:
-    """The parent run's metrics: the mean and std over folds and, when tested, the pooled records."""
+    """The parent run's metrics: the mean and std over every training (fold, and seed with
+    `--seeds`), with seeds the interval of each mean (`seed_interval`), and when tested the pooled
+    records (with seeds, the pooled scores are each seed's over all folds, averaged)."""
     card, labels, folds = plan.mixture.card, list(plan.mixture.card.labels), plan.mixture.folds
     log_metrics(mean)
     log_metrics({f"{n}.std": v for n, v in std.items()})
+    log_metrics({f"{n}.ci_low": low for n, (low, _) in interval.items()})
+    log_metrics({f"{n}.ci_high": high for n, (_, high) in interval.items()})
+    seeds = sorted({t.seed for t in trainings})
     if test and len(folds) > 1:  # with one fold the pooled scores are the fold's
         tested = [row for fold in folds for row in fold.test]
-        log_metrics({f"pooled.{n}": v for n, v in split_scores(pooled, card, plan.system, tested).items()})
+        per_seed = [
+            split_scores([r for r in pooled if r.get("seed", seed) == seed], card, plan.system, tested)
+            for seed in seeds
+        ]
+        log_metrics({f"pooled.{n}": v for n, v in mean_and_std(per_seed)[0].items()})
     if test:  # not in a study's trial: nothing of the test part
         log_split(pooled, labels, "pooled", "confusion_matrix_pooled.png")
+
+
+@dataclass(frozen=True)
+class Training:
+    """One training of one fold (one seed of it with `--seeds`): its metrics and test records."""
+
+    fold: str
+    seed: int
+    metrics: dict[str, float]
+    records: list[dict]
+
+
+def train_fold(
+    plan: RunPlan, fold: Fold, seeds: list[int], tags: dict[str, str], test: bool, labels: list[str]
+) -> list[Training]:
+    """A fold's run: it trains the fold itself (one seed, as before seeds existed), or holds a run
+    per seed (tagged `seed` and `seed_index`) and logs their mean and `.std` over the seeds."""
+    fold_tags = {**tags, tag.FOLD: fold.name}
+    if len(seeds) == 1:
+        with lead_run(f"fold {fold.name}", tags={**fold_tags, tag.SEED: str(seeds[0])}):
+            return [train_logged(seeded(plan, seeds[0], None), fold, test, labels)]
+    trainings = []
+    with lead_run(f"fold {fold.name}", tags={**fold_tags, tag.SEEDS: str(len(seeds))}):
+        for index, seed in enumerate(seeds):
+            seed_tags = {**fold_tags, tag.SEED: str(seed), tag.SEED_INDEX: str(index)}
+            with lead_run(f"fold {fold.name} seed {seed}", tags=seed_tags):
+                trainings.append(train_logged(seeded(plan, seed, index), fold, test, labels))
+        if is_lead():
+            mean, std = mean_and_std([t.metrics for t in trainings])
+            log_metrics({**mean, **{f"{n}.std": v for n, v in std.items()}})
+    return trainings
+
+
+def seeded(plan: RunPlan, seed: int, index: int | None) -> RunPlan:
+    """The plan of one training: the system with `seed` and, for the `index`-th of several seeds,
+    a checkpoint folder of its own (None: the fold's only training)."""
+    system = override_system(plan.system, {"training": {"seed": seed}})
+    checkpoints = plan.checkpoints
+    if index is not None and checkpoints is not None:
+        checkpoints = checkpoints / f"seed-{seed}"
+    return dataclasses.replace(plan, system=system, checkpoints=checkpoints)
+
+
+def train_logged(plan: RunPlan, fold: Fold, test: bool, labels: list[str]) -> Training:
+    """Train and score one fold in the active (fold or seed) run, and log what it trained on, its
+    metrics and its test records (which name their seed where the fold trains several)."""
+    lead = is_lead()
+    if lead:
+        log_fold_data(plan.mixture, fold, plan.system, test)
+    result = run_fold(plan, fold)
+    seed = plan.system.training.seed
+    records = result.records
+    if plan.system.training.seeds > 1:
+        records = [{**record, "seed": seed} for record in records]
+    if lead:
+        log_metrics({**result.scores, **result.validation})
+        if test:
+            log_split(records, labels, f"fold-{fold.name}", "confusion_matrix.png")
+    return Training(fold.name, seed, {**result.scores, **result.validation}, records)
+
+
+def seed_intervals(trainings: list[Training]) -> dict[str, tuple[float, float]]:
+    """Each metric's 95 % interval over the trainings, clustered by fold (`seed_interval`)."""
+    names = sorted({name for t in trainings for name in t.metrics})
+    return {
+        name: seed_interval([(t.fold, t.seed, t.metrics[name]) for t in trainings if name in t.metrics])
+        for name in names
+    }
+
+
+def mean_and_std(metrics: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Each metric's mean and (population) std over the trainings that have it."""
+    names = sorted({name for scores in metrics for name in scores})
+    mean = {n: float(np.mean([s[n] for s in metrics if n in s])) for n in names}
+    std = {n: float(np.std([s[n] for s in metrics if n in s])) for n in names}
+    return mean, std
