@@ -42,7 +42,7 @@ def test_write_wav_roundtrip(tmp_path: Path):
     [
         (None, "audio file not found"),
         (b"this is not audio", "unreadable or corrupt"),
-        (b"", "empty file (0 bytes)"),
+        (b"", r"empty file \(0 bytes\)"),
     ],
 )
 def test_unusable_files_name_the_file(tmp_path: Path, content: bytes | None, message: str):

@@ -13,7 +13,8 @@ def test_help_lists_every_verb(capsys: pytest.CaptureFixture[str]):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for verb in ["data", "doctor", "run", "study", "evaluate", "compare", "leaderboard", "explain", "ui"]:
+    verbs = "data doctor run study predict evaluate compare leaderboard explain ui"
+    for verb in verbs.split():
         assert verb in out
 
 
@@ -46,8 +47,8 @@ def test_doctor_runs_as_a_module():
 
 
 VERBS = [
-    ["data"], ["data", "list"], ["data", "prepare"], ["data", "demo"], ["run"], ["study"], ["explain"],
-    ["evaluate"], ["compare"], ["leaderboard"], ["ui"], ["systems"], ["doctor"],
+    ["data"], ["data", "list"], ["data", "prepare"], ["data", "demo"], ["data", "audit"], ["run"], ["study"],
+    ["predict"], ["explain"], ["evaluate"], ["compare"], ["leaderboard"], ["ui"], ["systems"], ["doctor"],
 ]  # fmt: skip
 
 

@@ -7,7 +7,8 @@
 With validation on, the card's `protocol.validation` carves a validation set out of the training
 part (or names a split of its own), so that recipes and studies choose on it and the test part is
 touched once, at the end. Training corpora of `protocol.train_with` (SpeechCraft) then join each
-fold's training part (`training_mixture`), their emotion labels renamed to the target corpus's.
+fold's training part (`training_mixture`), their emotion labels renamed to the target corpus's;
+a run's folds and those rows are one `Mixture`.
 """
 
 from __future__ import annotations
@@ -180,3 +181,25 @@ def relabel(rows: list[Utterance], source: DatasetCard, target: DatasetCard) -> 
                 outside[row.emotion] += 1
         renamed.append(row.model_copy(update={"emotion": label}))
     return Relabelled(renamed, outside)
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """The target corpus's folds and the rows every fold trains with from the `train_with` corpora."""
+
+    card: DatasetCard
+    folds: list[Fold]
+    extra: list[Utterance]
+    outside_labels: dict[str, int]  # per train_with corpus: rows whose emotion the target lacks
+    cards: dict[str, DatasetCard]  # every corpus of the run, target first
+
+    def training_rows(self, fold: Fold) -> list[Utterance]:
+        return [*fold.train, *self.extra]
+
+    def all_rows(self) -> dict[str, Utterance]:
+        """Every row of the run by id; two corpora that share an id would mix their features."""
+        rows: dict[str, Utterance] = {}
+        for row in [*self.extra, *(r for f in self.folds for r in [*f.train, *f.validation, *f.test])]:
+            if (seen := rows.setdefault(row.id, row)).dataset != row.dataset:
+                raise BenchmarkError(f"utterance id '{row.id}' is in both {seen.dataset} and {row.dataset}")
+        return rows

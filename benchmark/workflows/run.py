@@ -32,13 +32,21 @@ import torch
 from mlflow.entities import Run
 
 from benchmark.config import DatasetCard, SystemConfig, benchmark_home, override_system
-from benchmark.data.audit import KINDS, Finding, audit_pairings, fold_pairing, merged, write_audit
+from benchmark.data.audit import Finding
 from benchmark.data.corpus import load_corpus
 from benchmark.data.examples import Example, examples_of
 from benchmark.data.features import FeatureLoader
 from benchmark.data.manifest import Utterance
 from benchmark.data.prepare import is_prepared, manifest_digest, prepared_dir
-from benchmark.data.splits import Fold, check_validation, fold_names, folds, relabel, training_part
+from benchmark.data.splits import (
+    Fold,
+    Mixture,
+    check_validation,
+    fold_names,
+    folds,
+    relabel,
+    training_part,
+)
 from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict
 from benchmark.eval.stats import seed_interval
@@ -58,6 +66,13 @@ from benchmark.tracking.lookup import interrupted_run
 from benchmark.tracking.runs import run_context
 from benchmark.tracking.store import load_mlflow_config, tracking_setup
 from benchmark.tracking.tags import RunSetup, digest, run_tags
+from benchmark.workflows.overlap import (
+    audit_mixture,
+    log_overlap,
+    overlap_notes,
+    overlap_tags,
+    refuse_overlap,
+)
 from benchmark.workflows.scoring import log_split, split_scores
 
 if TYPE_CHECKING:
@@ -201,28 +216,6 @@ def resumable_run(digest: str, world_size: int) -> Run | None:
             hint="resume it with the same number of processes, or start afresh without --resume",
         )
     return resumed
-
-
-@dataclass(frozen=True)
-class Mixture:
-    """The target corpus's folds and the rows every fold trains with from the `train_with` corpora."""
-
-    card: DatasetCard
-    folds: list[Fold]
-    extra: list[Utterance]
-    outside_labels: dict[str, int]  # per train_with corpus: rows whose emotion the target lacks
-    cards: dict[str, DatasetCard]  # every corpus of the run, target first
-
-    def training_rows(self, fold: Fold) -> list[Utterance]:
-        return [*fold.train, *self.extra]
-
-    def all_rows(self) -> dict[str, Utterance]:
-        """Every row of the run by id; two corpora that share an id would mix their features."""
-        rows: dict[str, Utterance] = {}
-        for row in [*self.extra, *(r for f in self.folds for r in [*f.train, *f.validation, *f.test])]:
-            if (seen := rows.setdefault(row.id, row)).dataset != row.dataset:
-                raise BenchmarkError(f"utterance id '{row.id}' is in both {seen.dataset} and {row.dataset}")
-        return rows
 
 
 def build_mixture(request: RunRequest, card: DatasetCard, others: list[DatasetCard]) -> Mixture:
@@ -448,90 +441,6 @@ def check_same_data(mixture: Mixture) -> None:
             f"rank {other} reads other data than rank 0 (manifest digest {digests[other]} vs {digests[0]})",
             hint="every node needs the same prepared corpora: prepare them once on shared storage",
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# Training-test overlap: each fold's training mixture against its test and validation rows
-# (`benchmark.data.audit`, docs/protocol.md "Training-test overlap")
-# ---------------------------------------------------------------------------------------------
-
-
-def audit_mixture(mixture: Mixture, progress: bool = False) -> list[Finding]:
-    """Every fold's findings (`Finding.pairing` names the fold). Rank 0 fingerprints the audio
-    (cached per file) and every rank gets its findings, so that all of them stop alike."""
-    found = None
-    if is_lead():
-        pairings = [fold_pairing(mixture.card, f, mixture.extra, mixture.cards) for f in mixture.folds]
-        per_fold = audit_pairings(pairings, progress)
-        found = [finding for fold in mixture.folds for finding in per_fold[fold.name]]
-    return broadcast(found)
-
-
-def overlaps_in_test(mixture: Mixture, findings: list[Finding]) -> dict[str, list[Finding]]:
-    """Per fold with any, its audio findings whose evaluated side is in its test part."""
-    tested = {fold.name: {row.id for row in fold.test} for fold in mixture.folds}
-    per_fold: dict[str, list[Finding]] = {}
-    for finding in findings:
-        if finding.is_audio and finding.test_id in tested.get(finding.pairing, ()):
-            per_fold.setdefault(finding.pairing, []).append(finding)
-    return per_fold
-
-
-def overlap_count(mixture: Mixture, findings: list[Finding]) -> int:
-    """The test clips whose audio is in their fold's training mixture."""
-    per_fold = overlaps_in_test(mixture, findings)
-    return len({(f.test_corpus, f.test_id) for found in per_fold.values() for f in found})
-
-
-def refuse_overlap(mixture: Mixture, findings: list[Finding], allow: bool) -> None:
-    """Stop, before anything trains, at the first fold whose test audio is in its training mixture."""
-    per_fold = overlaps_in_test(mixture, findings)
-    if allow or not per_fold:
-        return
-    fold, pairs = next(iter(per_fold.items()))
-    first, more = pairs[0], len(per_fold) - 1
-    raise BenchmarkError(
-        f"fold {fold}: test utterance {first.test_id} ({first.test_corpus}) has the audio of training "
-        f"utterance {first.train_id} ({first.train_corpus}) ({first.kind}); {len(pairs)} such pair(s)"
-        + (f", and {more} more fold(s) with some" if more else "")
-        + "; see `python -m benchmark data audit`",
-        hint="drop the copies from one side and prepare again, or pass --allow-overlap to train anyway "
-        f"(the run is then tagged {tag.OVERLAP}=N and its leaderboard cells are marked)",
-    )
-
-
-def overlap_tags(mixture: Mixture, findings: list[Finding]) -> dict[str, str]:
-    """`overlap=N` when test clips were trained on (`--allow-overlap`); nothing otherwise."""
-    count = overlap_count(mixture, findings)
-    return {tag.OVERLAP: str(count)} if count else {}
-
-
-def log_overlap(findings: list[Finding]) -> None:
-    """The run's findings, each once, as `audit.tsv`, and their count per kind as `audit.<kind>`."""
-    unique = merged({"": findings})
-    counts = Counter(finding.kind for finding in unique)
-    log_metrics({f"audit.{kind}": counts[kind] for kind in KINDS})
-    with tempfile.TemporaryDirectory(prefix="audit-") as tmp:
-        write_audit(Path(tmp) / "audit.tsv", unique)
-        log_artifact(Path(tmp) / "audit.tsv")
-
-
-def overlap_notes(mixture: Mixture, findings: list[Finding]) -> list[str]:
-    """One line on what the audit found, when it found anything."""
-    unique = merged({"": findings})
-    tested = {f.test_id for per in overlaps_in_test(mixture, findings).values() for f in per}
-    counts = {
-        "test clip(s) had their audio in the training mixture (--allow-overlap)": len(tested),
-        "validation clip(s) had their audio in training": len(
-            {f.test_id for f in unique if f.is_audio} - tested
-        ),
-        "evaluated utterance(s) share a transcript with training ones": len(
-            {(f.test_corpus, f.test_id) for f in unique if f.kind == "transcript"}
-        ),
-        "speaker(s) are on both sides": len({f.shared for f in unique if f.kind == "speaker"}),
-    }
-    parts = [f"{count} {what}" for what, count in counts.items() if count]
-    return ["audit: " + "; ".join(parts) + " (listed in the run's audit.tsv)"] if parts else []
 
 
 def device_summary() -> str:
