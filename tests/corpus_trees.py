@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import soundfile as sf
 from test_reader_iemocap import write_dialog
@@ -56,18 +55,6 @@ def tone(path: Path, frequency: float, seconds: float | None = None, amplitude: 
     sf.write(str(path), amplitude * np.sin(2 * np.pi * frequency * t), 16000, subtype="PCM_16")
 
 
-def tone_clip(path: Path, frequency: float, seconds: float, rate: int = 44100) -> None:
-    """An audio-only mp4 with one AAC stream of a steady tone, as `write_clip` writes its 440 Hz one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wave = (0.3 * np.sin(2 * np.pi * frequency * np.arange(int(rate * seconds)) / rate)).astype(np.float32)
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(wave.reshape(1, -1), format="flt", layout="mono")
-        frame.sample_rate, frame.pts = rate, 0
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            container.mux(packet)
-
-
 def iemocap_tree(root: Path, distinct: bool = True) -> Path:
     for number in range(1, 6):
         dialog = f"Ses0{number}F_impro01"
@@ -90,7 +77,7 @@ def meld_tree(root: Path, distinct: bool = True) -> Path:
         for i in range(len(rows)):
             clip, seconds = root / MELD_FOLDERS[split] / f"dia0_utt{i}.mp4", 0.4 + 0.05 * i
             if distinct:
-                tone_clip(clip, FIRST_TONE["meld"] + 10 * clips, seconds)
+                write_clip(clip, seconds, frequency=FIRST_TONE["meld"] + 10 * clips)
             else:
                 write_clip(clip, seconds=seconds)
             clips += 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import mlflow
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import soundfile as sf
 import soxr
 import torch
 from mlflow import MlflowClient
+from test_reader_meld import write_clip
 from test_saliency import LABELS, noise, tiny_captioner
 
 from benchmark.cli import main
@@ -51,23 +51,8 @@ def test_folders_are_searched_for_audio_and_missing_paths_are_lines(tmp_path: Pa
     assert failures[1] == f"{tmp_path / 'nope.wav'}: no such file or folder"
 
 
-def write_aac(path: Path, wave: np.ndarray, rate: int) -> None:
-    """`wave` (mono float32) as AAC in an MP4 (.m4a) container, written with PyAV."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=rate)
-        frame = av.AudioFrame.from_ndarray(wave[None, :], format="flt", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-
-
 def test_m4a_and_misnamed_files_are_decoded_by_ffmpeg(tmp_path: Path):
-    rate = 22050
-    t = np.arange(rate) / rate
-    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    write_aac(tmp_path / "tone.m4a", tone, rate)
+    write_clip(tmp_path / "tone.m4a", 1.0, rate=22050)  # a 440 Hz tone as AAC in an MP4 container
     wave = load_audio(tmp_path / "tone.m4a")
     assert abs(len(wave) / SAMPLE_RATE - 1.0) < 0.1  # AAC pads a frame or so
     spectrum = np.abs(np.fft.rfft(wave[2000:14000]))

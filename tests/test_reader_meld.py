@@ -27,11 +27,11 @@ def row(number: int, text: str, speaker: str, emotion: str, dialogue: int, utter
     return f'{number},"{text}",{speaker},{emotion},neutral,{dialogue},{utterance},3,19,{TIMES}'
 
 
-def write_clip(path: Path, seconds: float = 0.3, rate: int = 44100) -> None:
-    """An audio-only mp4 with one AAC stream, as PyAV writes it."""
+def write_clip(path: Path, seconds: float = 0.3, rate: int = 44100, frequency: float = 440) -> None:
+    """An audio-only mp4 with one AAC stream of a steady tone, as PyAV writes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     samples = np.arange(int(rate * seconds))
-    wave = (0.3 * np.sin(2 * np.pi * 440 * samples / rate)).astype(np.float32)
+    wave = (0.3 * np.sin(2 * np.pi * frequency * samples / rate)).astype(np.float32)
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("aac", rate=rate, layout="mono")
         frame = av.AudioFrame.from_ndarray(wave.reshape(1, -1), format="flt", layout="mono")
