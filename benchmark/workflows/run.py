@@ -2,10 +2,13 @@
 
 One parent run per call (the tags of `benchmark.tracking.tags.run_tags`; params the resolved
 system), one nested run per fold with its curves, records, metrics, confusion matrix and trained
-model; the parent holds the mean and std over folds and the pooled records. Each fold trains on the
-target corpus's training part plus that of every `train_with` corpus (the paper's protocol, section
-4.1) and logs what it trained on. Inputs stream batch by batch from a feature source: `cache` (the
-frozen encoder's outputs, computed once per utterance) or `online` (the encoder runs in the step).
+model; the parent holds the mean and std over folds and the pooled records. With `--seeds K` a fold's
+run holds a run per seed instead, and the parent adds each mean's interval (`seed_interval`). Each
+fold trains on the target corpus's training part plus that of every `train_with` corpus (the
+paper's protocol, section 4.1) and logs what it trained on; a fold whose test audio is in that
+mixture is refused first (`workflows.overlap`). Inputs stream batch by batch from a feature
+source: `cache` (the frozen encoder's outputs, computed once per utterance) or `online` (the
+encoder runs in the step).
 Under `torchrun` or the `deepspeed` launcher it is still one run: rank 0 alone writes to MLflow and
 picks the checkpoint folder, every rank trains its shard and predicts its share (`benchmark.ranks`).
 `--resume` continues the newest interrupted run of the same `config_digest`. A backbone with random
