@@ -1,9 +1,11 @@
 """Seconds per file of `predict` and `explain FILE` with a trained run, as a user's files see them.
 
 The files are a run's own test utterances, copied under new names (what `predict` sees is a path,
-nothing of the corpus). `predict` is timed over all of them in one call (the model is rebuilt once;
-the time to rebuild it is its own row), `explain` file by file with the default settings
-(occlusion, 5 windows of 0.15 s, the recording as its own baseline, no figure or page logged).
+nothing of the corpus) with a gain drawn anew on every call, so that no cache of encoder outputs or
+acoustic cues (both keyed by content) holds them: each is a recording the suite has never seen.
+`predict` is timed over all of them in one call (the model is rebuilt once; the time to rebuild
+it is its own row), `explain` file by file with the default settings (occlusion, 5 windows of
+0.15 s, the recording as its own baseline, no figure or page logged).
 
     python measurements/file_speed.py RUN_ID [--files 20] [--explain 3]
 """
@@ -11,11 +13,12 @@ the time to rebuild it is its own row), `explain` file by file with the default 
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import torch
 from mlflow import MlflowClient
 
@@ -39,10 +42,11 @@ def test_files(run_id: str, count: int, folder: Path) -> tuple[str, list[Path]]:
         for split in load_corpus(load_dataset_card(run.data.tags[tag.DATASET])).values()
         for r in split
     }
-    paths = []
+    paths, rng = [], np.random.default_rng()  # unseeded: new content on every call
     for i, record in enumerate(load_run_records(fold_run.info.run_id, f"fold-{fold}")[:count]):
         paths.append(folder / f"recording-{i:03d}.wav")
-        shutil.copyfile(rows[record.id].audio, paths[-1])
+        wave, rate = sf.read(rows[record.id].audio, dtype="float32")
+        sf.write(paths[-1], wave * rng.uniform(0.5, 0.9), rate)
     return fold, paths
 
 
