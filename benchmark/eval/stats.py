@@ -216,11 +216,11 @@ def cluster_bootstrap(
     `clusters[i]` is observation i's cluster (its speaker; None: every observation is a cluster of
     its own, the plain utterance bootstrap). A resample draws as many clusters as there are, with
     replacement, and keeps all of a drawn cluster's observations together. `replicates[i]` is
-    observation i's replicate label, e.g. its fold (later `f"{fold}/{seed}"`): with two or more
+    observation i's replicate label, crossed with the clusters (a training seed): with two or more
     labels, the labels are drawn with replacement too, independently (a crossed two-way
     bootstrap), and a resample holds, for each drawn cluster and each drawn label, the cluster's
     observations with that label. The statistic is the mean difference over a resample's
-    observations; a resample with none (possible where speakers are nested in folds) is left out.
+    observations; a resample with none (possible where clusters are nested in the labels) is left out.
 
     Each resample draws its clusters as floor(K u) of K uniforms u of a generator seeded by the
     first child of `SeedSequence(seed)`, and its replicate labels likewise from the second child;
@@ -303,8 +303,8 @@ def holm(p_values: Sequence[float]) -> list[float]:
 class PairedTest:
     """One system against one baseline on one metric. `diff` = value - baseline_value (for WER a
     negative diff is the improvement); `ci` is the bootstrap interval of `diff` over utterances,
-    `cluster_ci` the one over `clusters` speaker clusters (and `replicates` fold labels, when
-    there are several), with standard error `cluster_se`; `unclustered` utterances had no speaker
+    `cluster_ci` the one over `clusters` speaker clusters (and `replicates` seed or fold/seed
+    labels, when there are several), with standard error `cluster_se`; `unclustered` utterances had no speaker
     and were clusters of their own. `effect_size` is the utterance-level paired Cohen's d_z (sign
     of `diff`); `mde` the smallest true difference the one-sided test at the `alpha` given to
     `paired_test` detects with 80 % power, from `cluster_se`. `p` is one-sided in the metric's
@@ -341,12 +341,12 @@ def paired_test(
 ) -> PairedTest:
     """Is `scores` better than `baseline`? `name`s label the runs in errors.
 
-    `speakers` maps an utterance id of the scores to its speaker: the clusters of the cluster
-    bootstrap (an id it lacks is a cluster of its own, counted in `unclustered`; None: every
-    utterance is). `replicates` maps an id to its replicate label, e.g. the fold it was tested in
-    (a later seed dimension would key observations by utterance and seed and label them
-    f"{fold}/{seed}"); several labels are resampled too (`cluster_bootstrap`). `alpha` is the
-    test's level for the minimum detectable difference.
+    `speakers` maps a key of the scores (`PredictionRecord.key`: the utterance, and its seed in a
+    run with seeds) to its speaker: the clusters of the cluster bootstrap (a key it lacks is a
+    cluster of its own, counted in `unclustered`; None: every utterance is). `replicates` maps a
+    key to its replicate label, crossed with the speakers: its seed, and its fold where speakers
+    are tested in several folds (`EvaluatedRun.replicates`); several labels are resampled too
+    (`cluster_bootstrap`). `alpha` is the test's level for the minimum detectable difference.
     """
     if scores.metric != baseline.metric:
         raise ValueError(f"cannot pair {scores.metric} scores with {baseline.metric} scores")
@@ -362,8 +362,8 @@ def paired_test(
         if speakers is not None:
             labels = [speakers.get(utt, ("utterance", utt)) for utt in scores.ids]  # never a str
             unclustered = sum(utt not in speakers for utt in scores.ids)
-        folds = None if replicates is None else [replicates.get(utt) for utt in scores.ids]
-        clustered = cluster_bootstrap(differences, labels, folds, n_resamples=n_resamples, seed=seed)
+        crossed = None if replicates is None else [replicates.get(utt) for utt in scores.ids]
+        clustered = cluster_bootstrap(differences, labels, crossed, n_resamples=n_resamples, seed=seed)
     return PairedTest(
         metric=scores.metric,
         n=len(values),
