@@ -503,8 +503,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from benchmark.console import console, evaluation_table, print_run_link
     from benchmark.workflows.evaluate import evaluate_run
 
-    summary = evaluate_run(args.run_id, args.dataset, args.fold)
+    summary = evaluate_run(args.run_id, args.dataset, args.fold, allow_overlap=args.allow_overlap)
     console.print(evaluation_table(summary, args.dataset))
+    for note in summary.notes:
+        console.print(f"note: {note}", soft_wrap=True)
     print_run_link(summary.run_id)
     return 0
 
@@ -522,6 +524,11 @@ def add_evaluate(verbs: Verbs) -> None:
         help="dataset card with a test split (e.g. emosec)",
     )
     evaluate.add_argument("--fold", help="which fold's model of a cross-validated run (needed if several)")
+    evaluate.add_argument(
+        "--allow-overlap", action="store_true",
+        help="score even when test audio is in the source fold's training mixture (`data audit`); "
+        "the run is tagged overlap=N and its leaderboard cells are marked",
+    )  # fmt: skip
     evaluate.set_defaults(func=cmd_evaluate)
 
 

@@ -6,17 +6,22 @@ import json
 import shutil
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from benchmark.cli import main
 from benchmark.config import benchmark_home
+from benchmark.data import audit
+from benchmark.data.audit import read_audit
 from benchmark.data.examples import Example
 from benchmark.data.manifest import read_manifest
 from benchmark.data.prepare import prepare_corpus
 from benchmark.errors import BenchmarkError
 from benchmark.eval.predict import predict
+from benchmark.leaderboard.board import build_boards
+from benchmark.leaderboard.render import render
 from benchmark.nn.backbones import get_backbone
 from benchmark.nn.encoder import build_encoder
 from benchmark.nn.ssl_baseline import SSLBaseline
@@ -34,7 +39,8 @@ CAPTIONS = ["语气平静，语速正常", "声音响亮，情绪激动", "语�
 
 
 def emosec_from_demo(workdir: Path, count: int = 3) -> Path:
-    """An EMOSEC-layout folder (SECap's test release) whose wavs are demo utterances."""
+    """An EMOSEC-layout folder (SECap's test release) whose wavs are copies of the first demo
+    utterances: speaker group 1's, so fold 1 never trained on them and every other fold did."""
     demo = read_manifest(benchmark_home() / "datasets" / "demo" / "all.jsonl")
     root = workdir / "SECap" / "dataset"
     (root / "wav").mkdir(parents=True)
@@ -111,8 +117,10 @@ def test_evaluate_scores_a_run_on_a_zero_shot_corpus(emosec: Path, capsys: pytes
     assert [r.ref_descriptor for r in records] == CAPTIONS
     assert all(r.ref_emotion is None and r.raw_output for r in records)
     assert [r.language for r in records] == ["zh"] * len(CAPTIONS)  # the manifest rows' language
-    scores = {name for name in run.data.metrics if not name.startswith("system/")}  # MLflow's own
-    assert set(summary.metrics) == scores and summary.metrics
+    scores = {name for name in run.data.metrics if not name.startswith(("system/", "audit."))}
+    assert set(summary.metrics) == scores and summary.metrics  # besides MLflow's own and the audit's
+    assert [run.data.metrics[f"audit.{kind}"] for kind in audit.KINDS] == [0, 0, 0, 0]
+    assert "overlap" not in tags and not summary.notes
     assert 0 <= summary.metrics["sed.language_mismatch"] <= 1  # one language: no sed.zh.* keys
     assert not any(name.startswith(("sed.zh.", "sed.en.")) for name in summary.metrics)
 
@@ -121,12 +129,46 @@ def test_evaluate_scores_a_run_on_a_zero_shot_corpus(emosec: Path, capsys: pytes
 
 
 @pytest.mark.slow
-def test_several_fold_models_need_a_choice(emosec: Path):
+def test_several_fold_models_need_a_choice_and_folds_that_trained_on_the_test_audio_are_refused(
+    emosec: Path, capsys: pytest.CaptureFixture[str]
+):
     source = run_experiment(RunRequest(system="no-fd", backbone="tiny", fold="all", epochs=1, progress=False))
     with pytest.raises(BenchmarkError, match=r"folds \['1', '2', '3', '4', '5'\]; pick one with --fold"):
         evaluate_run(source.run_id, "emosec", progress=False)
-    summary = evaluate_run(source.run_id, "emosec", fold="3", progress=False)
-    assert MlflowClient().get_run(summary.run_id).data.tags["source_fold"] == "3"
+    copied = [row.id for row in read_manifest(benchmark_home() / "datasets" / "demo" / "all.jsonl")[:3]]
+
+    # Fold 3 trained on group 1, whose first three clips EMOSEC's test split holds under other ids.
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
+    assert main(["evaluate", source.run_id, "--dataset", "emosec", "--fold", "3"]) == 2
+    error = capsys.readouterr().err
+    where = f"emosec, zero-shot from fold 3 of run {source.run_id}"
+    assert f"{where}: test utterance emosec_tx_emotion_00201000000 (emosec) has the audio of " in error
+    assert f"training utterance {copied[0]} (demo) (audio-exact); 3 such pair(s)" in error
+    assert "--allow-overlap" in error
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before  # none was opened
+
+    summary = evaluate_run(source.run_id, "emosec", fold="3", progress=False, allow_overlap=True)
+    run = MlflowClient().get_run(summary.run_id)
+    assert (run.data.tags["source_fold"], run.data.tags["overlap"]) == ("3", "3")
+    assert summary.notes == [
+        "audit: 3 test clip(s) had their audio in the training mixture (--allow-overlap) "
+        "(listed in the run's audit.tsv)"
+    ]
+    logged = read_audit(Path(MlflowClient().download_artifacts(summary.run_id, "audit.tsv")))
+    assert {(r["kind"], r["train_id"], r["test_corpus"]) for r in logged} == {
+        ("audio-exact", uid, "emosec") for uid in copied
+    }
+    board = render(build_boards("sed", ["emosec"], [summary.run_id]), "md")
+    (line,) = [line for line in board.splitlines() if line.startswith("| 1 | no-fd | measured |")]
+    cells = [cell.strip() for cell in line.split("|")[4:-1] if cell.strip() != "–"]  # – : not measured
+    assert cells and all(cell.endswith("†") for cell in cells)
+    assert f"† row 1 on emosec (run {summary.run_id}): trained with 3 test clip(s)" in board
+
+    # A source run's corpus that is not prepared here cannot be audited: said, and scored anyway.
+    shutil.rmtree(benchmark_home() / "datasets" / "demo")
+    summary = evaluate_run(source.run_id, "emosec", fold="2", progress=False)
+    assert summary.notes == ["audit: not checked: demo, the source run's training data, not prepared here"]
+    assert "overlap" not in MlflowClient().get_run(summary.run_id).data.tags
 
 
 @pytest.mark.slow

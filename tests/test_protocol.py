@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
+import soundfile as sf
 from corpus_trees import SPEECHCRAFT_EMOTIONS, iemocap_tree, prepare_all
 from mlflow import MlflowClient
 
-from benchmark.data.manifest import Utterance
+from benchmark.config import benchmark_home
+from benchmark.data.audio import load_audio
+from benchmark.data.manifest import Utterance, read_manifest
 from benchmark.data.prepare import prepare_corpus
 from benchmark.data.splits import folds, relabel, shared_speakers
 from benchmark.errors import BenchmarkError
@@ -207,7 +211,9 @@ def test_labels_map_through_the_target_card() -> None:
     assert not to_meld.outside
 
 
-def test_zero_shot_emosec_evaluation_carries_the_source_setup(corpora: Path) -> None:
+def test_zero_shot_emosec_evaluation_carries_the_source_setup_and_audits_its_mixture(
+    corpora: Path, trees: Path, tmp_path: Path
+) -> None:
     from benchmark.workflows.evaluate import evaluate_run
 
     summary = run_experiment(
@@ -221,6 +227,15 @@ def test_zero_shot_emosec_evaluation_carries_the_source_setup(corpora: Path) -> 
     assert tags["source_setup"] == source["setup"] and tags["setup"] != source["setup"]
     assert (tags["dataset"], tags["train_with"], tags["folds"]) == ("emosec", "speechcraft", "Session1")
     assert tags["recipe"] == "custom"  # the source ran with --epochs 1
+    assert "overlap" not in tags and client.get_run(result.run_id).data.metrics["audit.audio-exact"] == 0
+
+    # A SpeechCraft clip, trained on through train_with, in EMOSEC's test split stops the evaluation.
+    (crafted, *_) = read_manifest(benchmark_home() / "datasets" / "speechcraft" / "train.jsonl")
+    planted = shutil.copytree(trees / "SECap" / "dataset", tmp_path / "planted-emosec")
+    sf.write(str(planted / "wav" / "tx_emotion_00201000015.wav"), load_audio(crafted.audio), 16000)
+    prepare_corpus(load_dataset_card("emosec"), planted, strict=True)
+    with pytest.raises(BenchmarkError, match=f"training utterance {crafted.id} \\(speechcraft\\)"):
+        evaluate_run(summary.run_id, "emosec", progress=False)
 
 
 def test_an_ssl_baseline_fine_tunes_its_top_layer_through_run(corpora: Path) -> None:

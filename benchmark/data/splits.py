@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from benchmark.config import DatasetCard
+from benchmark.data.corpus import load_corpus
 from benchmark.data.manifest import Utterance
 from benchmark.errors import BenchmarkError
 
@@ -203,3 +204,19 @@ class Mixture:
             if (seen := rows.setdefault(row.id, row)).dataset != row.dataset:
                 raise BenchmarkError(f"utterance id '{row.id}' is in both {seen.dataset} and {row.dataset}")
         return rows
+
+
+def training_mixture(
+    card: DatasetCard, others: list[DatasetCard], fold: str | None, validation: bool
+) -> Mixture:
+    """The folds `fold` of `card` ("all" for every one) and the training parts of `others` (its
+    `train_with` corpora), relabelled to `card`'s emotions: what `run` trains, and what `evaluate`
+    rebuilds to audit a run's training mixture against another corpus."""
+    chosen = folds(card, load_corpus(card), fold, validation)
+    extra: list[Utterance] = []
+    outside: dict[str, int] = {}
+    for other in others:
+        relabelled = relabel(training_part(other, load_corpus(other)), other, card)
+        extra += relabelled.rows
+        outside[other.name] = sum(relabelled.outside.values())
+    return Mixture(card, chosen, extra, outside, {c.name: c for c in [card, *others]})

@@ -36,7 +36,6 @@ from mlflow.entities import Run
 
 from benchmark.config import DatasetCard, SystemConfig, benchmark_home, override_system
 from benchmark.data.audit import Finding
-from benchmark.data.corpus import load_corpus
 from benchmark.data.examples import Example, examples_of
 from benchmark.data.features import FeatureLoader
 from benchmark.data.manifest import Utterance
@@ -46,8 +45,7 @@ from benchmark.data.splits import (
     Mixture,
     check_validation,
     fold_names,
-    folds,
-    relabel,
+    training_mixture,
     training_part,
 )
 from benchmark.errors import BenchmarkError
@@ -75,6 +73,7 @@ from benchmark.workflows.overlap import (
     overlap_notes,
     overlap_tags,
     refuse_overlap,
+    tested_ids,
 )
 from benchmark.workflows.scoring import log_split, split_scores
 
@@ -219,17 +218,6 @@ def resumable_run(digest: str, world_size: int) -> Run | None:
             hint="resume it with the same number of processes, or start afresh without --resume",
         )
     return resumed
-
-
-def build_mixture(request: RunRequest, card: DatasetCard, others: list[DatasetCard]) -> Mixture:
-    chosen = folds(card, load_corpus(card), request.fold, request.validation)
-    extra: list[Utterance] = []
-    outside: dict[str, int] = {}
-    for other in others:
-        relabelled = relabel(training_part(other, load_corpus(other)), other, card)
-        extra += relabelled.rows
-        outside[other.name] = sum(relabelled.outside.values())
-    return Mixture(card, chosen, extra, outside, {c.name: c for c in [card, *others]})
 
 
 def log_fold_data(mixture: Mixture, fold: Fold, system: SystemConfig, test: bool = True) -> None:
@@ -476,10 +464,10 @@ def plan_run(request: RunRequest) -> tuple[RunPlan, RunSetup]:
     request = dataclasses.replace(request, progress=request.progress and is_lead())  # one set of bars
     if is_lead():
         tracking_setup(load_mlflow_config())  # marks stale runs; a bad store fails before any work
-    mixture = build_mixture(request, card, others)
+    mixture = training_mixture(card, others, request.fold, request.validation)
     check_same_data(mixture)
     overlap = audit_mixture(mixture, request.progress)  # fingerprints cached: cheap after the first run
-    refuse_overlap(mixture, overlap, request.allow_overlap)
+    refuse_overlap(tested_ids(mixture), overlap, request.allow_overlap)
 
     encoder = frozen_encoder(backbone.name, system.encoder_family)
     encoder_shape = (encoder.num_layers, encoder.hidden_size)
@@ -534,7 +522,7 @@ def run_experiment(request: RunRequest) -> RunSummary:
     fold_std: dict[str, dict[str, float]] = {}
     parent_tags = {**tags, tag.CHECKPOINTS: str(checkpoints)}
     parent_tags |= {tag.RESUMED_FROM: resumed.info.run_id} if resumed else {}
-    parent_tags |= overlap_tags(plan.mixture, plan.overlap)
+    parent_tags |= overlap_tags(tested_ids(plan.mixture), plan.overlap)
     name = request.name or f"{system.name} on {card.name}"
     with lead_run(name, tags={**parent_tags, **request.tags}, params=system) as parent:
         run_id = broadcast(parent.info.run_id if lead else None)
@@ -563,7 +551,7 @@ def run_experiment(request: RunRequest) -> RunSummary:
     summary = RunSummary(
         run_id, system, fold_metrics, mean, std, fold_std if len(seeds) > 1 else {}, interval
     )
-    summary.notes += overlap_notes(plan.mixture, plan.overlap)
+    summary.notes += overlap_notes(tested_ids(plan.mixture), plan.overlap)
     return summary
 
 
