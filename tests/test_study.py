@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from benchmark import registry
 from benchmark.errors import BenchmarkError
 from benchmark.leaderboard.published import load_published
-from benchmark.study.search import StudyRequest, counted, resolve_spec, study_name
+from benchmark.study.search import StudyRequest, TrialObserver, counted, resolve_spec, study_name
 from benchmark.study.storage import (
     StudyStorage,
     TrialHeartbeat,
@@ -90,6 +90,24 @@ def test_unknown_system_of_a_study_is_refused(tmp_path: Path):
             registry.load_study("mine")
     finally:
         registry._extra_roots.remove(tmp_path)
+
+
+def test_a_trial_of_several_seeds_reports_each_ones_last_stage_after_the_other():
+    spec, system = registry.load_study("beta"), registry.load_system("full")
+    earlier = sum(stage.epochs for stage in system.stages[:-1])
+    last = system.stages[-1].epochs
+    assert earlier and last > 1  # the schedule this test is about: stages before the last
+    trial = optuna.create_study(direction=spec.objective.direction).ask()
+    observer = TrialObserver(trial, spec)
+    observer.started("run-id", system)
+    sign = 1.0 if spec.pruner.direction == spec.objective.direction else -1.0
+    for event in range(2 * (earlier + last)):  # two seeds' trainings, each every stage again
+        observer.validated({spec.pruner.metric: float(event), "val.other": -1.0})
+        observer.validated({"val.other": -1.0})  # without the pruner's metric: not an epoch
+    reported = trial.study._storage.get_trial(trial._trial_id).intermediate_values
+    first = [float(earlier + k) for k in range(last)]
+    second = [float(2 * earlier + last + k) for k in range(last)]
+    assert reported == {step + 1: sign * value for step, value in enumerate(first + second)}
 
 
 def test_the_command_line_makes_another_study_except_for_the_trial_count():

@@ -224,7 +224,9 @@ class TrialObserver:
     of the paper's own beta after three epochs of ASR. Steps are the last stage's epochs, so the
     pruner's `warmup_steps` count those. Optuna's pruners compare intermediate values in the
     study's direction, so a metric of the other direction (`val.ce`, lower is better, in a study
-    that maximises UA) is reported negated.
+    that maximises UA) is reported negated. A trial of several trainings (`training.seeds`, or
+    folds) runs every stage again in each: their last stages' epochs are reported one after
+    another, so step k of the second training follows the first's last step.
     """
 
     def __init__(self, trial: Trial, spec: StudySpec) -> None:
@@ -232,6 +234,7 @@ class TrialObserver:
         self.run_id: str | None = None
         self.epoch = 0
         self.earlier_epochs = 0  # epochs of the stages before the last, not reported
+        self.last_epochs = 0  # epochs of the last stage (0: an SSL baseline, whose every epoch counts)
         self.last_stage = ""
         self.sign = 1.0 if spec.pruner.direction == spec.objective.direction else -1.0
 
@@ -240,15 +243,25 @@ class TrialObserver:
         self.trial.set_user_attr(TRIAL_RUN_ATTR, run_id)
         if system.stages:  # an LLM system; an SSL baseline's heads train in one run
             self.earlier_epochs = sum(stage.epochs for stage in system.stages[:-1])
+            self.last_epochs = system.stages[-1].epochs
             self.last_stage = f" of stage '{system.stages[-1].name}'"
+
+    def step(self) -> int | None:
+        """The pruner's step of the epoch just validated; None for an epoch of an earlier stage."""
+        if not self.last_epochs:
+            return self.epoch
+        training, within = divmod(self.epoch - 1, self.earlier_epochs + self.last_epochs)
+        if within < self.earlier_epochs:
+            return None
+        return training * self.last_epochs + within - self.earlier_epochs + 1
 
     def validated(self, metrics: dict[str, float]) -> None:
         metric = self.spec.pruner.metric
         if metric not in metrics:
             return
         self.epoch += 1
-        step = self.epoch - self.earlier_epochs
-        if step < 1:
+        step = self.step()
+        if step is None:
             return
         self.trial.report(self.sign * metrics[metric], step)
         if self.trial.should_prune():
