@@ -85,7 +85,7 @@ def evaluate_run(
         findings = audit_pairings([pairing], progress)[pairing.name]
         tested = {pairing.name: {row.id for row in rows}}
         where = f"{card.name}, zero-shot from fold {source_fold} of run {source.info.run_id}"
-        refuse_overlap(tested, findings, allow_overlap, where=lambda _: where)
+        refuse_overlap(tested, findings, allow_overlap, where)
         notes += overlap_notes(tested, findings)
 
     model, encoder = load_trained_model(saved, f"{ARTIFACT} of run {run_id}, fold {source_fold}")

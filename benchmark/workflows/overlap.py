@@ -4,9 +4,9 @@ test and validation rows; for `evaluate`, the source fold's training mixture, re
 source run's tags, against the zero-shot corpus's test rows.
 
 A fold whose test audio is in its training mixture is refused before anything trains or is
-scored, unless `--allow-overlap`, which tags the run `overlap=N` (the leaderboard marks its cells). A shared
-transcript or speaker is reported, in the run's `audit.tsv` and a note, but never stops a run:
-IEMOCAP's scripted sessions share their sentences. The fingerprints are cached per file, so the
+scored, unless `--allow-overlap`, which tags the run `overlap=N` (the leaderboard marks its
+cells). A shared transcript or speaker is reported, in the run's `audit.tsv` and a note, but never
+stops a run: IEMOCAP's scripted sessions share their sentences. The fingerprints are cached per file, so the
 check costs a fraction of a second after the first run.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlflow.entities import Run
@@ -95,20 +95,17 @@ def overlap_count(tested: Mapping[str, set[str]], findings: list[Finding]) -> in
 
 
 def refuse_overlap(
-    tested: Mapping[str, set[str]],
-    findings: list[Finding],
-    allow: bool,
-    where: Callable[[str], str] = "fold {}".format,
+    tested: Mapping[str, set[str]], findings: list[Finding], allow: bool, where: str = ""
 ) -> None:
-    """Stop, before anything trains or is scored, at the first pairing (a fold of `run`, named by
-    `where`) whose test audio is in its training mixture."""
+    """Stop, before anything trains or is scored, at the first pairing whose test audio is in its
+    training mixture; the line starts with `where`, by default the pairing's fold."""
     per_pairing = overlaps_in_test(tested, findings)
     if allow or not per_pairing:
         return
     pairing, pairs = next(iter(per_pairing.items()))
-    first, more = pairs[0], len(per_pairing) - 1
+    first, more, where = pairs[0], len(per_pairing) - 1, where or f"fold {pairing}"
     raise BenchmarkError(
-        f"{where(pairing)}: test utterance {first.test_id} ({first.test_corpus}) has the audio of training "
+        f"{where}: test utterance {first.test_id} ({first.test_corpus}) has the audio of training "
         f"utterance {first.train_id} ({first.train_corpus}) ({first.kind}); {len(pairs)} such pair(s)"
         + (f", and {more} more fold(s) with some" if more else "")
         + "; see `python -m benchmark data audit`",
