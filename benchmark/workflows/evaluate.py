@@ -114,7 +114,7 @@ def evaluate_run(
     )  # fmt: skip
     with run_context(f"{system.name} on {card.name} (zero-shot)", tags=tags, params=system) as run:
         log_environment()
-        if not isinstance(pairing, str):
+        if tested:  # audited (otherwise a note says why not)
             log_overlap(findings)
         examples = examples_of(rows, features)
         records = predict(model, examples, list(card.labels), None, progress=progress, encoder=online)

@@ -6,8 +6,8 @@ source run's tags, against the zero-shot corpus's test rows.
 A fold whose test audio is in its training mixture is refused before anything trains or is
 scored, unless `--allow-overlap`, which tags the run `overlap=N` (the leaderboard marks its
 cells). A shared transcript or speaker is reported, in the run's `audit.tsv` and a note, but never
-stops a run: IEMOCAP's scripted sessions share their sentences. The fingerprints are cached per file, so the
-check costs a fraction of a second after the first run.
+stops a run: IEMOCAP's scripted sessions share their sentences. The fingerprints are cached per
+file, so the check costs a fraction of a second after the first run.
 """
 
 from __future__ import annotations
